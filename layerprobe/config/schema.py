@@ -1,0 +1,123 @@
+"""Structured-config schemas, registered in Hydra's ConfigStore. No TensorFlow here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class InputSpec:
+    shape: List[int] = MISSING  # per example, without the batch axis
+    dtype: str = "float32"
+
+
+@dataclass
+class HeadSpec:
+    """What one output layer is trained against."""
+
+    label: str = "label"  # key of the label in the data's label dict
+    loss: str = "sparse_softmax_cross_entropy"
+    weight: float = 1.0
+    metrics: List[str] = field(default_factory=lambda: ["accuracy"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    inputs: Dict[str, InputSpec] = MISSING
+    # Ordered mapping: layer name -> {type, inputs?, expose?, **constructor args}.
+    layers: Dict[str, Any] = MISSING
+    # Output layer name -> head; empty means the last layer with the default head.
+    outputs: Dict[str, HeadSpec] = field(default_factory=dict)
+
+
+@dataclass
+class SplitConfig:
+    eval_fraction: float = 0.2  # share of examples held out for evaluation and probing
+    seed: int = 0  # the split's own seed, so that model seeds do not move examples between splits
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    source: str = MISSING
+    # Source-specific arguments (sizes, paths, generator kind, ...).
+    params: Dict[str, Any] = field(default_factory=dict)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    # Transforms applied in the tf.data graph, in order: [{name: scale, factor: 0.0625}, ...].
+    transforms: List[Any] = field(default_factory=list)
+    batch_size: int = 64
+    shuffle_buffer: int = 2048  # >= the digits train split, so the shuffle is a full one
+    cache: bool = True  # the bundled sets fit in memory many times over
+    prefetch: int = -1  # -1 = tf.data.AUTOTUNE
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    learning_rate: float = 0.001
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 42
+    deterministic: bool = True  # op determinism: reruns are bitwise identical on CPU
+    train_steps: int = 1000
+    eval_steps: Optional[int] = None  # None = the whole eval split
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # None = models/<experiment>-<hash of what shapes training>, so rerunning a command resumes.
+    model_dir: Optional[str] = None
+    save_checkpoints_steps: int = 500
+    keep_checkpoint_max: int = 3
+    log_every_steps: int = 100
+
+
+@dataclass
+class ProbeConfig:
+    enabled: bool = True
+    split: str = "eval"
+    layers: List[str] = field(default_factory=list)  # exposed in addition to `expose: true`
+    max_examples: Optional[int] = None  # None = the whole split
+    batch_size: Optional[int] = None  # None = data.batch_size
+    percentiles: List[float] = field(default_factory=lambda: [1.0, 5.0, 50.0, 95.0, 99.0])
+    relative_accuracy: float = 0.005  # of the quantile sketch; numpy's value is within 2x this
+    active_threshold: float = 0.0  # a unit is active on an example when its value is > this
+    saturation_margin: float = 0.01  # sigmoid/tanh values this close to a bound count as saturated
+    histogram_bins: int = 60
+    reservoir_size: int = 64  # raw activations kept per layer, sampled uniformly with the seed
+    plots: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd
+    experiment_name: str = "layerprobe"
+    run_name: Optional[str] = None  # None = the overrides that differ from the defaults
+
+
+@dataclass
+class LayerprobeConfig:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    probe: ProbeConfig = MISSING
+    tracking: TrackingConfig = MISSING
+
+
+def register_configs() -> None:
+    """Register the schema (every YAML file is checked against it, in struct mode) and the
+    experiment files of `experiments/` as the config group `experiments`."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from layerprobe.config import EXPERIMENTS_DIR
+
+    cs = ConfigStore.instance()
+    cs.store(name="layerprobe_schema", node=LayerprobeConfig)
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        if not path.name.endswith(".baseline.yaml"):
+            cs.store(group="experiments", name=path.stem, node=OmegaConf.load(path), package="_global_")

@@ -1,0 +1,184 @@
+"""Checks a composed config before TensorFlow is imported; every failure is one ConfigError."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from layerprobe.config.layer_table import load_table
+from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE
+from layerprobe.errors import ConfigError
+
+RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
+DTYPES = ("float32", "float64", "float16", "int32", "int64", "uint8", "bool", "string")
+
+
+def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first rule the config breaks."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(c, dict)
+    _check_model(c["model"])
+    _check_trainer(c["trainer"])
+    _check_data(c["data"])
+    _check_probe(c["probe"], c["model"])
+    _check_tracking(c["tracking"])
+
+
+def layer_order(model: Mapping[str, Any]) -> list[str]:
+    return list(model["layers"] or {})
+
+
+def _check_name(path: str, name: Any) -> None:
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise ConfigError(path, name, f"name {SAFE_NAME_RULE}")
+
+
+def _positive_int(path: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(path, value, "must be a positive integer")
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    inputs = model.get("inputs") or {}
+    if not inputs:
+        raise ConfigError("model.inputs", inputs, "declare at least one input with its shape")
+    for name, spec in inputs.items():
+        _check_name(f"model.inputs.{name}", name)
+        shape = (spec or {}).get("shape")
+        if not isinstance(shape, list) or not shape:
+            raise ConfigError(f"model.inputs.{name}.shape", shape, "give the per-example shape")
+        for i, dim in enumerate(shape):
+            _positive_int(f"model.inputs.{name}.shape[{i}]", dim)
+        if spec.get("dtype", "float32") not in DTYPES:
+            raise ConfigError(f"model.inputs.{name}.dtype", spec.get("dtype"), "unknown dtype", DTYPES)
+
+    layers = model.get("layers") or {}
+    if not layers:
+        raise ConfigError("model.layers", layers, "declare at least one layer")
+    table = load_table()["layers"]
+    defined = list(inputs)
+    for name, spec in layers.items():
+        path = f"model.layers.{name}"
+        _check_name(path, name)
+        if name in inputs:
+            raise ConfigError(path, name, "a layer cannot have the name of a model input")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(path, spec, "a layer is a mapping with at least a `type`")
+        _check_layer_type_and_args(path, spec, table)
+        first = len(defined) == len(inputs)
+        _check_layer_inputs(path, spec, defined, needs_inputs=first and len(inputs) > 1, all_layers=layers)
+        expose = spec.get("expose", False)
+        if not isinstance(expose, bool):
+            raise ConfigError(f"{path}.expose", expose, "must be true or false")
+        defined.append(name)
+
+    for name, head in (model.get("outputs") or {}).items():
+        path = f"model.outputs.{name}"
+        if name not in layers:
+            raise ConfigError(path, name, "an output must name a layer", layers)
+        if head["loss"] not in LOSSES:
+            raise ConfigError(f"{path}.loss", head["loss"], "unknown loss", LOSSES)
+        for i, metric in enumerate(head.get("metrics") or []):
+            if metric not in METRICS:
+                raise ConfigError(f"{path}.metrics[{i}]", metric, "unknown metric", METRICS)
+        if not isinstance(head.get("weight"), (int, float)) or head["weight"] < 0:
+            raise ConfigError(f"{path}.weight", head.get("weight"), "must be a number >= 0")
+
+
+def _check_layer_type_and_args(path: str, spec: Mapping[str, Any], table: Mapping[str, Any]) -> None:
+    ltype = spec.get("type")
+    if not isinstance(ltype, str) or not ltype:
+        raise ConfigError(f"{path}.type", ltype, "every layer needs a `type`", table)
+    args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
+    if "name" in args:
+        raise ConfigError(f"{path}.name", args["name"], "the layer's name is its key in model.layers")
+    if "." in ltype:  # a user's own class, checked when it is imported
+        module, _, cls = ltype.rpartition(".")
+        if not module or not cls.isidentifier():
+            raise ConfigError(f"{path}.type", ltype, "a dotted type must be 'package.module.Class'")
+        return
+    if ltype not in table:
+        raise ConfigError(f"{path}.type", ltype, "not a tf.keras.layers class", table)
+    known = table[ltype]["args"]
+    for arg in args:
+        if arg not in known:
+            raise ConfigError(f"{path}.{arg}", arg, f"{ltype} takes no argument {arg!r}", known)
+    for arg in table[ltype]["required"]:
+        if arg not in args:
+            raise ConfigError(f"{path}.{arg}", None, f"{ltype} requires {arg!r}")
+
+
+def _check_layer_inputs(
+    path: str, spec: Mapping[str, Any], defined: list[str], needs_inputs: bool, all_layers: Mapping[str, Any]
+) -> None:
+    raw = spec.get("inputs")
+    if raw is None:
+        if needs_inputs:  # the first layer defaults to the single model input
+            raise ConfigError(
+                f"{path}.inputs", None, "the model has several inputs: name the ones this layer takes", defined
+            )
+        return
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names:
+        raise ConfigError(f"{path}.inputs", raw, "give a name or a list of names of inputs or earlier layers")
+    for name in names:
+        if name in all_layers and name not in defined:
+            rule = "names this layer or a later one, which would form a cycle: name an input or an earlier layer"
+            raise ConfigError(f"{path}.inputs", name, rule, defined)
+        if name not in defined:
+            raise ConfigError(f"{path}.inputs", name, "must name a model input or an earlier layer", defined)
+
+
+def _check_trainer(trainer: Mapping[str, Any]) -> None:
+    for key in ("train_steps", "save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
+        _positive_int(f"trainer.{key}", trainer[key])
+    if trainer.get("eval_steps") is not None:
+        _positive_int("trainer.eval_steps", trainer["eval_steps"])
+    opt = trainer["optimizer"]
+    if opt["name"] not in OPTIMIZERS:
+        raise ConfigError("trainer.optimizer.name", opt["name"], "unknown optimizer", OPTIMIZERS)
+    if not isinstance(opt["learning_rate"], (int, float)) or opt["learning_rate"] <= 0:
+        raise ConfigError("trainer.optimizer.learning_rate", opt["learning_rate"], "must be > 0")
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    from layerprobe.data.sources import SOURCES
+
+    if data["source"] not in SOURCES:
+        raise ConfigError("data.source", data["source"], "unknown data source", SOURCES)
+    _positive_int("data.batch_size", data["batch_size"])
+    frac = data["splits"]["eval_fraction"]
+    if not isinstance(frac, (int, float)) or not 0 < frac < 1:
+        raise ConfigError("data.splits.eval_fraction", frac, "must be between 0 and 1 (exclusive)")
+
+
+def _check_probe(probe: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    layers = list(model["layers"])
+    for i, name in enumerate(probe.get("layers") or []):
+        if name not in layers:
+            raise ConfigError(f"probe.layers[{i}]", name, "can only expose a layer of the model", layers)
+    if probe["split"] not in ("train", "eval"):
+        raise ConfigError("probe.split", probe["split"], "unknown split", ("train", "eval"))
+    for i, q in enumerate(probe["percentiles"]):
+        if not isinstance(q, (int, float)) or not 0 <= q <= 100:
+            raise ConfigError(f"probe.percentiles[{i}]", q, "a percentile is between 0 and 100")
+    acc = probe["relative_accuracy"]
+    if not isinstance(acc, (int, float)) or not 0 < acc < 0.5:
+        raise ConfigError("probe.relative_accuracy", acc, "must be between 0 and 0.5")
+    for key in ("histogram_bins",):
+        _positive_int(f"probe.{key}", probe[key])
+    if probe["max_examples"] is not None:
+        _positive_int("probe.max_examples", probe["max_examples"])
+    if probe.get("batch_size") is not None:
+        _positive_int("probe.batch_size", probe["batch_size"])
+    res = probe["reservoir_size"]
+    if isinstance(res, bool) or not isinstance(res, int) or res < 0:
+        raise ConfigError("probe.reservoir_size", res, "must be an integer >= 0")
+
+
+def _check_tracking(tracking: Mapping[str, Any]) -> None:
+    name = tracking["experiment_name"]
+    if not isinstance(name, str) or not name.strip() or "/" in name or ".." in name:
+        raise ConfigError("tracking.experiment_name", name, "must be a non-empty name without '/' or '..'")

@@ -1,0 +1,49 @@
+"""User-facing errors: one line that names the config path, the value, the rule and the options."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class LayerprobeError(Exception):
+    """An error caused by the user's input; the CLI prints its message on one line and exits 2."""
+
+
+class ConfigError(LayerprobeError):
+    """A config value breaks a rule. The message names the path, the value and what is allowed."""
+
+    def __init__(
+        self,
+        path: str,
+        value: Any,
+        rule: str,
+        options: Iterable[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.value = value
+        self.rule = rule
+        self.options = sorted(str(o) for o in options) if options is not None else None
+        super().__init__(_format(path, value, rule, self.options))
+
+
+def _format(path: str, value: Any, rule: str, options: list[str] | None) -> str:
+    msg = f"{path}: {rule}. Received: {value!r}"
+    if options is not None:
+        close = did_you_mean(str(value), options)
+        if close:
+            msg += f". Did you mean {close!r}?"
+        shown = options if len(options) <= 12 else options[:12] + ["..."]
+        msg += f" Allowed: {', '.join(shown)}"
+    return msg.replace("\n", " ")
+
+
+def did_you_mean(value: str, options: Iterable[str]) -> str | None:
+    """Closest option to ``value`` (case-insensitive), or None when nothing is close."""
+    options = list(options)
+    lowered = {o.lower(): o for o in options}
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    hits = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[hits[0]] if hits else None

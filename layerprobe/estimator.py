@@ -1,0 +1,151 @@
+"""RunConfig, Estimator, train / evaluate, and the streaming predict phase that feeds the probe."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from layerprobe._tf import tf
+from layerprobe.data.pipeline import PreparedData, dataset
+from layerprobe.graph import Graph
+from layerprobe.model_fn import LABEL_FEATURE, ModeKeys, ModelSpec, make_model_fn
+from layerprobe.probe.accumulate import LayerAccumulator, LayerStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    type: str
+    output_shape: list[Any]  # per example
+    params: int
+    exposed: bool
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    rows: list[LayerRow]
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    def shape_of(self, layer: str) -> list[Any]:
+        return next(r.output_shape for r in self.rows if r.name == layer)
+
+    def table(self) -> str:
+        lines = [f"{'layer':<16} {'type':<24} {'output shape':<20} {'params':>10}  exposed"]
+        for r in self.rows:
+            shape = str(tuple(r.output_shape))
+            lines.append(f"{r.name:<16} {r.type:<24} {shape:<20} {r.params:>10}  {'yes' if r.exposed else ''}")
+        lines.append(f"total parameters: {self.total_params}")
+        return "\n".join(lines)
+
+
+def dry_run(spec: ModelSpec, data: PreparedData, exposed: set[str]) -> ModelSummary:
+    """Build the TRAIN graph once in a scratch graph: shape and loss errors surface before any
+    model_dir is written, and the layer table comes for free."""
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(spec.seed)  # op determinism refuses unseeded random ops
+        tf.compat.v1.train.get_or_create_global_step()
+        spec_f, spec_l = dataset(data, "train", training=False, batch_size=2, seed=0, max_examples=2).element_spec
+        feats = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_f.items()}
+        labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_l.items()}
+        built: list[Graph] = []
+        make_model_fn(spec, on_build=built.append)(feats, labels, ModeKeys.TRAIN)
+        graph = built[0]
+        rows = []
+        for name, layer in graph.layers.items():
+            params = int(sum(np.prod(w.shape) for w in layer.weights))
+            shape = graph.tensors[name].shape.as_list()[1:]
+            rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed))
+    return ModelSummary(rows)
+
+
+def make_estimator(spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any]) -> tf.estimator.Estimator:
+    if trainer.get("deterministic", True):
+        tf.config.experimental.enable_op_determinism()
+    config = tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=trainer["seed"],
+        save_checkpoints_steps=trainer["save_checkpoints_steps"],
+        save_summary_steps=trainer["log_every_steps"],
+        keep_checkpoint_max=trainer["keep_checkpoint_max"],
+        log_step_count_steps=trainer["log_every_steps"],
+    )
+    return tf.estimator.Estimator(make_model_fn(spec), config=config)
+
+
+def train_input_fn(data: PreparedData, data_cfg: Mapping[str, Any], seed: int) -> Callable[[], Any]:
+    return lambda: dataset(
+        data,
+        "train",
+        training=True,
+        batch_size=data_cfg["batch_size"],
+        seed=seed,
+        shuffle_buffer=data_cfg["shuffle_buffer"],
+        cache=data_cfg["cache"],
+        prefetch=data_cfg["prefetch"],
+    )
+
+
+def eval_input_fn(data: PreparedData, data_cfg: Mapping[str, Any], split: str = "eval") -> Callable[[], Any]:
+    return lambda: dataset(
+        data, split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"]
+    )
+
+
+def train(est: tf.estimator.Estimator, input_fn: Callable[[], Any], steps: int, hooks: list | None = None) -> int:
+    """Train up to global step `steps`; a model_dir that is already there resumes. Returns the step."""
+    est.train(input_fn, max_steps=steps, hooks=hooks or [])
+    return int(est.get_variable_value("global_step"))
+
+
+def evaluate(est: tf.estimator.Estimator, input_fn: Callable[[], Any], steps: int | None = None) -> dict[str, float]:
+    result = est.evaluate(input_fn, steps=steps)
+    return {k: float(v) for k, v in result.items()}
+
+
+def probe_input_fn(
+    data: PreparedData, split: str, batch_size: int, label: str | None, max_examples: int | None
+) -> Callable[[], Any]:
+    def input_fn() -> Any:
+        ds = dataset(data, split, training=False, batch_size=batch_size, seed=0, max_examples=max_examples)
+        if label is None:
+            return ds.map(lambda f, y: f)
+        return ds.map(lambda f, y: {**f, LABEL_FEATURE: y[label]})
+
+    return input_fn
+
+
+def stream_probe(
+    est: tf.estimator.Estimator,
+    input_fn: Callable[[], Any],
+    accumulators: Mapping[str, LayerAccumulator],
+    checkpoint_path: str | None = None,
+) -> int:
+    """One pass of batch-level predictions into the accumulators; returns the number of batches.
+
+    `yield_single_examples=False`: each item is one batch's summaries, so the host loop runs once
+    per batch and never per example.
+    """
+    batches = 0
+    for item in est.predict(input_fn, yield_single_examples=False, checkpoint_path=checkpoint_path):
+        per_layer: dict[str, dict[str, np.ndarray]] = {name: {} for name in accumulators}
+        for key, value in item.items():
+            layer, _, stat = key.partition("/")
+            if layer in per_layer and stat:
+                per_layer[layer][stat] = value
+        for name, acc in accumulators.items():
+            acc.update(per_layer[name])
+        batches += 1
+    return batches
+
+
+def collect_stats(accumulators: Mapping[str, LayerAccumulator], summary: ModelSummary) -> dict[str, LayerStats]:
+    return {name: acc.result(summary.shape_of(name)) for name, acc in accumulators.items()}

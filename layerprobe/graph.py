@@ -1,0 +1,85 @@
+"""Layer specs -> Keras functional tensors. Knows nothing of Estimators.
+
+Every layer is created with its config name, so checkpoint keys (`conv1/kernel`) do not depend on
+build order (automatic names such as `dense_1` broke restores when the order changed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from layerprobe._tf import tf
+from layerprobe.config.validate import RESERVED_LAYER_KEYS
+from layerprobe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Graph:
+    tensors: dict[str, tf.Tensor]  # every model input and layer output, by name
+    layers: dict[str, tf.keras.layers.Layer]  # in config order
+
+
+def resolve_layer_class(path: str, type_name: str) -> type:
+    """A tf.keras.layers class by name, or a user's class by dotted import path."""
+    if "." not in type_name:
+        cls = getattr(tf.keras.layers, type_name, None)
+    else:
+        module_name, _, cls_name = type_name.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ConfigError(path, type_name, f"cannot import module {module_name!r} ({e})") from None
+        cls = getattr(module, cls_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, tf.keras.layers.Layer)):
+        raise ConfigError(path, type_name, "is not a tf.keras Layer class")
+    return cls
+
+
+def _shape_of(x: Any) -> Any:
+    if isinstance(x, (list, tuple)):
+        return [_shape_of(t) for t in x]
+    return x.shape.as_list()
+
+
+def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, tf.Tensor], training: bool) -> Graph:
+    """Create and call every layer in order; `inputs` defaults to the previous layer."""
+    tensors: dict[str, Any] = dict(inputs)
+    built: dict[str, tf.keras.layers.Layer] = {}
+    previous = next(iter(inputs)) if len(inputs) == 1 else None
+    for name, spec in layers.items():
+        path = f"model.layers.{name}"
+        cls = resolve_layer_class(f"{path}.type", spec["type"])
+        args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
+        try:
+            layer = cls(name=name, **args)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(path, args, f"{spec['type']} rejected its arguments: {_first_line(e)}") from None
+        names = spec.get("inputs") or [previous]
+        names = [names] if isinstance(names, str) else list(names)
+        x = [tensors[n] for n in names]
+        x_in = x[0] if len(x) == 1 else x
+        kwargs = {"training": training} if "training" in inspect.signature(layer.call).parameters else {}
+        try:
+            y = layer(x_in, **kwargs)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+            rule = f"{spec['type']} cannot take input shape {_shape_of(x_in)} from {names}: {_first_line(e)}"
+            raise ConfigError(path, _shape_of(x_in), rule) from None
+        if isinstance(y, (list, tuple)):
+            raise ConfigError(path, spec["type"], "layers with several outputs are not supported; expose one")
+        tensors[name] = y
+        built[name] = layer
+        previous = name
+    return Graph(tensors, built)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("Call arguments") and not line.startswith("Exception encountered"):
+            return line[:300]
+    return type(e).__name__

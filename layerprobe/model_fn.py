@@ -1,0 +1,148 @@
+"""The Estimator contract: `model_fn(features, labels, mode)` for TRAIN / EVAL / PREDICT, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from layerprobe._tf import tf
+from layerprobe.config.names import LOSSES
+from layerprobe.errors import ConfigError
+from layerprobe.graph import Graph, build
+from layerprobe.probe.graph_stats import LayerProbeSpec, batch_summaries
+
+ModeKeys = tf.estimator.ModeKeys
+# The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
+LABEL_FEATURE = "__probe_label__"
+
+
+@dataclass(frozen=True)
+class Head:
+    label: str
+    loss: str
+    weight: float
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything model_fn needs, built from the config."""
+
+    inputs: Mapping[str, Mapping[str, Any]]  # name -> {shape, dtype}
+    layers: Mapping[str, Mapping[str, Any]]  # name -> layer spec, in order
+    heads: Mapping[str, Head]  # output layer name -> head
+    optimizer: str
+    learning_rate: float
+    seed: int
+    probes: tuple[LayerProbeSpec, ...] = ()  # PREDICT returns batch summaries of these layers
+    raw: tuple[str, ...] = ()  # PREDICT returns these layers' whole outputs (default: the heads)
+
+
+def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
+    outputs = model.get("outputs") or {}
+    if not outputs:  # the last layer, classified against `label`
+        outputs = {
+            list(model["layers"])[-1]: {"label": "label", "loss": LOSSES[0], "weight": 1.0, "metrics": ["accuracy"]}
+        }
+    return {
+        name: Head(
+            h.get("label", "label"),
+            h.get("loss", LOSSES[0]),
+            float(h.get("weight", 1.0)),
+            tuple(h.get("metrics", ("accuracy",))),
+        )
+        for name, h in outputs.items()
+    }
+
+
+def make_model_fn(
+    spec: ModelSpec, on_build: Callable[[Graph], None] | None = None
+) -> Callable[..., tf.estimator.EstimatorSpec]:
+    """`on_build` sees the built graph (the layer table is read off it)."""
+
+    def model_fn(
+        features: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor] | None, mode: str
+    ) -> tf.estimator.EstimatorSpec:
+        # Keras initialisers draw from Python's `random` unless seeded here; the RunConfig graph
+        # seed alone gave different checkpoints from run to run.
+        tf.keras.utils.set_random_seed(spec.seed)
+        inputs = {n: tf.cast(features[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
+        graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN)
+        if on_build is not None:
+            on_build(graph)
+        outputs = {n: graph.tensors[n] for n in spec.heads}
+
+        if mode == ModeKeys.PREDICT:
+            predictions: dict[str, tf.Tensor] = {n: graph.tensors[n] for n in (spec.raw or tuple(spec.heads))}
+            label = features.get(LABEL_FEATURE)
+            for probe in spec.probes:
+                for key, value in batch_summaries(graph.tensors[probe.name], probe, label).items():
+                    predictions[f"{probe.name}/{key}"] = value
+            export = {"serving_default": tf.estimator.export.PredictOutput({n: outputs[n] for n in outputs})}
+            return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=export)
+
+        assert labels is not None, "TRAIN and EVAL input_fns return labels"
+        loss = tf.constant(0.0)
+        metrics: dict[str, Any] = {}
+        for name, head in spec.heads.items():
+            y = labels[head.label]
+            loss += head.weight * _loss(name, head, y, outputs[name])
+            prefix = "" if len(spec.heads) == 1 else f"{name}/"
+            for metric in head.metrics:
+                metrics[prefix + metric] = _metric(metric, head, y, outputs[name])
+        reg = [r for layer in graph.layers.values() for r in layer.losses]
+        if reg:
+            loss += tf.add_n(reg)
+
+        if mode == ModeKeys.EVAL:
+            return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
+
+        # BatchNorm moving averages are not in UPDATE_OPS here; each layer's own `updates` are.
+        updates = [u for layer in graph.layers.values() for u in layer.updates]
+        with tf.control_dependencies(updates):
+            train_op = _optimizer(spec).minimize(loss, global_step=tf.compat.v1.train.get_global_step())
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    return model_fn
+
+
+def _loss(name: str, head: Head, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
+    path = f"model.outputs.{name}.loss"
+    shape = out.shape.as_list()
+    if head.loss == "sparse_softmax_cross_entropy":
+        if len(shape) != 2:
+            raise ConfigError(path, head.loss, f"needs an output of shape (batch, classes); {name} gives {shape}")
+        return tf.compat.v1.losses.sparse_softmax_cross_entropy(tf.cast(y, tf.int32), out)
+    if shape[-1] != 1 and len(shape) > 1:
+        raise ConfigError(path, head.loss, f"needs one output value per example; {name} gives {shape}")
+    out = tf.reshape(out, [-1])
+    y = tf.reshape(tf.cast(y, tf.float32), [-1])
+    if head.loss == "sigmoid_cross_entropy":
+        return tf.compat.v1.losses.sigmoid_cross_entropy(y, out)
+    return tf.compat.v1.losses.mean_squared_error(y, out)
+
+
+def _metric(metric: str, head: Head, y: tf.Tensor, out: tf.Tensor) -> Any:
+    if metric == "accuracy":
+        if head.loss == "sparse_softmax_cross_entropy":
+            pred = tf.argmax(out, axis=-1, output_type=tf.int64)
+        else:
+            pred = tf.cast(tf.reshape(out, [-1]) > 0, tf.int64)
+        return tf.compat.v1.metrics.accuracy(tf.cast(tf.reshape(y, [-1]), tf.int64), pred)
+    y = tf.reshape(tf.cast(y, tf.float32), [-1])
+    out = tf.reshape(out, [-1])
+    if metric == "mean_absolute_error":
+        return tf.compat.v1.metrics.mean_absolute_error(y, out)
+    return tf.compat.v1.metrics.root_mean_squared_error(y, out)
+
+
+def _optimizer(spec: ModelSpec) -> tf.compat.v1.train.Optimizer:
+    lr = spec.learning_rate
+    return {
+        "adam": lambda: tf.compat.v1.train.AdamOptimizer(lr),
+        "sgd": lambda: tf.compat.v1.train.GradientDescentOptimizer(lr),
+        "momentum": lambda: tf.compat.v1.train.MomentumOptimizer(lr, momentum=0.9),
+        "rmsprop": lambda: tf.compat.v1.train.RMSPropOptimizer(lr),
+        "adagrad": lambda: tf.compat.v1.train.AdagradOptimizer(lr),
+    }[spec.optimizer]()

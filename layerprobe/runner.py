@@ -1,0 +1,288 @@
+"""One experiment, start to end: config -> data -> model_fn -> Estimator -> probe -> MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from layerprobe.config.validate import validate
+
+log = logging.getLogger(__name__)
+
+BOUNDED_ACTIVATIONS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0)}
+TRAINING_KEYS = {"data": None, "model": ("inputs", "layers", "outputs"), "trainer": None}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str | None
+    tracking_uri: str | None
+    model_dir: str
+    global_step: int
+    eval_metrics: dict[str, float]
+    probe: dict[str, Any] = field(default_factory=dict)  # layer -> LayerStats
+    output_dir: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+
+
+def exposed_layers(c: Mapping[str, Any]) -> list[str]:
+    """Layers with `expose: true` or listed in probe.layers, in model order."""
+    extra = set(c["probe"].get("layers") or [])
+    return [n for n, s in c["model"]["layers"].items() if s.get("expose", False) or n in extra]
+
+
+def training_digest(c: Mapping[str, Any]) -> str:
+    """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing."""
+    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c["model"]["layers"].items()}
+    trainer = {k: v for k, v in c["trainer"].items() if k not in ("model_dir", "log_every_steps")}
+    blob = {
+        "data": c["data"],
+        "inputs": c["model"]["inputs"],
+        "layers": layers,
+        "outputs": c["model"].get("outputs"),
+        "trainer": trainer,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_digest(c: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_dir_for(c: Mapping[str, Any]) -> str:
+    """trainer.model_dir, else models/<model name>-<training digest>: the same command resumes."""
+    if c["trainer"].get("model_dir"):
+        return str(c["trainer"]["model_dir"])
+    return str(Path("models") / f"{c['model']['name']}-{training_digest(c)[:12]}")
+
+
+def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple:
+    from layerprobe.probe.graph_stats import LayerProbeSpec
+    from layerprobe.probe.sketch import SketchLayout
+
+    p = c["probe"]
+    layout = SketchLayout(p["relative_accuracy"])
+    specs = []
+    for i, name in enumerate(exposed):
+        layer = c["model"]["layers"][name]
+        act = layer.get("activation") if layer["type"] != "Softmax" else "softmax"
+        specs.append(
+            LayerProbeSpec(
+                name=name,
+                layout=layout,
+                active_threshold=p["active_threshold"],
+                bounds=BOUNDED_ACTIVATIONS.get(act) if isinstance(act, str) else None,
+                saturation_margin=p["saturation_margin"],
+                reservoir_size=p["reservoir_size"],
+                seed=c["trainer"]["seed"] + 1000 + i,
+            )
+        )
+    return tuple(specs)
+
+
+def model_spec(c: Mapping[str, Any], probes: tuple = (), raw: tuple[str, ...] = ()) -> Any:
+    from layerprobe.model_fn import ModelSpec, heads_from_config
+
+    t = c["trainer"]
+    return ModelSpec(
+        inputs=c["model"]["inputs"],
+        layers=c["model"]["layers"],
+        heads=heads_from_config(c["model"]),
+        optimizer=t["optimizer"]["name"],
+        learning_rate=float(t["optimizer"]["learning_rate"]),
+        seed=t["seed"],
+        probes=probes,
+        raw=raw,
+    )
+
+
+def run(
+    c: Mapping[str, Any],
+    output_dir: str | Path,
+    overrides: Sequence[str] = (),
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> RunResult:
+    """Train (or resume), evaluate, probe and log one experiment."""
+    validate(c)
+    from layerprobe import estimator as E
+    from layerprobe import tracking
+    from layerprobe.data.pipeline import check_against_inputs, prepare
+
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    exposed = exposed_layers(c)
+    data = prepare(c["data"])
+    spec = model_spec(c, probe_specs(c, exposed))
+    check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
+    summary = E.dry_run(spec, data, set(exposed))
+    seconds["prepare"] = time.perf_counter() - t0
+
+    tracker = None
+    if c["tracking"]["enabled"]:
+        uri = tracking.resolve_uri(c["tracking"]["uri"])
+        tracking.check_reachable(uri)
+        run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
+        all_tags = {**provenance_tags(c, overrides, summary.total_params), **(tags or {})}
+        tracker = tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, all_tags, parent_run_id)
+
+    model_dir = model_dir_for(c)
+    try:
+        if tracker:
+            tracker.log_params(tracking.flatten(c))
+            write_run_files(c, summary, data, output_dir)
+            tracker.log_artifacts(output_dir / "config", "config")
+            tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
+        est = E.make_estimator(spec, model_dir, c["trainer"])
+        t = time.perf_counter()
+        step = E.train(est, E.train_input_fn(data, c["data"], c["trainer"]["seed"]), c["trainer"]["train_steps"])
+        seconds["train"] = time.perf_counter() - t
+        t = time.perf_counter()
+        metrics = E.evaluate(est, E.eval_input_fn(data, c["data"]), c["trainer"]["eval_steps"])
+        seconds["evaluate"] = time.perf_counter() - t
+        eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
+        if tracker:
+            tracker.log_metrics(eval_metrics, step=step)
+        stats: dict[str, Any] = {}
+        if c["probe"]["enabled"] and exposed:
+            t = time.perf_counter()
+            stats = probe(est, c, data, summary, exposed, output_dir / "probe")
+            seconds["probe"] = time.perf_counter() - t
+            if tracker:
+                tracker.log_metrics(
+                    {f"probe/{n}/{k}": v for n, s in stats.items() for k, v in s.scalars().items()}, step=step
+                )
+                tracker.log_artifacts(output_dir / "probe", "probe")
+        if tracker:
+            seconds["mlflow"] = tracker.seconds
+            tracker.__exit__(None, None, None)
+    except BaseException as e:
+        if tracker:
+            tracker.__exit__(type(e), e, None)
+        raise
+    return RunResult(
+        tracker.run_id if tracker else None,
+        tracker.uri if tracker else None,
+        model_dir,
+        step,
+        eval_metrics,
+        stats,
+        str(output_dir),
+        seconds,
+    )
+
+
+def probe(
+    est: Any,
+    c: Mapping[str, Any],
+    data: Any,
+    summary: Any,
+    exposed: Sequence[str],
+    out_dir: Path,
+    checkpoint_path: str | None = None,
+) -> dict[str, Any]:
+    """Stream the probe split through the exposed layers; write stats.json, reservoir.npz, plots."""
+    from layerprobe import estimator as E
+    from layerprobe.probe.accumulate import LayerAccumulator
+    from layerprobe.probe.sketch import SketchLayout
+
+    p = c["probe"]
+    layout = SketchLayout(p["relative_accuracy"])
+    accs = {n: LayerAccumulator(n, layout, p["percentiles"], p["histogram_bins"], p["reservoir_size"]) for n in exposed}
+    heads = model_spec(c).heads
+    label = next(iter(heads.values())).label
+    batch = p.get("batch_size") or c["data"]["batch_size"]
+    input_fn = E.probe_input_fn(data, p["split"], batch, label, p["max_examples"])
+    E.stream_probe(est, input_fn, accs, checkpoint_path)
+    stats = E.collect_stats(accs, summary)
+    write_probe_files(stats, accs, out_dir, plots=p["plots"])
+    return stats
+
+
+def write_probe_files(stats: Mapping[str, Any], accs: Mapping[str, Any], out_dir: Path, plots: bool) -> None:
+    for name, s in stats.items():
+        d = out_dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stats.json").write_text(json.dumps(s.to_dict(), indent=1))
+        sample = accs[name].reservoir()
+        if sample:
+            np.savez(d / "reservoir.npz", **sample)
+        if plots:
+            from layerprobe.probe.plots import layer_plots
+
+            layer_plots(s, d)
+    if plots and stats:
+        from layerprobe.probe.plots import overview
+
+        overview(stats, out_dir / "overview.png")
+
+
+def write_run_files(c: Mapping[str, Any], summary: Any, data: Any, output_dir: Path) -> None:
+    d = output_dir / "config"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
+    (d / "model_summary.txt").write_text(summary.table() + "\n")
+    fitted = {k: np.asarray(v).tolist() for k, v in data.fitted.items()}
+    (d / "data.json").write_text(
+        json.dumps({"name": data.name, "sizes": data.sizes(), "sha256": data.digest, "fitted": fitted}, indent=1)
+    )
+
+
+def readable_run_name(overrides: Sequence[str]) -> str:
+    """`model.layers.conv1.filters=32` -> `conv1.filters=32`; joined with commas."""
+    parts = []
+    for o in overrides:
+        if o.startswith(("hydra.", "tracking.", "+hydra")) or "=" not in o:
+            continue
+        key, _, value = o.lstrip("+~").partition("=")
+        parts.append(".".join(key.split(".")[-2:]) + "=" + value)
+    return ",".join(parts)[:200]
+
+
+def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:
+    import tensorflow as tf
+
+    import layerprobe
+
+    commit, dirty = _git_state()
+    return {
+        "layerprobe.config_sha256": config_digest(c),
+        "layerprobe.training_sha256": training_digest(c),
+        "layerprobe.overrides": " ".join(overrides),
+        "layerprobe.model": c["model"]["name"],
+        "layerprobe.data": c["data"]["name"],
+        "layerprobe.parameters": str(params),
+        "layerprobe.exposed": ",".join(exposed_layers(c)),
+        "layerprobe.version": layerprobe.__version__,
+        "python.version": platform.python_version(),
+        "tensorflow.version": tf.__version__,
+        "git.commit": commit,
+        "git.dirty": dirty,
+    }
+
+
+def _git_state() -> tuple[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+    return commit or "unknown", str(bool(status.strip())).lower() if commit else "unknown"

@@ -1,0 +1,25 @@
+"""Reference computations "the other way": a plain tf.keras.Model carrying the trained weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from layerprobe.graph import build
+
+
+def keras_model(c: dict[str, Any], model_dir: str, layers: list[str]) -> tf.keras.Model:
+    """tf.keras.Model(inputs, [layer outputs]) with every weight loaded from model_dir's checkpoint."""
+    inputs = {n: tf.keras.Input(tuple(s["shape"]), name=n) for n, s in c["model"]["inputs"].items()}
+    graph = build(c["model"]["layers"], inputs, training=False)
+    ckpt = tf.train.latest_checkpoint(model_dir)
+    for layer in graph.layers.values():
+        layer.set_weights([tf.train.load_variable(ckpt, w.name.split(":")[0]) for w in layer.weights])
+    return tf.keras.Model(inputs, [graph.tensors[n] for n in layers])
+
+
+def activations(c: dict[str, Any], model_dir: str, layers: list[str], features: dict[str, np.ndarray]) -> list:
+    out = keras_model(c, model_dir, layers).predict(features, batch_size=256, verbose=0)
+    return out if isinstance(out, list) else [out]
