@@ -40,30 +40,58 @@ def _task(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    parent, run_name = None, None
+    if multirun:  # children are named by what the sweep varies
+        from layerprobe.runner import readable_run_name
+        from layerprobe.sweep import sweep_info
+
+        info = sweep_info(hc.sweep.dir)
+        parent = info["parent"]
+        run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
     try:
         c = _plain(cfg)
+        if run_name and not c["tracking"]["run_name"]:
+            c["tracking"]["run_name"] = run_name
         validate(c)
         from layerprobe.runner import run
 
-        result = run(c, hc.runtime.output_dir, list(hc.overrides.task))
-    except LayerprobeError as e:
-        if multirun:  # the launcher records the failed job; the other jobs go on
+        result = run(c, hc.runtime.output_dir, overrides, parent_run_id=parent)
+    except Exception as e:
+        if not multirun:
+            if isinstance(e, LayerprobeError):
+                sys.exit(_fail(e))
             raise
-        sys.exit(_fail(e))
+        # In a sweep a failed job is recorded (its MLflow run is FAILED) and the other jobs go on;
+        # the sweep callback makes the process exit non-zero at the end.
+        from pathlib import Path
+
+        from layerprobe.sweep import FAILED_FILE
+
+        out = Path(hc.runtime.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FAILED_FILE).write_text(f"{type(e).__name__}: {e}\n")
+        log.error("job %s failed: %s: %s", hc.job.num, type(e).__name__, e)
+        return None
     _report(result)
-    return next(iter(result.eval_metrics.values()), None)
+    objective = c["tracking"]["objective"]
+    return result.eval_metrics.get(objective, result.probe_metrics.get(objective))
 
 
 def _report(result: Any) -> None:
     print(f"model_dir: {result.model_dir} (global step {result.global_step})")
     for k, v in result.eval_metrics.items():
         print(f"{k}: {v:.4f}")
-    for layer, s in result.probe.items():
-        dead = f"{s.dead_count}/{s.units}"
-        print(f"probe/{layer}: mean {s.mean:.4g} std {s.std:.4g} zeros {s.zero_fraction:.1%} dead units {dead}")
+    _print_stats(result.probe)
     if result.run_id:
         print(f"mlflow run: {result.run_id}")
         print(f"open the UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    for layer, s in stats.items():
+        dead = f"{s.dead_count}/{s.units}"
+        print(f"probe/{layer}: mean {s.mean:.4g} std {s.std:.4g} zeros {s.zero_fraction:.1%} dead units {dead}")
 
 
 def run_command(argv: Sequence[str]) -> int:
@@ -121,9 +149,32 @@ def data_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def probe_command(argv: Sequence[str]) -> int:
+    """`layerprobe probe RUN_ID|MODEL_DIR [--allow-imports] [overrides]`: probe without retraining."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="layerprobe probe", description=probe_command.__doc__)
+    parser.add_argument("source", help="an MLflow run id or a model_dir trained by layerprobe")
+    parser.add_argument("--allow-imports", action="store_true", help="trust dotted `type` paths in its config")
+    parser.add_argument("--output-dir", default=None, help="where the probe files go (default outputs/reprobe-*)")
+    args, overrides = parser.parse_known_args(argv)
+    out = args.output_dir or f"outputs/reprobe-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        from layerprobe.reprobe import probe_existing
+
+        stats, run_id = probe_existing(args.source, overrides, out, args.allow_imports)
+    except LayerprobeError as e:
+        return _fail(e)
+    _print_stats(stats)
+    print(f"files: {out}/probe" + (f"; logged into run {run_id}" if run_id else ""))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "validate": validate_command,
     "data": data_command,
+    "probe": probe_command,
 }
 
 

@@ -32,8 +32,7 @@ def _format(path: str, value: Any, rule: str, options: list[str] | None) -> str:
     msg = f"{path}: {rule}. Received: {value!r}"
     if options is not None:
         close = did_you_mean(str(value), options)
-        if close:
-            msg += f". Did you mean {close!r}?"
+        msg += f". Did you mean {close!r}?" if close else "."
         shown = options if len(options) <= 12 else options[:12] + ["..."]
         msg += f" Allowed: {', '.join(shown)}"
     return msg.replace("\n", " ")
@@ -47,3 +46,7 @@ def did_you_mean(value: str, options: Iterable[str]) -> str | None:
         return lowered[value.lower()]
     hits = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[hits[0]] if hits else None
+
+
+class TrainingDiverged(LayerprobeError):
+    """The training loss became NaN or infinite."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,17 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.data.pipeline import PreparedData, dataset
+from layerprobe.errors import TrainingDiverged
 from layerprobe.graph import Graph
-from layerprobe.model_fn import LABEL_FEATURE, ModeKeys, ModelSpec, make_model_fn
+from layerprobe.model_fn import (
+    INDEX_FEATURE,
+    LABEL_FEATURE,
+    LOSS_TENSOR,
+    SAMPLE_FEATURE,
+    ModeKeys,
+    ModelSpec,
+    make_model_fn,
+)
 from layerprobe.probe.accumulate import LayerAccumulator, LayerStats
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,7 @@ class LayerRow:
     output_shape: list[Any]  # per example
     params: int
     exposed: bool
+    weight_names: tuple[str, ...] = ()  # checkpoint keys, e.g. conv1/kernel
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ def dry_run(spec: ModelSpec, data: PreparedData, exposed: set[str]) -> ModelSumm
         for name, layer in graph.layers.items():
             params = int(sum(np.prod(w.shape) for w in layer.weights))
             shape = graph.tensors[name].shape.as_list()[1:]
-            rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed))
+            weights = tuple(w.name.split(":")[0] for w in layer.weights)
+            rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
     return ModelSummary(rows)
 
 
@@ -100,10 +112,79 @@ def eval_input_fn(data: PreparedData, data_cfg: Mapping[str, Any], split: str = 
     )
 
 
+class ProgressHook(tf.estimator.SessionRunHook):
+    """Every `every` steps: a progress line (step, loss, steps/s, ETA) and a record of train/loss and
+    train/steps_per_sec, handed to `flush` in batches (never one logging call per step)."""
+
+    def __init__(
+        self,
+        every: int,
+        total_steps: int,
+        flush: Callable[[list[tuple[dict[str, float], int]]], None] | None = None,
+        flush_every: int = 20,
+    ) -> None:
+        self.every = every
+        self.total = total_steps
+        self.flush_fn = flush
+        self.flush_every = flush_every
+        self.records: list[tuple[dict[str, float], int]] = []
+
+    def begin(self) -> None:
+        self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name(LOSS_TENSOR)
+        self.step = tf.compat.v1.train.get_global_step()
+        self.last: tuple[int, float] | None = None
+
+    def before_run(self, run_context: Any) -> Any:
+        return tf.estimator.SessionRunArgs({"loss": self.loss, "step": self.step})
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        step, loss = int(run_values.results["step"]) + 1, float(run_values.results["loss"])
+        if not np.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at global step {step}; the last checkpoint is kept. "
+                "Lower trainer.optimizer.learning_rate or check the data for NaN/Inf"
+            )
+        now = time.perf_counter()
+        if self.last is None:
+            self.last = (step, now)
+            return
+        if step % self.every and step < self.total:
+            return
+        rate = (step - self.last[0]) / max(now - self.last[1], 1e-9)
+        self.last = (step, now)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        log.info("train step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, self.total, loss, rate, eta)
+        self.records.append(({"train/loss": loss, "train/steps_per_sec": rate}, step))
+        if len(self.records) >= self.flush_every:
+            self._flush()
+
+    def end(self, session: Any) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.records and self.flush_fn is not None:
+            self.flush_fn(self.records)
+        self.records = []
+
+
 def train(est: tf.estimator.Estimator, input_fn: Callable[[], Any], steps: int, hooks: list | None = None) -> int:
     """Train up to global step `steps`; a model_dir that is already there resumes. Returns the step."""
     est.train(input_fn, max_steps=steps, hooks=hooks or [])
     return int(est.get_variable_value("global_step"))
+
+
+def export_saved_model(spec: ModelSpec, model_dir: str, export_base: str) -> str:
+    """Export the latest checkpoint as a SavedModel serving the outputs; returns its directory."""
+
+    def receiver() -> Any:  # called by the Estimator inside its own graph
+        placeholders = {
+            n: tf.compat.v1.placeholder(s.get("dtype", "float32"), [None, *s["shape"]], name=n)
+            for n, s in spec.inputs.items()
+        }
+        return tf.estimator.export.ServingInputReceiver(placeholders, placeholders)
+
+    est = tf.estimator.Estimator(make_model_fn(spec), model_dir=model_dir)
+    return est.export_saved_model(export_base, receiver).decode()
 
 
 def evaluate(est: tf.estimator.Estimator, input_fn: Callable[[], Any], steps: int | None = None) -> dict[str, float]:
@@ -112,10 +193,22 @@ def evaluate(est: tf.estimator.Estimator, input_fn: Callable[[], Any], steps: in
 
 
 def probe_input_fn(
-    data: PreparedData, split: str, batch_size: int, label: str | None, max_examples: int | None
+    data: PreparedData,
+    split: str,
+    batch_size: int,
+    label: str | None,
+    max_examples: int | None,
+    sample: np.ndarray | None = None,
 ) -> Callable[[], Any]:
+    """Features of the probed split plus, as extra features, the label and the reservoir sample mask
+    (the Estimator hands PREDICT no labels)."""
+
     def input_fn() -> Any:
         ds = dataset(data, split, training=False, batch_size=batch_size, seed=0, max_examples=max_examples)
+        if sample is not None:  # not shuffled: the i-th example of the split is example i
+            extra = tf.data.Dataset.from_tensor_slices((sample, np.arange(len(sample), dtype=np.int64)))
+            ds = tf.data.Dataset.zip((ds, extra.batch(batch_size)))
+            ds = ds.map(lambda fy, s: ({**fy[0], SAMPLE_FEATURE: s[0], INDEX_FEATURE: s[1]}, fy[1]))
         if label is None:
             return ds.map(lambda f, y: f)
         return ds.map(lambda f, y: {**f, LABEL_FEATURE: y[label]})

@@ -15,6 +15,9 @@ from layerprobe.probe.graph_stats import LayerProbeSpec, batch_summaries
 ModeKeys = tf.estimator.ModeKeys
 # The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
 LABEL_FEATURE = "__probe_label__"
+SAMPLE_FEATURE = "__probe_in_sample__"  # (batch,) bool: the example is in the reservoir sample
+INDEX_FEATURE = "__probe_index__"  # (batch,) int64: the example's index in the probed split
+LOSS_TENSOR = "layerprobe_loss:0"  # the total loss, named so that training hooks can fetch it
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ def make_model_fn(
         if mode == ModeKeys.PREDICT:
             predictions: dict[str, tf.Tensor] = {n: graph.tensors[n] for n in (spec.raw or tuple(spec.heads))}
             label = features.get(LABEL_FEATURE)
+            sample = (features[SAMPLE_FEATURE], features[INDEX_FEATURE]) if SAMPLE_FEATURE in features else None
             for probe in spec.probes:
-                for key, value in batch_summaries(graph.tensors[probe.name], probe, label).items():
+                for key, value in batch_summaries(graph.tensors[probe.name], probe, label, sample).items():
                     predictions[f"{probe.name}/{key}"] = value
             export = {"serving_default": tf.estimator.export.PredictOutput({n: outputs[n] for n in outputs})}
             return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=export)
@@ -94,6 +98,7 @@ def make_model_fn(
         reg = [r for layer in graph.layers.values() for r in layer.losses]
         if reg:
             loss += tf.add_n(reg)
+        loss = tf.identity(loss, name=LOSS_TENSOR.split(":")[0])
 
         if mode == ModeKeys.EVAL:
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)

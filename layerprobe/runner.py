@@ -32,6 +32,7 @@ class RunResult:
     global_step: int
     eval_metrics: dict[str, float]
     probe: dict[str, Any] = field(default_factory=dict)  # layer -> LayerStats
+    probe_metrics: dict[str, float] = field(default_factory=dict)  # probe/<layer>/<stat>
     output_dir: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
 
@@ -74,7 +75,7 @@ def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple:
     p = c["probe"]
     layout = SketchLayout(p["relative_accuracy"])
     specs = []
-    for i, name in enumerate(exposed):
+    for name in exposed:
         layer = c["model"]["layers"][name]
         act = layer.get("activation") if layer["type"] != "Softmax" else "softmax"
         specs.append(
@@ -85,7 +86,6 @@ def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple:
                 bounds=BOUNDED_ACTIVATIONS.get(act) if isinstance(act, str) else None,
                 saturation_margin=p["saturation_margin"],
                 reservoir_size=p["reservoir_size"],
-                seed=c["trainer"]["seed"] + 1000 + i,
             )
         )
     return tuple(specs)
@@ -107,6 +107,31 @@ def model_spec(c: Mapping[str, Any], probes: tuple = (), raw: tuple[str, ...] = 
     )
 
 
+class _NoTracking:
+    """Stands in for tracking.Tracker when tracking.enabled is false."""
+
+    run_id = None
+    uri = None
+    seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def open_tracker(
+    c: Mapping[str, Any], overrides: Sequence[str], tags: Mapping[str, str], parent_run_id: str | None
+) -> Any:
+    """Check the store (one line when it cannot be reached, before any training) and start the run."""
+    if not c["tracking"]["enabled"]:
+        return _NoTracking()
+    from layerprobe import tracking
+
+    uri = tracking.resolve_uri(c["tracking"]["uri"])
+    tracking.check_reachable(uri)
+    run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
+    return tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id)
+
+
 def run(
     c: Mapping[str, Any],
     output_dir: str | Path,
@@ -114,75 +139,110 @@ def run(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> RunResult:
-    """Train (or resume), evaluate, probe and log one experiment."""
+    """Train (or resume), evaluate, probe and log one experiment.
+
+    Everything that can fail on the user's input (config, data, graph shapes, tracking store) fails
+    before the MLflow run starts and before the model_dir is written.
+    """
     validate(c)
     from layerprobe import estimator as E
-    from layerprobe import tracking
     from layerprobe.data.pipeline import check_against_inputs, prepare
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     exposed = exposed_layers(c)
     data = prepare(c["data"])
     spec = model_spec(c, probe_specs(c, exposed))
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
     summary = E.dry_run(spec, data, set(exposed))
+    all_tags = {**provenance_tags(c, overrides, summary.total_params), **data_tags(data), **(tags or {})}
+    tracker = open_tracker(c, overrides, all_tags, parent_run_id)
     seconds["prepare"] = time.perf_counter() - t0
-
-    tracker = None
-    if c["tracking"]["enabled"]:
-        uri = tracking.resolve_uri(c["tracking"]["uri"])
-        tracking.check_reachable(uri)
-        run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
-        all_tags = {**provenance_tags(c, overrides, summary.total_params), **(tags or {})}
-        tracker = tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, all_tags, parent_run_id)
-
     model_dir = model_dir_for(c)
     try:
-        if tracker:
-            tracker.log_params(tracking.flatten(c))
-            write_run_files(c, summary, data, output_dir)
-            tracker.log_artifacts(output_dir / "config", "config")
-            tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tracker.log_params(flat_params(c))
+        write_run_files(c, summary, data, output_dir)
+        tracker.log_artifacts(output_dir / "config", "config")
+        tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
         est = E.make_estimator(spec, model_dir, c["trainer"])
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        (Path(model_dir) / "layerprobe_config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
         t = time.perf_counter()
-        step = E.train(est, E.train_input_fn(data, c["data"], c["trainer"]["seed"]), c["trainer"]["train_steps"])
+        t_cfg = c["trainer"]
+        hook = E.ProgressHook(t_cfg["log_every_steps"], t_cfg["train_steps"], flush=tracker.log_metric_records)
+        step = E.train(est, E.train_input_fn(data, c["data"], t_cfg["seed"]), t_cfg["train_steps"], [hook])
         seconds["train"] = time.perf_counter() - t
         t = time.perf_counter()
-        metrics = E.evaluate(est, E.eval_input_fn(data, c["data"]), c["trainer"]["eval_steps"])
-        seconds["evaluate"] = time.perf_counter() - t
+        metrics = E.evaluate(est, E.eval_input_fn(data, c["data"]), t_cfg["eval_steps"])
         eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
-        if tracker:
-            tracker.log_metrics(eval_metrics, step=step)
-        stats: dict[str, Any] = {}
+        tracker.log_metrics(eval_metrics, step=step)
+        seconds["evaluate"] = time.perf_counter() - t
+        log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+        outcome = ProbeOutcome({}, {})
         if c["probe"]["enabled"] and exposed:
             t = time.perf_counter()
-            stats = probe(est, c, data, summary, exposed, output_dir / "probe")
+            outcome = probe(est, c, data, summary, exposed, output_dir / "probe")
             seconds["probe"] = time.perf_counter() - t
-            if tracker:
-                tracker.log_metrics(
-                    {f"probe/{n}/{k}": v for n, s in stats.items() for k, v in s.scalars().items()}, step=step
-                )
-                tracker.log_artifacts(output_dir / "probe", "probe")
-        if tracker:
-            seconds["mlflow"] = tracker.seconds
-            tracker.__exit__(None, None, None)
+            log.info("probed %s in %.1fs", ", ".join(exposed), seconds["probe"])
+            tracker.log_metrics(outcome.metrics, step=step)
+            tracker.log_artifacts(output_dir / "probe", "probe")
+        if tracker.run_id:
+            t = time.perf_counter()
+            export_model(c, model_dir, output_dir, tracker)
+            seconds["export"] = time.perf_counter() - t
+        seconds["mlflow"] = tracker.seconds
+        tracker.__exit__(None, None, None)
     except BaseException as e:
-        if tracker:
-            tracker.__exit__(type(e), e, None)
+        tracker.__exit__(type(e), e, None)
         raise
     return RunResult(
-        tracker.run_id if tracker else None,
-        tracker.uri if tracker else None,
+        tracker.run_id,
+        tracker.uri,
         model_dir,
         step,
         eval_metrics,
-        stats,
+        outcome.stats,
+        outcome.metrics,
         str(output_dir),
         seconds,
     )
+
+
+def probe_metrics(stats: Mapping[str, Any]) -> dict[str, float]:
+    return {f"probe/{n}/{k}": v for n, s in stats.items() for k, v in s.scalars().items()}
+
+
+def flat_params(c: Mapping[str, Any]) -> dict[str, str]:
+    from layerprobe.tracking import flatten
+
+    return flatten(c)
+
+
+def export_model(c: Mapping[str, Any], model_dir: str, output_dir: Path, tracker: Any) -> None:
+    """The trained model as a SavedModel (outputs only, no probe ops) and the Estimator's
+    TensorBoard event files, both as run artifacts."""
+    import shutil
+
+    from layerprobe import estimator as E
+
+    export_base = output_dir / "saved_model"
+    path = E.export_saved_model(model_spec(c), model_dir, str(export_base))
+    tracker.log_artifacts(path, "saved_model")
+    tb = output_dir / "tensorboard"
+    for event in Path(model_dir).rglob("events.out.tfevents.*"):
+        dst = tb / event.parent.relative_to(model_dir) / event.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(event, dst)
+    if tb.is_dir():
+        tracker.log_artifacts(tb, "tensorboard")
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    stats: dict[str, Any]  # layer -> LayerStats
+    metrics: dict[str, float]  # probe/<layer>/<stat>, linear-probe accuracy included
 
 
 def probe(
@@ -193,10 +253,11 @@ def probe(
     exposed: Sequence[str],
     out_dir: Path,
     checkpoint_path: str | None = None,
-) -> dict[str, Any]:
-    """Stream the probe split through the exposed layers; write stats.json, reservoir.npz, plots."""
+) -> ProbeOutcome:
+    """Stream the probe split through the exposed layers; write stats.json, reservoir.npz, plots,
+    the representation analysis and the report."""
     from layerprobe import estimator as E
-    from layerprobe.probe.accumulate import LayerAccumulator
+    from layerprobe.probe.accumulate import LayerAccumulator, choose_sample
     from layerprobe.probe.sketch import SketchLayout
 
     p = c["probe"]
@@ -205,11 +266,46 @@ def probe(
     heads = model_spec(c).heads
     label = next(iter(heads.values())).label
     batch = p.get("batch_size") or c["data"]["batch_size"]
-    input_fn = E.probe_input_fn(data, p["split"], batch, label, p["max_examples"])
+    n = (
+        data.splits[p["split"]].size
+        if p["max_examples"] is None
+        else min(p["max_examples"], data.splits[p["split"]].size)
+    )
+    sample = choose_sample(n, p["reservoir_size"], c["trainer"]["seed"]) if p["reservoir_size"] else None
+    input_fn = E.probe_input_fn(data, p["split"], batch, label, p["max_examples"], sample)
     E.stream_probe(est, input_fn, accs, checkpoint_path)
     stats = E.collect_stats(accs, summary)
     write_probe_files(stats, accs, out_dir, plots=p["plots"])
-    return stats
+    metrics = probe_metrics(stats)
+    if p["analysis"]:
+        metrics.update(analyse(c, stats, accs, summary, out_dir))
+    return ProbeOutcome(stats, metrics)
+
+
+def analyse(
+    c: Mapping[str, Any], stats: Mapping[str, Any], accs: Mapping[str, Any], summary: Any, out_dir: Path
+) -> dict[str, float]:
+    """Linear probes and CKA on the reservoir sample, and the run's HTML report (probe/report.html)."""
+    from layerprobe.analysis import analyze, write_report
+
+    samples, keys = {}, {}
+    for name, acc in accs.items():
+        res = acc.reservoir()
+        if res:
+            samples[name] = (res["activations"], res.get("labels"))
+            keys[name] = res["keys"]
+    result = analyze(samples, c["trainer"]["seed"], out_dir, keys=keys) if samples else None
+    plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
+    title = f"layerprobe: {c['model']['name']} on {c['data']['name']}"
+    write_report(
+        out_dir / "report.html", title, summary.table(), {n: s.scalars() for n, s in stats.items()}, plots, result
+    )
+    if result is None:
+        return {}
+    return {
+        **{f"probe/{n}/linear_acc": v for n, v in result.linear_acc.items()},
+        **{f"probe/{n}/linear_chance": v for n, v in result.chance.items()},
+    }
 
 
 def write_probe_files(stats: Mapping[str, Any], accs: Mapping[str, Any], out_dir: Path, plots: bool) -> None:
@@ -250,6 +346,15 @@ def readable_run_name(overrides: Sequence[str]) -> str:
         key, _, value = o.lstrip("+~").partition("=")
         parts.append(".".join(key.split(".")[-2:]) + "=" + value)
     return ",".join(parts)[:200]
+
+
+def data_tags(data: Any) -> dict[str, str]:
+    sizes = data.sizes()
+    return {
+        "data.name": data.name,
+        "data.sha256": data.digest,
+        **{f"data.size.{k}": str(v) for k, v in sizes.items()},
+    }
 
 
 def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:

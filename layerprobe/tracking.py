@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     else:
         value = str(tree)
         if len(value) > MAX_PARAM_VALUE:
-            value = value[: MAX_PARAM_VALUE - 20] + "...[truncated]"
+            marker = "...[truncated]"
+            value = value[: MAX_PARAM_VALUE - len(marker)] + marker
         out[sanitize_key(prefix[:-1])] = value
     return out
 
@@ -98,6 +99,7 @@ class Tracker:
     ) -> None:
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        self.seconds = 0.0  # time spent in MLflow calls, for the logging-cost figure
         if run_id is not None:  # log into an existing run (probing a finished run)
             self.run_id = run_id
             self._owns_run = False
@@ -110,7 +112,6 @@ class Tracker:
         run = self.client.create_run(exp_id, run_name=run_name, tags=all_tags)
         self.run_id = run.info.run_id
         self._owns_run = True
-        self.seconds = 0.0  # time spent in MLflow calls, for the logging-cost figure
 
     def __enter__(self) -> Tracker:
         return self
@@ -132,7 +133,7 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         finally:
-            self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - start
+            self.seconds += time.perf_counter() - start
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(k, v) for k, v in sorted(params.items())]
@@ -147,6 +148,13 @@ class Tracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(sanitize_key(k), float(v), now, step) for k, v in metrics.items()]
+        for chunk in _chunks(items, MAX_METRICS):
+            self._timed(self.client.log_batch, self.run_id, metrics=chunk)
+
+    def log_metric_records(self, records: Sequence[tuple[Mapping[str, float], int]]) -> None:
+        """Many (metrics, step) records in as few log_batch calls as the limits allow."""
+        now = int(time.time() * 1000)
+        items = [Metric(sanitize_key(k), float(v), now, step) for metrics, step in records for k, v in metrics.items()]
         for chunk in _chunks(items, MAX_METRICS):
             self._timed(self.client.log_batch, self.run_id, metrics=chunk)
 
@@ -168,3 +176,46 @@ def run_tags(uri: str, run_id: str) -> dict[str, str]:
         return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
     except mlflow.exceptions.MlflowException as e:
         raise LayerprobeError(f"run {run_id!r} not found in {uri}: {str(e).splitlines()[0]}") from None
+
+
+def start_sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> str:
+    tracker = Tracker(uri, experiment, name, tags)
+    return tracker.run_id
+
+
+def finish_sweep_parent(
+    uri: str, parent_id: str, objective: str, direction: str, out_dir: Path
+) -> tuple[str, float] | None:
+    """Log the children's table and the best child to the parent, then end the parent run."""
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+    )
+    keys = sorted({k for r in children for k in r.data.metrics if k.startswith("eval/")})
+    header = ["run_id", "name", "status", "overrides", *keys]
+    rows = [
+        [r.info.run_id, r.info.run_name or "", r.info.status, r.data.tags.get("layerprobe.overrides", "")]
+        + [f"{r.data.metrics[k]:.6g}" if k in r.data.metrics else "" for k in keys]
+        for r in sorted(children, key=lambda r: r.info.start_time or 0)
+    ]
+    table = Path(out_dir) / "sweep_summary.csv"
+    import csv
+
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    client.log_artifact(parent_id, str(table))
+    scored = [(r.info.run_id, r.data.metrics[objective]) for r in children if objective in r.data.metrics]
+    best = (max if direction == "maximize" else min)(scored, key=lambda x: x[1]) if scored else None
+    tags = {
+        "layerprobe.children": str(len(children)),
+        "layerprobe.failed_children": str(sum(r.info.status == "FAILED" for r in children)),
+    }
+    if best:
+        tags |= {"layerprobe.best_run_id": best[0], "layerprobe.best_objective": f"{objective}={best[1]:.6g}"}
+        client.log_batch(
+            parent_id, metrics=[Metric(sanitize_key(f"best/{objective}"), best[1], int(time.time() * 1000), 0)]
+        )
+    client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(parent_id, "FINISHED")
+    return best

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerprobe.probe.accumulate import LayerAccumulator
+from layerprobe.probe.accumulate import LayerAccumulator, choose_sample
 from layerprobe.probe.sketch import SketchLayout, quantiles
 
 LEVELS = [1.0, 5.0, 50.0, 95.0, 99.0]
@@ -92,19 +92,20 @@ def test_merge_of_uneven_batches_equals_numpy_on_the_whole_set():
     assert sum(s.histogram_counts) == fin.size
 
 
-def test_reservoir_is_bounded_and_keeps_the_largest_keys():
+def test_reservoir_keeps_exactly_the_sampled_examples_with_their_labels():
     layout = SketchLayout(0.01)
     acc = LayerAccumulator("layer", layout, LEVELS, 10, reservoir_size=8)
-    rng = np.random.default_rng(3)
-    all_keys = []
-    for i in range(20):
-        x = rng.normal(size=(16, 3)).astype(np.float32)
-        keys = rng.uniform(size=16)
-        order = np.argsort(-keys)[:8]
-        batch = exact_summaries(x, layout)
-        batch.update(res_keys=keys[order], res_values=x[order], res_labels=np.arange(16)[order] + 100 * i)
+    mask = choose_sample(320, 8, seed=3)
+    assert mask.sum() == 8 and np.array_equal(mask, choose_sample(320, 8, seed=3))
+    assert not np.array_equal(mask, choose_sample(320, 8, seed=4))
+    x = np.random.default_rng(3).normal(size=(320, 3)).astype(np.float32)
+    for start in range(0, 320, 16):  # what graph_stats returns for each batch
+        sl = slice(start, start + 16)
+        batch = exact_summaries(x[sl], layout)
+        idx = np.arange(320)[sl][mask[sl]]
+        batch.update(res_keys=idx, res_values=x[idx], res_labels=idx * 10)
         acc.update(batch)
-        all_keys.append(keys)
     sample = acc.reservoir()
-    assert sample["activations"].shape == (8, 3) and sample["labels"].shape == (8,)
-    np.testing.assert_array_equal(np.sort(sample["keys"]), np.sort(np.concatenate(all_keys))[-8:])
+    np.testing.assert_array_equal(sample["keys"], np.flatnonzero(mask))
+    np.testing.assert_array_equal(sample["activations"], x[mask])
+    np.testing.assert_array_equal(sample["labels"], np.flatnonzero(mask) * 10)

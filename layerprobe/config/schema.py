@@ -36,22 +36,34 @@ class ModelConfig:
 
 @dataclass
 class SplitConfig:
-    eval_fraction: float = 0.2  # share of examples held out for evaluation and probing
-    seed: int = 0  # the split's own seed, so that model seeds do not move examples between splits
+    """How train and eval are cut: by a seeded fraction, by row ranges, or read from separate files."""
+
+    method: str = "fraction"  # fraction | range | files
+    eval_fraction: float = 0.2  # method=fraction: share of examples held out for evaluation and probing
+    seed: int = 0  # method=fraction: the split's own seed, so that model seeds do not move examples
+    train_range: Optional[List[Optional[int]]] = None  # method=range: [start, stop) rows; stop null = the end
+    eval_range: Optional[List[Optional[int]]] = None
+    # method=files: the eval split is a second read of the source with these params over data.params
+    # (on the command line: +data.splits.eval_params.path=eval.csv; `+` because the dict starts empty).
+    eval_params: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
     source: str = MISSING
-    # Source-specific arguments (sizes, paths, generator kind, ...).
+    # Source-specific arguments: sizes, paths, which arrays/columns/records are the features and labels.
     params: Dict[str, Any] = field(default_factory=dict)
+    num_classes: Optional[int] = None  # when set, every integer label must lie in [0, num_classes)
     splits: SplitConfig = field(default_factory=SplitConfig)
     # Transforms applied in the tf.data graph, in order: [{name: scale, factor: 0.0625}, ...].
     transforms: List[Any] = field(default_factory=list)
-    batch_size: int = 64
     shuffle_buffer: int = 2048  # >= the digits train split, so the shuffle is a full one
-    cache: bool = True  # the bundled sets fit in memory many times over
+    shuffle_seed: Optional[int] = None  # None = trainer.seed
+    batch_size: int = 64
+    cache: str = "memory"  # memory | file | none; taken after the deterministic transforms
+    cache_dir: str = ".cache/layerprobe"  # cache=file: one file set per split and data digest
+    repeat: Optional[int] = None  # train epochs; None = forever, the Estimator stops at train_steps
     prefetch: int = -1  # -1 = tf.data.AUTOTUNE
 
 
@@ -87,8 +99,11 @@ class ProbeConfig:
     active_threshold: float = 0.0  # a unit is active on an example when its value is > this
     saturation_margin: float = 0.01  # sigmoid/tanh values this close to a bound count as saturated
     histogram_bins: int = 60
-    reservoir_size: int = 64  # raw activations kept per layer, sampled uniformly with the seed
+    # Examples whose raw activations are kept (the same ones for every layer), drawn uniformly with
+    # trainer.seed; memory is reservoir_size x a layer's size. Linear probes and CKA use them.
+    reservoir_size: int = 512
     plots: bool = True
+    analysis: bool = True  # linear probes, CKA between layers, probe/report.html
 
 
 @dataclass
@@ -97,6 +112,8 @@ class TrackingConfig:
     uri: Optional[str] = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd
     experiment_name: str = "layerprobe"
     run_name: Optional[str] = None  # None = the overrides that differ from the defaults
+    objective: str = "eval/accuracy"  # what a sweep optimises and the parent's "best child" means
+    direction: str = "maximize"
 
 
 @dataclass

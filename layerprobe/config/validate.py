@@ -144,14 +144,9 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
 
 
 def _check_data(data: Mapping[str, Any]) -> None:
-    from layerprobe.data.sources import SOURCES
+    from layerprobe.data.checks import check_data_config  # no TensorFlow there either
 
-    if data["source"] not in SOURCES:
-        raise ConfigError("data.source", data["source"], "unknown data source", SOURCES)
-    _positive_int("data.batch_size", data["batch_size"])
-    frac = data["splits"]["eval_fraction"]
-    if not isinstance(frac, (int, float)) or not 0 < frac < 1:
-        raise ConfigError("data.splits.eval_fraction", frac, "must be between 0 and 1 (exclusive)")
+    check_data_config(data)
 
 
 def _check_probe(probe: Mapping[str, Any], model: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ so that training them means something; they are generated from a seed and any si
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ class ArraySet:
 
 
 def _sklearn(loader_name: str, params: Mapping[str, Any]) -> ArraySet:
+    """scikit-learn's bundled tables: feature `x` (examples, columns) float32, label `label` int64."""
     import sklearn.datasets
 
+    _no_params(loader_name.removeprefix("load_"), params)
     bunch = getattr(sklearn.datasets, loader_name)()
     return ArraySet({"x": bunch.data.astype(np.float32)}, {"label": bunch.target.astype(np.int64)})
 
@@ -52,6 +55,7 @@ def load_digits(params: Mapping[str, Any]) -> ArraySet:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), pixels scaled to [0, 1]."""
     import sklearn.datasets
 
+    _no_params("digits", params)
     bunch = sklearn.datasets.load_digits()
     image = (bunch.images.astype(np.float32) / 16.0)[..., None]  # (examples, 8, 8, 1)
     return ArraySet({"image": image}, {"label": bunch.target.astype(np.int64)})
@@ -101,35 +105,111 @@ def load_npz(params: Mapping[str, Any]) -> ArraySet:
     path = Path(_required(params, "path"))
     if not path.is_file():
         raise ConfigError("data.params.path", str(path), "no such file")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    _known_params("npz", params, ("path", "features", "labels"))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:  # object arrays: reading them would run pickle
+        raise ConfigError("data.params.path", str(path), f"cannot be read without pickle ({e})") from None
     return _select(arrays, params, "array")
 
 
 def load_csv(params: Mapping[str, Any]) -> ArraySet:
-    """A CSV with a header: params = {path, features: [columns], labels: [columns]}; features float32."""
+    """A CSV with a header. params = {path, features, labels, dtypes}:
+    features is a list of columns (stacked into the feature `x`) or {feature: [columns]};
+    labels is a list of columns, each its own label; dtypes types columns ({column: int64}).
+    Undeclared feature columns are float32 (an empty cell is NaN); undeclared labels are int64 when
+    every cell is an integer, else float32."""
+    _known_params("csv", params, ("path", "features", "labels", "dtypes"))
     path = Path(_required(params, "path"))
     if not path.is_file():
         raise ConfigError("data.params.path", str(path), "no such file")
-    table = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
-    columns = {name: np.asarray(table[name]) for name in table.dtype.names or ()}
-    feats = list(params.get("features") or [])
-    for i, col in enumerate(feats):
-        if col not in columns:
-            raise ConfigError(f"data.params.features[{i}]", col, "no such column", columns)
-    for i, col in enumerate(params.get("labels") or []):
-        if col not in columns:
-            raise ConfigError(f"data.params.labels[{i}]", col, "no such column", columns)
-    try:
-        x = np.stack([columns[c].astype(np.float32) for c in feats], axis=1)
-    except ValueError as e:
-        raise ConfigError("data.params.features", feats, f"feature columns must be numeric ({e})") from None
-    labels = {c: columns[c] for c in params.get("labels") or []}
-    return ArraySet({"x": x}, labels)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ConfigError("data.params.path", str(path), "the file is empty: a CSV needs a header line")
+    header = [h.strip() for h in rows[0]]
+    rows = rows[1:]
+    for n, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ConfigError("data.params.path", str(path), f"line {n} has {len(row)} cells, the header {len(header)}")
+    dtypes = dict(params.get("dtypes") or {})
+    for col, dtype in dtypes.items():
+        if col not in header:
+            raise ConfigError(f"data.params.dtypes.{col}", col, "no such column", header)
+        if dtype not in CSV_DTYPES:
+            raise ConfigError(f"data.params.dtypes.{col}", dtype, "unknown column dtype", CSV_DTYPES)
+
+    def column(col: str, where: str, default: str | None) -> np.ndarray:
+        if col not in header:
+            raise ConfigError(where, col, "no such column", header)
+        cells = [row[header.index(col)].strip() for row in rows]
+        dtype = dtypes.get(col, default)
+        if dtype is None:  # an undeclared label
+            dtype = "int64" if all(_is_int_text(c) for c in cells) else "float32"
+        path_ = f"data.params.dtypes.{col}" if col in dtypes else where
+        return _parse_column(cells, col, dtype, path_)
+
+    feats = params.get("features") or []
+    groups = {"x": feats} if isinstance(feats, list) else dict(feats)
+    if not groups or not all(groups.values()):
+        raise ConfigError("data.params.features", feats, "name at least one feature column", header)
+    features = {}
+    for name, cols in groups.items():
+        where = "data.params.features" + ("" if isinstance(feats, list) else f".{name}")
+        parts = [column(c, f"{where}[{i}]", "float32") for i, c in enumerate(cols)]
+        if len({p.dtype for p in parts}) > 1:
+            raise ConfigError(where, cols, "the columns of one feature need one dtype")
+        features[name] = np.stack(parts, axis=1) if parts else np.zeros((len(rows), 0), np.float32)
+    labels = {c: column(c, f"data.params.labels[{i}]", None) for i, c in enumerate(params.get("labels") or [])}
+    return ArraySet(features, labels)
+
+
+CSV_DTYPES = ("float32", "float64", "int32", "int64")
+
+
+def _is_int_text(cell: str) -> bool:
+    return cell.lstrip("+-").isdigit()
+
+
+def _parse_column(cells: list[str], col: str, dtype: str, path: str) -> np.ndarray:
+    floating = dtype.startswith("float")
+    out = []
+    for n, cell in enumerate(cells, start=2):
+        try:
+            out.append(float(cell) if floating and cell else float("nan") if floating else int(cell))
+        except ValueError:
+            raise ConfigError(path, cell, f"column {col!r} on line {n} is not {dtype}") from None
+    return np.asarray(out, dtype=dtype)
+
+
+def load_tfrecord(params: Mapping[str, Any]) -> ArraySet:
+    """TFRecord files of tf.train.Example, read with the feature spec in params (needs TensorFlow)."""
+    from layerprobe.data.tfrecord import read_tfrecord
+
+    return read_tfrecord(params)
+
+
+def load_tfds(params: Mapping[str, Any]) -> ArraySet:
+    """A TensorFlow Datasets set already prepared on disk; never downloads."""
+    from layerprobe.data.tfrecord import read_tfds
+
+    return read_tfds(params)
+
+
+def _no_params(source: str, params: Mapping[str, Any]) -> None:
+    _known_params(source, params, ())
+
+
+def _known_params(source: str, params: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in params:
+        if key not in known:
+            rule = f"{source} takes no parameter {key!r}" if known else f"{source} takes no parameters"
+            raise ConfigError(f"data.params.{key}", key, rule, known if known else None)
 
 
 def _required(params: Mapping[str, Any], key: str) -> Any:
-    if params.get(key) in (None, ""):
+    if params.get(key) in (None, "", "???"):  # ??? = left MISSING in a shipped config
         raise ConfigError(f"data.params.{key}", params.get(key), "required for this source")
     return params[key]
 
@@ -159,6 +239,8 @@ SOURCES: dict[str, Callable[[Mapping[str, Any]], ArraySet]] = {
     "synthetic": load_synthetic,
     "npz": load_npz,
     "csv": load_csv,
+    "tfrecord": load_tfrecord,
+    "tfds": load_tfds,
 }
 
 
@@ -169,12 +251,3 @@ def load(source: str, params: Mapping[str, Any]) -> ArraySet:
     if data.size == 0:
         raise ConfigError("data", source, "the source holds no examples")
     return data
-
-
-def split_indices(size: int, eval_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train and eval; the same seed gives the same split."""
-    order = np.random.default_rng(seed).permutation(size)
-    n_eval = int(round(size * eval_fraction))
-    if n_eval == 0 or n_eval == size:
-        raise ConfigError("data.splits.eval_fraction", eval_fraction, f"leaves an empty split of the {size} examples")
-    return {"train": np.sort(order[n_eval:]), "eval": np.sort(order[:n_eval])}

@@ -118,9 +118,7 @@ class LayerAccumulator:
         self.saturated: float | None = None
         self.sketch = np.zeros(layout.size, dtype=np.int64)
         self.spatial: np.ndarray | None = None
-        self.res_keys = np.zeros(0)
-        self.res_values: np.ndarray | None = None
-        self.res_labels: np.ndarray | None = None
+        self.sample: dict[str, list[np.ndarray]] = {"keys": [], "activations": [], "labels": []}
         self.batches = 0
 
     def update(self, b: dict[str, np.ndarray]) -> None:
@@ -152,22 +150,20 @@ class LayerAccumulator:
             self._merge_reservoir(b)
 
     def _merge_reservoir(self, b: dict[str, np.ndarray]) -> None:
-        keys = np.concatenate([self.res_keys, b["res_keys"]])
-        values = b["res_values"] if self.res_values is None else np.concatenate([self.res_values, b["res_values"]])
-        labels = None
+        self.sample["keys"].append(b["res_keys"])
+        self.sample["activations"].append(b["res_values"])
         if "res_labels" in b:
-            labels = b["res_labels"] if self.res_labels is None else np.concatenate([self.res_labels, b["res_labels"]])
-        keep = np.argsort(-keys, kind="stable")[: self.reservoir_size]
-        self.res_keys, self.res_values = keys[keep], values[keep]
-        self.res_labels = labels[keep] if labels is not None else None
+            self.sample["labels"].append(b["res_labels"])
 
     def reservoir(self) -> dict[str, np.ndarray]:
-        """The sampled raw activations (and labels) for later analysis."""
-        if self.res_values is None:
+        """The sampled examples' raw activations, labels and indices in the split, by index."""
+        if not self.sample["keys"]:
             return {}
-        out = {"activations": self.res_values, "keys": self.res_keys}
-        if self.res_labels is not None:
-            out["labels"] = self.res_labels
+        keys = np.concatenate(self.sample["keys"])
+        order = np.argsort(keys, kind="stable")[: self.reservoir_size]
+        out = {"keys": keys[order], "activations": np.concatenate(self.sample["activations"])[order]}
+        if self.sample["labels"]:
+            out["labels"] = np.concatenate(self.sample["labels"])[order]
         return out
 
     def result(self, shape: list[int]) -> LayerStats:
@@ -213,6 +209,13 @@ class LayerAccumulator:
             histogram_counts=hist.tolist(),
             spatial_mean=None if self.spatial is None else (self.spatial / max(self.examples, 1)).tolist(),
         )
+
+
+def choose_sample(examples: int, size: int, seed: int) -> np.ndarray:
+    """Which examples of the split the reservoir keeps: a seeded uniform draw without replacement."""
+    mask = np.zeros(examples, dtype=bool)
+    mask[np.random.default_rng(seed).choice(examples, min(size, examples), replace=False)] = True
+    return mask
 
 
 def _pname(q: float) -> str:

@@ -1,7 +1,7 @@
 """Per-batch activation summaries built in the TensorFlow graph (the only TF module of the probe).
 
 Everything returned is O(units) or O(sketch buckets) per batch, never O(examples), except the
-reservoir candidates (at most `reservoir_size` examples per batch).
+sampled examples' raw activations (`reservoir_size` examples over the whole split).
 """
 
 from __future__ import annotations
@@ -22,11 +22,19 @@ class LayerProbeSpec:
     bounds: tuple[float, float] | None = None  # (lo, hi) of a bounded activation, for saturation
     saturation_margin: float = 0.01
     reservoir_size: int = 0
-    seed: int = 0
 
 
-def batch_summaries(x: tf.Tensor, spec: LayerProbeSpec, labels: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-    """Reductions of one batch of one layer's output x: (batch, ..., units)."""
+def batch_summaries(
+    x: tf.Tensor,
+    spec: LayerProbeSpec,
+    labels: tf.Tensor | None = None,
+    sample: tuple[tf.Tensor, tf.Tensor] | None = None,
+) -> dict[str, tf.Tensor]:
+    """Reductions of one batch of one layer's output x: (batch, ..., units).
+
+    `sample` = (in_sample (batch,) bool, example index (batch,)): the examples drawn for the
+    reservoir, whose raw activations (and labels) are returned whole.
+    """
     x = tf.cast(x, tf.float32)
     if x.shape.rank == 1:
         x = x[:, None]
@@ -60,8 +68,12 @@ def batch_summaries(x: tf.Tensor, spec: LayerProbeSpec, labels: tf.Tensor | None
         out["saturated"] = tf.reduce_sum(tf.cast((flat >= hi - m) | (flat <= lo + m), tf.float32))
     if x.shape.rank == 4:  # (height, width, units) sum over the batch, for the mean-activation image
         out["spatial_sum"] = tf.reduce_sum(tf.where(tf.math.is_finite(x), x, tf.zeros_like(x)), axis=0)
-    if spec.reservoir_size > 0:
-        out.update(_reservoir_candidates(x, spec, labels))
+    if spec.reservoir_size > 0 and sample is not None:
+        in_sample, index = sample
+        out["res_keys"] = tf.boolean_mask(index, in_sample)
+        out["res_values"] = tf.boolean_mask(x, in_sample)
+        if labels is not None:
+            out["res_labels"] = tf.boolean_mask(labels, in_sample)
     return out
 
 
@@ -74,18 +86,3 @@ def _sketch_counts(values: tf.Tensor, layout: SketchLayout) -> tf.Tensor:
     slot = tf.where(values < 0, idx, idx + k)
     slot = tf.where(tf.abs(values) < MIN_VALUE, tf.fill(tf.shape(slot), 2 * k), slot)
     return tf.math.bincount(slot, minlength=layout.size, maxlength=layout.size)
-
-
-def _reservoir_candidates(x: tf.Tensor, spec: LayerProbeSpec, labels: tf.Tensor | None) -> dict[str, tf.Tensor]:
-    """The batch's examples with the largest random keys; the host keeps the global top keys.
-
-    Keeping the examples with the k largest of i.i.d. uniform keys is a uniform sample without
-    replacement of size k over the whole split, so only k examples per batch leave the graph.
-    """
-    keys = tf.random.uniform(tf.shape(x)[:1], seed=spec.seed)
-    k = tf.minimum(spec.reservoir_size, tf.shape(x)[0])
-    top_keys, top_idx = tf.math.top_k(keys, k=k)
-    out = {"res_keys": top_keys, "res_values": tf.gather(x, top_idx)}
-    if labels is not None:
-        out["res_labels"] = tf.gather(labels, top_idx)
-    return out

@@ -1,0 +1,86 @@
+"""Hydra multirun -> one MLflow parent run per sweep, one nested child run per job.
+
+`SweepCallback` is registered in conf/config.yaml (`hydra.callbacks`). It creates the parent run
+in the launching process before any job starts and writes its id into the sweep directory, where
+every job finds it, whichever launcher runs the jobs (in this process, in joblib workers, under
+submitit). After the sweep it logs a table of every child's overrides and headline metrics and the
+best child to the parent, and makes the process exit non-zero when a job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = ".layerprobe_sweep.json"  # {"parent": run id or null, "swept": [override keys]}
+FAILED_FILE = "FAILED"  # written into a job's output dir when the job failed
+
+
+def sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"parent": None, "swept": []}
+
+
+def swept_keys(overrides: list[str]) -> list[str]:
+    """Keys of the overrides that take several values (`a=1,2`, `range(...)`, `choice(...)`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = list(config.hydra.overrides.task)
+        info: dict[str, Any] = {"parent": None, "swept": swept_keys(overrides)}
+        if config.tracking.enabled:
+            info["parent"] = self._start_parent(config, sweep_dir, overrides)
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
+
+    def _start_parent(self, config: DictConfig, sweep_dir: Path, overrides: list[str]) -> str:
+        from layerprobe import tracking
+
+        uri = tracking.resolve_uri(config.tracking.uri)
+        tracking.check_reachable(uri)
+        sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+        launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
+        run_id = tracking.start_sweep_parent(
+            uri,
+            config.tracking.experiment_name,
+            name="sweep: " + (" ".join(overrides) or config.model.name)[:200],
+            tags={
+                "layerprobe.sweep": "parent",
+                "layerprobe.overrides": " ".join(overrides),
+                "layerprobe.sweep_dir": str(sweep_dir.resolve()),
+                "layerprobe.sweeper": str(sweeper.get("_target_", "")),  # type: ignore[union-attr]
+                "layerprobe.launcher": str(launcher.get("_target_", "")),  # type: ignore[union-attr]
+            },
+        )
+        log.info("sweep parent run: %s", run_id)
+        return run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = sorted(p.parent.name for p in sweep_dir.glob(f"*/{FAILED_FILE}"))
+        run_id = sweep_info(sweep_dir)["parent"]
+        if run_id and config.tracking.enabled:
+            from layerprobe import tracking
+
+            uri = tracking.resolve_uri(config.tracking.uri)
+            best = tracking.finish_sweep_parent(
+                uri, run_id, config.tracking.objective, config.tracking.direction, sweep_dir
+            )
+            if best:
+                log.info("best child run: %s (%s = %s)", best[0], config.tracking.objective, best[1])
+        if failed:
+            print(f"layerprobe: {len(failed)} sweep job(s) failed: {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)

@@ -1,0 +1,83 @@
+"""Probing a finished run without retraining: new layers exposed, results logged into that run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from mlflow.tracking import MlflowClient
+
+from layerprobe.data.pipeline import prepare
+from layerprobe.errors import LayerprobeError
+from layerprobe.reprobe import MODEL_DIR_CONFIG, probe_existing
+from layerprobe.runner import run
+from tests.reference import activations
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def trained(tiny, tmp_path):
+    c = tiny()
+    return c, run(c, tmp_path / "train")
+
+
+def test_probe_a_logged_run_on_a_layer_not_exposed_in_training(trained, tmp_path):
+    c, result = trained
+    assert "conv2" not in result.probe
+    ckpt = tf.train.latest_checkpoint(result.model_dir)
+    stats, run_id = probe_existing(
+        result.run_id, ["probe.layers=[conv2]", f"tracking.uri={result.tracking_uri}"], tmp_path / "again"
+    )
+    assert run_id == result.run_id and tf.train.latest_checkpoint(result.model_dir) == ckpt
+    assert set(stats) == {"conv1", "conv2", "logits"}
+    (conv2,) = activations(c, result.model_dir, ["conv2"], prepare(c["data"]).splits["eval"].features)
+    np.testing.assert_allclose(stats["conv2"].mean, conv2.mean(), rtol=1e-5)
+    np.testing.assert_allclose(stats["conv2"].std, conv2.std(), rtol=1e-4)
+    logged = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id).data
+    assert logged.metrics["probe/conv2/mean"] == pytest.approx(stats["conv2"].mean)
+    assert logged.tags["layerprobe.reprobed_layers"] == "conv1,conv2,logits"
+
+
+def test_probe_a_model_dir_through_the_cli(trained, tmp_path):
+    c, result = trained
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "layerprobe",
+            "probe",
+            result.model_dir,
+            "probe.layers=[gap]",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "probe/gap: mean" in r.stdout
+    assert (tmp_path / "o" / "probe" / "gap" / "stats.json").is_file()
+
+
+def test_a_layer_with_new_weights_is_refused(trained, tmp_path):
+    c, result = trained
+    with pytest.raises(LayerprobeError, match=r"layers \['extra'\] have weights that the checkpoint does not hold"):
+        probe_existing(
+            result.model_dir, ["+model.layers.extra={type: Dense, units: 3, inputs: gap, expose: true}"], tmp_path
+        )
+
+
+def test_dotted_layer_types_in_a_read_config_need_opt_in(trained, tmp_path):
+    c, result = trained
+    path = f"{result.model_dir}/{MODEL_DIR_CONFIG}"
+    logged = yaml.safe_load(open(path).read())
+    logged["model"]["layers"]["gap"]["type"] = "os.system"
+    open(path, "w").write(yaml.safe_dump(logged))
+    with pytest.raises(LayerprobeError, match=r"imports user code \(model.layers.gap.type=os.system\)"):
+        probe_existing(result.model_dir, [], tmp_path)

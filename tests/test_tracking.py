@@ -1,0 +1,180 @@
+"""MLflow tracking against a real sqlite store and a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from layerprobe.tracking import Tracker, flatten, sanitize_key
+
+
+def test_keys_are_sanitised_deterministically():
+    assert sanitize_key("probe/conv1/p99") == "probe/conv1/p99"
+    assert sanitize_key("eval/top-k@5:x") == "eval/top-k_5_x"
+    assert len(sanitize_key("a" * 300)) == 250
+
+
+def test_flatten_uses_dotted_keys_and_truncates_long_values():
+    flat = flatten({"model": {"layers": {"conv1": {"filters": 32, "kernel_size": [3, 3]}}}, "x": "v" * 7000})
+    assert flat["model.layers.conv1.filters"] == "32"
+    assert flat["model.layers.conv1.kernel_size"] == "[3, 3]"
+    assert len(flat["x"]) == 6000 and flat["x"].endswith("...[truncated]")
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"), [(None, "FINISHED"), (RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
+def test_run_status_follows_how_the_run_ended(tmp_path, exc, status):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = Tracker(uri, "exp", "r", {})
+    try:
+        with tracker:
+            tracker.log_params({f"p{i}": str(i) for i in range(250)})  # > 100: chunked
+            if exc is not None:
+                raise exc
+    except (RuntimeError, KeyboardInterrupt):
+        pass
+    run = MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
+    assert run.info.status == status
+    assert len(run.data.params) == 250
+    if status == "FAILED":
+        assert run.data.tags["error"] == "RuntimeError: boom"
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "layerprobe", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false"]
+
+
+@pytest.mark.integration
+def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
+    r = cli(["-m", *TINY, "model.layers.conv1.filters=2,4", "trainer.seed=1,2"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])
+    parents = [x for x in runs if x.data.tags.get("layerprobe.sweep") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 4 and {x.info.status for x in children} == {"FINISHED"}
+    assert {x.info.run_name for x in children} == {
+        f"conv1.filters={f},trainer.seed={s}" for f in (2, 4) for s in (1, 2)
+    }
+    best = max(children, key=lambda x: x.data.metrics["eval/accuracy"])
+    assert parents[0].data.tags["layerprobe.best_run_id"] == best.info.run_id
+    table = client.download_artifacts(parents[0].info.run_id, "sweep_summary.csv", str(tmp_path))
+    rows = list(csv.DictReader(open(table)))
+    assert len(rows) == 4 and {r["run_id"] for r in rows} == {x.info.run_id for x in children}
+
+
+@pytest.mark.integration
+def test_a_failing_job_is_failed_and_the_others_finish(tmp_path):
+    r = cli(["-m", *TINY, "trainer.optimizer.learning_rate=0.001,0.002,0.003,1e30"], tmp_path)
+    assert r.returncode == 1
+    assert "1 sweep job(s) failed: 3" in r.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])
+    children = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
+    assert sorted(x.info.status for x in children) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    failed = next(x for x in children if x.info.status == "FAILED")
+    assert failed.data.tags["error"].startswith("TrainingDiverged: training loss became")
+    assert not any(x.info.status == "RUNNING" for x in runs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 (lean: 1 worker, no job runner), stopped at the end."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not become healthy in 90 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_a_run_logged_to_a_real_tracking_server_reads_back_whole(tiny, tmp_path, mlflow_server):
+    from layerprobe.runner import run
+
+    c = tiny(f"tracking.uri={mlflow_server}", "probe.plots=true")
+    result = run(c, tmp_path / "out", overrides=["model=tiny_cnn"])
+    client = MlflowClient(tracking_uri=mlflow_server)
+    r = client.get_run(result.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.params["model.layers.conv1.filters"] == "4"
+    assert r.data.tags["layerprobe.model"] == "tiny_cnn" and r.data.tags["git.commit"]
+    assert r.data.metrics["eval/accuracy"] == pytest.approx(result.eval_metrics["eval/accuracy"])
+    history = client.get_metric_history(result.run_id, "train/loss")
+    assert [m.step for m in history] == [10, 20]
+    assert r.data.metrics["probe/conv1/p50"] == pytest.approx(result.probe["conv1"].percentiles["p50"])
+    top = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config", "probe", "saved_model", "tensorboard"} <= top
+    assert {a.path for a in client.list_artifacts(result.run_id, "probe/conv1")} >= {
+        "probe/conv1/stats.json",
+        "probe/conv1/histogram.png",
+        "probe/conv1/reservoir.npz",
+    }
+
+
+@pytest.mark.integration
+def test_an_unreachable_store_is_one_line_before_training(tmp_path):
+    r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}"], tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith("layerprobe: error: tracking store http://127.0.0.1:")
+    assert "cannot be reached" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "models").exists()
