@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all lint format ui bench lock clean
+.PHONY: help venv run test test-all lint format experiments ui bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff check + format check
 format: $(STAMP) ## apply ruff's formatting and fixes
 	$(BIN)/ruff format layerprobe tests benchmarks
 	$(BIN)/ruff check --fix layerprobe tests benchmarks
+
+experiments: $(STAMP) ## the CI gate: run experiments/ and compare with their baselines
+	$(BIN)/layerprobe check
 
 ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

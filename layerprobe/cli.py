@@ -6,6 +6,7 @@ need them, so `--help`, `--cfg job` and `validate` answer in well under a second
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -19,6 +20,9 @@ from layerprobe.errors import LayerprobeError
 
 log = logging.getLogger("layerprobe")
 USER_ERROR = 2
+INTERRUPTED = 130  # what shells report for Ctrl-C
+# Errors writing where the user pointed (output dir, model_dir): one line, not a traceback.
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def _fail(e: LayerprobeError) -> int:
@@ -61,6 +65,8 @@ def _task(cfg: DictConfig) -> float | None:
         if not multirun:
             if isinstance(e, LayerprobeError):
                 sys.exit(_fail(e))
+            if isinstance(e, OSError) and e.errno in _USER_OS_ERRORS:  # a directory the user named
+                sys.exit(_fail(LayerprobeError(f"cannot write {e.filename}: {e.strerror}")))
             raise
         # In a sweep a failed job is recorded (its MLflow run is FAILED) and the other jobs go on;
         # the sweep callback makes the process exit non-zero at the end.
@@ -101,9 +107,11 @@ def run_command(argv: Sequence[str]) -> int:
 
     if not any(a.startswith("-") for a in argv):  # a single run: compose once to fail early and briefly
         try:
-            from layerprobe.config.validate import validate
+            from layerprobe.config.validate import check_writable_dir, validate
 
             validate(compose(argv))
+            run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), "outputs")
+            check_writable_dir("hydra.run.dir", run_dir)
         except LayerprobeError as e:
             return _fail(e)
     register_configs()
@@ -154,6 +162,10 @@ def probe_command(argv: Sequence[str]) -> int:
     import argparse
     import time
 
+    import yaml
+
+    from layerprobe.config import one_line_hydra_error
+
     parser = argparse.ArgumentParser(prog="layerprobe probe", description=probe_command.__doc__)
     parser.add_argument("source", help="an MLflow run id or a model_dir trained by layerprobe")
     parser.add_argument("--allow-imports", action="store_true", help="trust dotted `type` paths in its config")
@@ -166,8 +178,89 @@ def probe_command(argv: Sequence[str]) -> int:
         stats, run_id = probe_existing(args.source, overrides, out, args.allow_imports)
     except LayerprobeError as e:
         return _fail(e)
+    except yaml.YAMLError as e:  # a logged config is read with safe_load: tags such as !!python are refused
+        first = one_line_hydra_error(e)
+        return _fail(LayerprobeError(f"{args.source}: the logged config is not plain YAML, refused: {first}"))
     _print_stats(stats)
     print(f"files: {out}/probe" + (f"; logged into run {run_id}" if run_id else ""))
+    return 0
+
+
+def reproduce_command(argv: Sequence[str]) -> int:
+    """`layerprobe reproduce RUN_ID`: rerun a logged run from its config, diff every metric and
+    probe statistic; exit 1 when they differ beyond tolerance."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="layerprobe reproduce", description=reproduce_command.__doc__)
+    parser.add_argument("run_id")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: bitwise)")
+    parser.add_argument("--atol", type=float, default=0.0, help="absolute tolerance")
+    parser.add_argument("--allow-imports", action="store_true", help="trust dotted `type` paths in its config")
+    parser.add_argument("--output-dir", default=None)
+    args = parser.parse_args(argv)
+    out = args.output_dir or f"outputs/reproduce-{args.run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        from layerprobe.reproduce import reproduce
+
+        report = reproduce(args.run_id, out, args.tracking_uri, args.rtol, args.atol, args.allow_imports)
+    except LayerprobeError as e:
+        return _fail(e)
+    print(report.text())
+    return 1 if report.failures else 0
+
+
+def check_command(argv: Sequence[str]) -> int:
+    """`layerprobe check [NAME ...]`: run experiments and compare with their baselines; exit 1 on a
+    regression."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="layerprobe check", description=check_command.__doc__)
+    parser.add_argument("names", nargs="*", help="experiments (default: all in experiments/)")
+    parser.add_argument("--full", action="store_true", help="the full experiment, not the CI budget variant")
+    parser.add_argument("--update", action="store_true", help="rewrite the baselines from this run")
+    parser.add_argument("--output-dir", default="outputs/check")
+    args = parser.parse_args(argv)
+    try:
+        from layerprobe.check import check, table
+
+        rows = check(args.names, Path(args.output_dir), ci=not args.full, update=args.update)
+    except LayerprobeError as e:
+        return _fail(e)
+    print(table(rows))
+    failed = [r for r in rows if not r.passed]
+    print(f"check: {len(rows) - len(failed)} of {len(rows)} metrics within their baseline tolerance")
+    return 1 if failed else 0
+
+
+def cluster_command(argv: Sequence[str]) -> int:
+    """`layerprobe cluster --workers N [--ps P] [--evaluator] [overrides]`: a cluster job on 127.0.0.1."""
+    from layerprobe.distributed import main as cluster_main
+
+    return cluster_main(argv)
+
+
+def upload_pending_command(argv: Sequence[str]) -> int:
+    """`layerprobe upload-pending DIR [--tracking-uri URI]`: send the tracking calls a run buffered
+    while its store was away (mlflow-pending.jsonl files under DIR, e.g. outputs/) and end those runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="layerprobe upload-pending", description=upload_pending_command.__doc__)
+    parser.add_argument("dir", help="a run's output dir, or a parent such as outputs/")
+    parser.add_argument("--tracking-uri", default=None, help="default: the store each file was meant for")
+    args = parser.parse_args(argv)
+    try:
+        from layerprobe.tracking import upload_pending
+
+        done = upload_pending(args.dir, args.tracking_uri)
+    except LayerprobeError as e:
+        return _fail(e)
+    for path, n in done.items():
+        print(f"{path}: {n} buffered call(s) delivered")
+    if not done:
+        print(f"nothing pending under {args.dir}")
     return 0
 
 
@@ -175,15 +268,25 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "validate": validate_command,
     "data": data_command,
     "probe": probe_command,
+    "reproduce": reproduce_command,
+    "check": check_command,
+    "cluster": cluster_command,
+    "upload-pending": upload_pending_command,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]](args[1:])
-    return run_command(args)
+    try:
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]](args[1:])
+        return run_command(args)
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("layerprobe: interrupted; checkpoints written so far are kept, the MLflow run is KILLED", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

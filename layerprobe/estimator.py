@@ -80,6 +80,8 @@ def dry_run(spec: ModelSpec, data: PreparedData, exposed: set[str]) -> ModelSumm
 
 
 def make_estimator(spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any]) -> tf.estimator.Estimator:
+    from layerprobe.distributed import run_config_kwargs
+
     if trainer.get("deterministic", True):
         tf.config.experimental.enable_op_determinism()
     config = tf.estimator.RunConfig(
@@ -89,6 +91,7 @@ def make_estimator(spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any]) 
         save_summary_steps=trainer["log_every_steps"],
         keep_checkpoint_max=trainer["keep_checkpoint_max"],
         log_step_count_steps=trainer["log_every_steps"],
+        **run_config_kwargs(trainer),  # trainer.distribute: the strategy, CPU replicas
     )
     return tf.estimator.Estimator(make_model_fn(spec), config=config)
 

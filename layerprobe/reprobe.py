@@ -37,7 +37,7 @@ def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> dic
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def _refuse_code(c: Mapping[str, Any], allow_imports: bool) -> None:
+def refuse_code(c: Mapping[str, Any], allow_imports: bool) -> None:
     """A dotted `type` imports and runs code named by the config: not from a file we merely read."""
     dotted = [f"model.layers.{n}.type={s['type']}" for n, s in c["model"]["layers"].items() if "." in s["type"]]
     if dotted and not allow_imports:
@@ -75,7 +75,7 @@ def probe_existing(
     uri = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.uri=")), None)
     logged, model_dir, run_id = load_source(source, uri)
     c = _apply_overrides(logged, overrides)
-    _refuse_code(c, allow_imports)
+    refuse_code(c, allow_imports)
     from layerprobe.config.validate import validate
 
     validate(c)

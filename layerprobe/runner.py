@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import platform
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +14,14 @@ import numpy as np
 import yaml
 
 from layerprobe.config.validate import validate
+from layerprobe.provenance import (
+    checkpoint_digest,
+    data_tags,
+    exposed_layers,
+    frozen_requirements,
+    provenance_tags,
+    training_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +40,6 @@ class RunResult:
     probe_metrics: dict[str, float] = field(default_factory=dict)  # probe/<layer>/<stat>
     output_dir: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
-
-
-def exposed_layers(c: Mapping[str, Any]) -> list[str]:
-    """Layers with `expose: true` or listed in probe.layers, in model order."""
-    extra = set(c["probe"].get("layers") or [])
-    return [n for n, s in c["model"]["layers"].items() if s.get("expose", False) or n in extra]
-
-
-def training_digest(c: Mapping[str, Any]) -> str:
-    """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing."""
-    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c["model"]["layers"].items()}
-    trainer = {k: v for k, v in c["trainer"].items() if k not in ("model_dir", "log_every_steps")}
-    blob = {
-        "data": c["data"],
-        "inputs": c["model"]["inputs"],
-        "layers": layers,
-        "outputs": c["model"].get("outputs"),
-        "trainer": trainer,
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def config_digest(c: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def model_dir_for(c: Mapping[str, Any]) -> str:
@@ -121,15 +102,23 @@ class _NoTracking:
 def open_tracker(
     c: Mapping[str, Any], overrides: Sequence[str], tags: Mapping[str, str], parent_run_id: str | None
 ) -> Any:
-    """Check the store (one line when it cannot be reached, before any training) and start the run."""
+    """Check the model_dir and the store (one line when either cannot be used, before any training
+    and before a run exists) and start the run. Calls the store misses while training are buffered
+    under the Hydra output dir (see tracking.Tracker)."""
+    from layerprobe.config.validate import check_writable_dir
+
+    check_writable_dir("trainer.model_dir", model_dir_for(c))
     if not c["tracking"]["enabled"]:
         return _NoTracking()
+    from hydra.core.hydra_config import HydraConfig
+
     from layerprobe import tracking
 
     uri = tracking.resolve_uri(c["tracking"]["uri"])
     tracking.check_reachable(uri)
     run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
-    return tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id)
+    pending = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    return tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id, pending_dir=pending)
 
 
 def run(
@@ -157,7 +146,11 @@ def run(
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
     summary = E.dry_run(spec, data, set(exposed))
     all_tags = {**provenance_tags(c, overrides, summary.total_params), **data_tags(data), **(tags or {})}
-    tracker = open_tracker(c, overrides, all_tags, parent_run_id)
+    from layerprobe import distributed as D
+
+    cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
+    D.check_cluster(c["trainer"], cluster)
+    tracker = open_tracker(c, overrides, all_tags, parent_run_id) if cluster.is_chief else _NoTracking()
     seconds["prepare"] = time.perf_counter() - t0
     model_dir = model_dir_for(c)
     try:
@@ -168,16 +161,29 @@ def run(
         tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
         est = E.make_estimator(spec, model_dir, c["trainer"])
         Path(model_dir).mkdir(parents=True, exist_ok=True)
-        (Path(model_dir) / "layerprobe_config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
         t = time.perf_counter()
         t_cfg = c["trainer"]
         hook = E.ProgressHook(t_cfg["log_every_steps"], t_cfg["train_steps"], flush=tracker.log_metric_records)
-        step = E.train(est, E.train_input_fn(data, c["data"], t_cfg["seed"]), t_cfg["train_steps"], [hook])
+        train_fn = E.train_input_fn(data, c["data"], t_cfg["seed"])
+        if cluster.in_cluster:
+            if cluster.is_chief:
+                (Path(model_dir) / "layerprobe_config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
+            D.train_in_cluster(est, train_fn, E.eval_input_fn(data, c["data"]), t_cfg["train_steps"], [hook])
+            if not cluster.is_chief:  # a worker or the evaluator (a ps never returns): the chief does the rest
+                return RunResult(None, None, model_dir, t_cfg["train_steps"], {}, output_dir=str(output_dir))
+            step = int(est.get_variable_value("global_step"))
+        else:
+            # Parallel sweep jobs with the same training config share the model_dir: one trains, the
+            # others wait and then resume from its last checkpoint (nothing left to train).
+            with D.model_dir_lock(model_dir):
+                (Path(model_dir) / "layerprobe_config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
+                step = E.train(est, train_fn, t_cfg["train_steps"], [hook])
         seconds["train"] = time.perf_counter() - t
         t = time.perf_counter()
         metrics = E.evaluate(est, E.eval_input_fn(data, c["data"]), t_cfg["eval_steps"])
         eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
         tracker.log_metrics(eval_metrics, step=step)
+        tracker.set_tags({"layerprobe.checkpoint_sha256": checkpoint_digest(model_dir)})
         seconds["evaluate"] = time.perf_counter() - t
         log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
         outcome = ProbeOutcome({}, {})
@@ -331,6 +337,7 @@ def write_run_files(c: Mapping[str, Any], summary: Any, data: Any, output_dir: P
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
     (d / "model_summary.txt").write_text(summary.table() + "\n")
+    (d / "requirements.txt").write_text(frozen_requirements())
     fitted = {k: np.asarray(v).tolist() for k, v in data.fitted.items()}
     (d / "data.json").write_text(
         json.dumps({"name": data.name, "sizes": data.sizes(), "sha256": data.digest, "fitted": fitted}, indent=1)
@@ -346,48 +353,3 @@ def readable_run_name(overrides: Sequence[str]) -> str:
         key, _, value = o.lstrip("+~").partition("=")
         parts.append(".".join(key.split(".")[-2:]) + "=" + value)
     return ",".join(parts)[:200]
-
-
-def data_tags(data: Any) -> dict[str, str]:
-    sizes = data.sizes()
-    return {
-        "data.name": data.name,
-        "data.sha256": data.digest,
-        **{f"data.size.{k}": str(v) for k, v in sizes.items()},
-    }
-
-
-def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:
-    import tensorflow as tf
-
-    import layerprobe
-
-    commit, dirty = _git_state()
-    return {
-        "layerprobe.config_sha256": config_digest(c),
-        "layerprobe.training_sha256": training_digest(c),
-        "layerprobe.overrides": " ".join(overrides),
-        "layerprobe.model": c["model"]["name"],
-        "layerprobe.data": c["data"]["name"],
-        "layerprobe.parameters": str(params),
-        "layerprobe.exposed": ",".join(exposed_layers(c)),
-        "layerprobe.version": layerprobe.__version__,
-        "python.version": platform.python_version(),
-        "tensorflow.version": tf.__version__,
-        "git.commit": commit,
-        "git.dirty": dirty,
-    }
-
-
-def _git_state() -> tuple[str, str]:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
-    return commit or "unknown", str(bool(status.strip())).lower() if commit else "unknown"

@@ -41,7 +41,10 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = list(config.hydra.overrides.task)
-        info: dict[str, Any] = {"parent": None, "swept": swept_keys(overrides)}
+        # What the sweep varies names the children: sweep overrides, and a sweeper's own search space
+        # (hydra.sweeper.params of the Optuna sweeper).
+        searched = list(config.hydra.sweeper.get("params") or {})
+        info: dict[str, Any] = {"parent": None, "swept": swept_keys(overrides) + searched}
         if config.tracking.enabled:
             info["parent"] = self._start_parent(config, sweep_dir, overrides)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))

@@ -85,6 +85,10 @@ class TrainerConfig:
     save_checkpoints_steps: int = 500
     keep_checkpoint_max: int = 3
     log_every_steps: int = 100
+    # none | mirrored (one process, all GPUs, else cpu_replicas CPU devices) | multi_worker_mirrored |
+    # parameter_server (both across the processes named in TF_CONFIG: `layerprobe cluster --workers N`)
+    distribute: str = "none"
+    cpu_replicas: int = 2  # distribute=mirrored on a machine without GPUs: CPU devices used as replicas
 
 
 @dataclass

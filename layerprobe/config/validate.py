@@ -26,13 +26,31 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     _check_tracking(c["tracking"])
 
 
+def check_writable_dir(path: str, directory: str) -> None:
+    """ConfigError unless `directory` exists as a writable directory or can be created."""
+    import os
+    from pathlib import Path
+
+    d = Path(directory).absolute()
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(path, directory, f"cannot be created: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(path, directory, f"is not writable ({probe} does not allow writing)")
+
+
 def layer_order(model: Mapping[str, Any]) -> list[str]:
     return list(model["layers"] or {})
 
 
+MAX_NAME = 64  # a layer name is a file name and part of metric keys (<= 250 characters in MLflow)
+
+
 def _check_name(path: str, name: Any) -> None:
-    if not isinstance(name, str) or not SAFE_NAME.match(name):
-        raise ConfigError(path, name, f"name {SAFE_NAME_RULE}")
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or len(name) > MAX_NAME:
+        raise ConfigError(path, name, f"name {SAFE_NAME_RULE}, at most {MAX_NAME} characters")
 
 
 def _positive_int(path: str, value: Any) -> None:
@@ -50,7 +68,7 @@ def _check_model(model: Mapping[str, Any]) -> None:
         if not isinstance(shape, list) or not shape:
             raise ConfigError(f"model.inputs.{name}.shape", shape, "give the per-example shape")
         for i, dim in enumerate(shape):
-            _positive_int(f"model.inputs.{name}.shape[{i}]", dim)
+            _size(f"model.inputs.{name}.shape[{i}]", dim)
         if spec.get("dtype", "float32") not in DTYPES:
             raise ConfigError(f"model.inputs.{name}.dtype", spec.get("dtype"), "unknown dtype", DTYPES)
 
@@ -108,6 +126,56 @@ def _check_layer_type_and_args(path: str, spec: Mapping[str, Any], table: Mappin
     for arg in table[ltype]["required"]:
         if arg not in args:
             raise ConfigError(f"{path}.{arg}", None, f"{ltype} requires {arg!r}")
+    for arg, value in args.items():
+        _check_arg_value(f"{path}.{arg}", ltype, arg, value)
+
+
+# Values of the common constructor arguments, checked here because Keras takes some garbage silently
+# (Dense(units=-3) builds) and rejects the rest deep inside TensorFlow, after the 7 s import.
+MAX_SIZE = 2**24  # a layer or input size above this is a typo, and would overflow int32 element counts
+SIZE_ARGS = ("units", "filters", "num_heads", "key_dim", "output_dim", "input_dim", "depth_multiplier", "n")
+WINDOW_ARGS = ("kernel_size", "pool_size", "strides", "dilation_rate", "size")  # int or list of ints
+RATE_ARGS = ("rate", "dropout", "recurrent_dropout")  # a fraction of units dropped: [0, 1)
+BOOL_ARGS = ("use_bias", "return_sequences", "return_state", "go_backwards", "stateful", "center", "scale")
+PADDINGS = ("valid", "same", "causal")
+ACTIVATIONS = (
+    "elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "log_softmax", "mish", "relu",
+    "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign", "swish", "tanh",
+)  # fmt: skip
+
+
+def _check_arg_value(path: str, ltype: str, arg: str, value: Any) -> None:
+    if arg in SIZE_ARGS:
+        _size(path, value)
+    elif arg in WINDOW_ARGS and not (arg == "strides" and value is None):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(path, value, "give a positive integer or a list of them")
+        for v in values:
+            _size(path, v, rule="give a positive integer or a list of them")
+    elif arg in RATE_ARGS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(path, value, "a rate is a number in [0, 1)")
+    elif arg in BOOL_ARGS:
+        if not isinstance(value, bool):
+            raise ConfigError(path, value, "must be true or false")
+    elif arg == "padding" and isinstance(value, str) and not ltype.startswith("ZeroPadding"):
+        if value not in PADDINGS:
+            raise ConfigError(path, value, "unknown padding", PADDINGS)
+    elif arg in ("activation", "recurrent_activation") and value is not None:
+        if not isinstance(value, str) or value not in ACTIVATIONS:
+            raise ConfigError(path, value, "unknown activation", ACTIVATIONS)
+    elif arg in ("momentum", "epsilon", "alpha", "stddev") and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+    ):
+        raise ConfigError(path, value, "must be a number >= 0")
+
+
+def _size(path: str, value: Any, rule: str = "must be a positive integer") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(path, value, rule)
+    if value > MAX_SIZE:
+        raise ConfigError(path, value, f"must be at most {MAX_SIZE}")
 
 
 def _check_layer_inputs(
@@ -141,6 +209,11 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
         raise ConfigError("trainer.optimizer.name", opt["name"], "unknown optimizer", OPTIMIZERS)
     if not isinstance(opt["learning_rate"], (int, float)) or opt["learning_rate"] <= 0:
         raise ConfigError("trainer.optimizer.learning_rate", opt["learning_rate"], "must be > 0")
+    from layerprobe.distributed import STRATEGIES  # no TensorFlow at import
+
+    if trainer.get("distribute", "none") not in STRATEGIES:
+        raise ConfigError("trainer.distribute", trainer["distribute"], "unknown distribution strategy", STRATEGIES)
+    _positive_int("trainer.cpu_replicas", trainer.get("cpu_replicas", 1))
 
 
 def _check_data(data: Mapping[str, Any]) -> None:
@@ -175,5 +248,21 @@ def _check_probe(probe: Mapping[str, Any], model: Mapping[str, Any]) -> None:
 
 def _check_tracking(tracking: Mapping[str, Any]) -> None:
     name = tracking["experiment_name"]
-    if not isinstance(name, str) or not name.strip() or "/" in name or ".." in name:
-        raise ConfigError("tracking.experiment_name", name, "must be a non-empty name without '/' or '..'")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or "/" in name
+        or ".." in name
+        or any(ord(ch) < 32 for ch in name)
+        or len(name) > 200
+    ):
+        rule = "must be a non-empty name of at most 200 characters without '/', '..' or control characters"
+        raise ConfigError("tracking.experiment_name", name, rule)
+    uri = tracking.get("uri")
+    if uri is not None:
+        scheme = uri.split(":", 1)[0].split("+", 1)[0] if isinstance(uri, str) and ":" in uri else ""
+        if scheme not in URI_SCHEMES:
+            raise ConfigError("tracking.uri", uri, "unknown tracking URI scheme", [f"{s}://" for s in URI_SCHEMES])
+
+
+URI_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")

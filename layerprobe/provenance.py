@@ -1,0 +1,104 @@
+"""What a run records so that it can be rebuilt: digests, versions, git state, the environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def exposed_layers(c: Mapping[str, Any]) -> list[str]:
+    """Layers with `expose: true` or listed in probe.layers, in model order."""
+    extra = set(c["probe"].get("layers") or [])
+    return [n for n, s in c["model"]["layers"].items() if s.get("expose", False) or n in extra]
+
+
+def training_digest(c: Mapping[str, Any]) -> str:
+    """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing."""
+    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c["model"]["layers"].items()}
+    trainer = {k: v for k, v in c["trainer"].items() if k not in ("model_dir", "log_every_steps")}
+    blob = {
+        "data": c["data"],
+        "inputs": c["model"]["inputs"],
+        "layers": layers,
+        "outputs": c["model"].get("outputs"),
+        "trainer": trainer,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_digest(c: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_tags(data: Any) -> dict[str, str]:
+    sizes = data.sizes()
+    return {
+        "data.name": data.name,
+        "data.sha256": data.digest,
+        **{f"data.size.{k}": str(v) for k, v in sizes.items()},
+    }
+
+
+def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:
+    import tensorflow as tf
+
+    import layerprobe
+
+    commit, dirty = _git_state()
+    return {
+        "layerprobe.config_sha256": config_digest(c),
+        "layerprobe.training_sha256": training_digest(c),
+        "layerprobe.overrides": " ".join(overrides),
+        "layerprobe.model": c["model"]["name"],
+        "layerprobe.data": c["data"]["name"],
+        "layerprobe.parameters": str(params),
+        "layerprobe.exposed": ",".join(exposed_layers(c)),
+        "layerprobe.version": layerprobe.__version__,
+        "python.version": platform.python_version(),
+        "tensorflow.version": tf.__version__,
+        "git.commit": commit,
+        "git.dirty": dirty,
+    }
+
+
+def _git_state() -> tuple[str, str]:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+    return commit or "unknown", str(bool(status.strip())).lower() if commit else "unknown"
+
+
+def frozen_requirements() -> str:
+    """`pip freeze`-style list of the installed distributions (no pip subprocess needed)."""
+    from importlib.metadata import distributions
+
+    pins = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(pins, key=str.lower)) + "\n"
+
+
+def checkpoint_digest(model_dir: str) -> str:
+    """sha256 over the latest checkpoint's files (index and data shards): bitwise identity of weights."""
+    import tensorflow as tf
+
+    prefix = tf.train.latest_checkpoint(model_dir)
+    if prefix is None:
+        return ""
+    h = hashlib.sha256()
+    for path in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
+        if path.suffix == ".meta":  # the graph, with op names that carry no weights
+            continue
+        h.update(path.name.split(".", 1)[1].encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
