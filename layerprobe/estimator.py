@@ -207,7 +207,8 @@ def probe_input_fn(
     (the Estimator hands PREDICT no labels)."""
 
     def input_fn() -> Any:
-        ds = dataset(data, split, training=False, batch_size=batch_size, seed=0, max_examples=max_examples)
+        # One pass: a cache would only hold the whole split in memory and never be read again.
+        ds = dataset(data, split, training=False, batch_size=batch_size, seed=0, max_examples=max_examples, cache=False)
         if sample is not None:  # not shuffled: the i-th example of the split is example i
             extra = tf.data.Dataset.from_tensor_slices((sample, np.arange(len(sample), dtype=np.int64)))
             ds = tf.data.Dataset.zip((ds, extra.batch(batch_size)))

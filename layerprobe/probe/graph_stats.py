@@ -2,6 +2,10 @@
 
 Everything returned is O(units) or O(sketch buckets) per batch, never O(examples), except the
 sampled examples' raw activations (`reservoir_size` examples over the whole split).
+
+Cost matters here: these ops run beside the forward pass. A batch whose values are all finite (the
+common case) takes a branch without masks or masked copies; only a batch holding NaN or Inf pays
+for them. The quantile sketch is one bit shift and one bincount over the batch.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerprobe._tf import tf
-from layerprobe.probe.sketch import MAX_VALUE, MIN_VALUE, SketchLayout
+from layerprobe.probe.sketch import SketchLayout
 
 
 @dataclass(frozen=True)
@@ -41,33 +45,46 @@ def batch_summaries(
     units = x.shape[-1]
     batch = tf.shape(x)[0]
     flat = tf.reshape(x, [-1, units])  # (batch * positions, units)
+    spatial = x.shape.rank == 4  # (height, width, units) sums for the mean-activation image
+
+    def summaries(finite: tf.Tensor | None) -> dict[str, tf.Tensor]:
+        """Moments, extremes, norms; `finite` None means every value is finite (no masks needed)."""
+        if finite is None:
+            clean, count = flat, tf.fill([units], tf.cast(tf.shape(flat)[0], tf.float32))
+            highs = lows = flat
+        else:
+            zeros = tf.zeros_like(flat)
+            clean = tf.where(finite, flat, zeros)
+            count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=0)
+            highs, lows = tf.where(finite, flat, zeros - float("inf")), tf.where(finite, flat, zeros + float("inf"))
+        unit_sum = tf.reduce_sum(clean, axis=0)
+        deviation = clean - unit_sum / tf.maximum(count, 1.0)
+        if finite is not None:
+            deviation = tf.where(finite, deviation, tf.zeros_like(flat))
+        out = {
+            "unit_count": count,
+            "unit_sum": unit_sum,
+            "unit_m2": tf.reduce_sum(tf.square(deviation), axis=0),
+            "unit_max": tf.reduce_max(highs, axis=0),
+            "unit_min": tf.reduce_min(lows, axis=0),
+            "l2_sum": tf.reduce_sum(tf.norm(tf.reshape(clean, [batch, -1]), axis=1)),
+            "nans": tf.constant(0.0) if finite is None else tf.reduce_sum(tf.cast(tf.math.is_nan(flat), tf.float32)),
+            "infs": tf.constant(0.0) if finite is None else tf.reduce_sum(tf.cast(tf.math.is_inf(flat), tf.float32)),
+        }
+        if spatial:
+            out["spatial_sum"] = tf.reduce_sum(tf.reshape(clean, tf.shape(x)), axis=0)
+        return out
+
     finite = tf.math.is_finite(flat)
-    finite_f = tf.cast(finite, tf.float32)
-    clean = tf.where(finite, flat, tf.zeros_like(flat))
-    count = tf.reduce_sum(finite_f, axis=0)
-    unit_sum = tf.reduce_sum(clean, axis=0)
-    unit_mean = unit_sum / tf.maximum(count, 1.0)
-    centred = tf.where(finite, flat - unit_mean, tf.zeros_like(flat))
-    out = {
-        "examples": batch,
-        "unit_count": count,
-        "unit_sum": unit_sum,
-        "unit_m2": tf.reduce_sum(tf.square(centred), axis=0),
-        "unit_max": tf.reduce_max(tf.where(finite, flat, tf.fill(tf.shape(flat), -float("inf"))), axis=0),
-        "unit_min": tf.reduce_min(tf.where(finite, flat, tf.fill(tf.shape(flat), float("inf"))), axis=0),
-        "unit_active": tf.reduce_sum(tf.cast(flat > spec.active_threshold, tf.float32), axis=0),
-        "zeros": tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32)),
-        "nans": tf.reduce_sum(tf.cast(tf.math.is_nan(flat), tf.float32)),
-        "infs": tf.reduce_sum(tf.cast(tf.math.is_inf(flat), tf.float32)),
-        "l2_sum": tf.reduce_sum(tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(clean, [batch, -1])), axis=1))),
-        "sketch": _sketch_counts(tf.boolean_mask(flat, finite), spec.layout),
-    }
+    out = tf.cond(tf.reduce_all(finite), lambda: summaries(None), lambda: summaries(finite))
+    out["examples"] = batch
+    out["unit_active"] = tf.reduce_sum(tf.cast(flat > spec.active_threshold, tf.float32), axis=0)
+    out["zeros"] = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32))
+    out["sketch"] = sketch_counts(flat, spec.layout)
     if spec.bounds is not None:
         lo, hi = spec.bounds
         m = spec.saturation_margin * (hi - lo)
         out["saturated"] = tf.reduce_sum(tf.cast((flat >= hi - m) | (flat <= lo + m), tf.float32))
-    if x.shape.rank == 4:  # (height, width, units) sum over the batch, for the mean-activation image
-        out["spatial_sum"] = tf.reduce_sum(tf.where(tf.math.is_finite(x), x, tf.zeros_like(x)), axis=0)
     if spec.reservoir_size > 0 and sample is not None:
         in_sample, index = sample
         out["res_keys"] = tf.boolean_mask(index, in_sample)
@@ -77,12 +94,12 @@ def batch_summaries(
     return out
 
 
-def _sketch_counts(values: tf.Tensor, layout: SketchLayout) -> tf.Tensor:
-    """Bucket counts of the sketch (see sketch.py for the layout), one bincount per batch."""
-    k = layout.buckets_per_sign
-    mag = tf.clip_by_value(tf.abs(values), MIN_VALUE, MAX_VALUE)
-    idx = tf.cast(tf.math.ceil(tf.math.log(mag) / layout.log_gamma), tf.int32)
-    idx = tf.clip_by_value(idx, layout.min_index, layout.max_index) - layout.min_index
-    slot = tf.where(values < 0, idx, idx + k)
-    slot = tf.where(tf.abs(values) < MIN_VALUE, tf.fill(tf.shape(slot), 2 * k), slot)
+def sketch_counts(values: tf.Tensor, layout: SketchLayout) -> tf.Tensor:
+    """Bucket counts of the sketch (layout in sketch.py): a bit shift and one bincount per batch.
+
+    Inf and NaN land in exponent-255 slots, which the host ignores; no mask is needed.
+    """
+    raw = tf.bitcast(tf.reshape(values, [-1]), tf.int32)
+    magnitude = tf.bitwise.right_shift(tf.bitwise.bitwise_and(raw, 0x7FFFFFFF), layout.shift)
+    slot = magnitude + tf.cast(raw < 0, tf.int32) * layout.per_sign
     return tf.math.bincount(slot, minlength=layout.size, maxlength=layout.size)

@@ -1,10 +1,11 @@
-"""A log-bucketed quantile sketch (DDSketch-style) with a fixed index range: mergeable by addition.
+"""A log-linear quantile sketch read straight off float32 bits: mergeable by addition, no range set.
 
-A value x > 0 falls in bucket i = ceil(log(x) / log(gamma)), gamma = (1 + a) / (1 - a); reporting
-the bucket's midpoint 2 gamma^i / (gamma + 1) is within relative error a of every value in it. The
-buckets cover |x| in [MIN_VALUE, MAX_VALUE]; smaller magnitudes count as zero and larger ones go to
-the end buckets (the exact min and max are tracked separately and bound every answer). No range is
-set per layer: the same buckets serve any activation, and counts of batches simply add.
+A float32's exponent and its top `m` mantissa bits name a bucket whose upper and lower bounds differ
+by a factor of at most 1 + 2^-m; reporting the bucket's midpoint is within relative error 2^-(m+1)
+of every value in it (m = 7: 0.39%). The bucket of x is `(bits(|x|) >> (23 - m))`, one shift: no
+logarithm, no preset range, and every finite float32 has a bucket, from denormals to 3e38. Counts of
+batches simply add. Slots: [positive magnitudes (2^(8+m)), negative magnitudes (2^(8+m))]; exponent
+0 (zeros, denormals) reads as 0; exponent 255 (Inf, NaN) is ignored: those are counted elsewhere.
 """
 
 from __future__ import annotations
@@ -14,60 +15,61 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_VALUE = 1e-9
-MAX_VALUE = 1e9
-
 
 @dataclass(frozen=True)
 class SketchLayout:
-    """Bucket layout for one relative accuracy: [negatives (K), positives (K), zero (1)]."""
+    """Bucket layout for one relative accuracy."""
 
     relative_accuracy: float
 
     @property
-    def gamma(self) -> float:
-        a = self.relative_accuracy
-        return (1 + a) / (1 - a)
+    def mantissa_bits(self) -> int:
+        return max(1, min(16, math.ceil(math.log2(1.0 / (2.0 * self.relative_accuracy)))))
 
     @property
-    def log_gamma(self) -> float:
-        return math.log(self.gamma)
+    def shift(self) -> int:
+        return 23 - self.mantissa_bits
 
     @property
-    def min_index(self) -> int:
-        return math.ceil(math.log(MIN_VALUE) / self.log_gamma)
-
-    @property
-    def max_index(self) -> int:
-        return math.ceil(math.log(MAX_VALUE) / self.log_gamma)
-
-    @property
-    def buckets_per_sign(self) -> int:
-        return self.max_index - self.min_index + 1
+    def per_sign(self) -> int:
+        return 1 << (8 + self.mantissa_bits)
 
     @property
     def size(self) -> int:
-        return 2 * self.buckets_per_sign + 1
+        return 2 * self.per_sign
+
+    def magnitudes(self) -> np.ndarray:
+        """The value each magnitude bucket stands for (its midpoint); 0 for zeros, NaN for Inf/NaN."""
+        i = np.arange(self.per_sign, dtype=np.int64)
+        with np.errstate(invalid="ignore", over="ignore"):  # the exponent-255 slots are Inf/NaN
+            lo = (i << self.shift).astype(np.uint32).view(np.float32).astype(np.float64)
+            hi = np.minimum((i + 1) << self.shift, 0x7F800000).astype(np.uint32).view(np.float32).astype(np.float64)
+            mid = (lo + hi) / 2.0
+        exponent = i >> self.mantissa_bits
+        mid[exponent == 0] = 0.0
+        mid[exponent == 255] = np.nan
+        return mid
 
     def bucket_values(self) -> np.ndarray:
-        """The value each slot stands for, in slot order (negatives, positives, zero)."""
-        idx = np.arange(self.min_index, self.max_index + 1, dtype=np.float64)
-        mid = 2.0 * np.power(self.gamma, idx) / (self.gamma + 1.0)
-        return np.concatenate([-mid, mid, [0.0]])
+        """The value each slot stands for, in slot order."""
+        mag = self.magnitudes()
+        return np.concatenate([mag, -mag])
+
+    def finite_slots(self) -> np.ndarray:
+        """Mask of slots that hold finite values (exponent < 255)."""
+        exponent = np.arange(self.per_sign) >> self.mantissa_bits
+        return np.tile(exponent < 255, 2)
 
     def sorted_order(self) -> np.ndarray:
-        """Slot indices in increasing value order."""
-        k = self.buckets_per_sign
-        return np.concatenate([np.arange(k - 1, -1, -1), [2 * k], np.arange(k, 2 * k)])
+        """Finite slot indices in increasing value order."""
+        finite = np.flatnonzero(np.arange(self.per_sign) >> self.mantissa_bits < 255)
+        return np.concatenate([self.per_sign + finite[::-1], finite])
 
     def index_numpy(self, x: np.ndarray) -> np.ndarray:
-        """The slot of each value (reference implementation of the in-graph one)."""
-        x = np.asarray(x, dtype=np.float64)
-        mag = np.clip(np.abs(x), MIN_VALUE, MAX_VALUE)
-        i = np.ceil(np.log(mag) / self.log_gamma).astype(np.int64)
-        i = np.clip(i, self.min_index, self.max_index) - self.min_index
-        slot = np.where(x < 0, i, i + self.buckets_per_sign)
-        return np.where(np.abs(x) < MIN_VALUE, self.size - 1, slot)
+        """The slot of each value (the reference for the in-graph computation)."""
+        raw = np.asarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
+        mag = (raw & 0x7FFFFFFF) >> self.shift
+        return np.where(raw < 0, mag + self.per_sign, mag)
 
 
 def quantiles(layout: SketchLayout, counts: np.ndarray, qs: list[float], lo: float, hi: float) -> list[float]:
@@ -94,6 +96,7 @@ def histogram(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Re-bin the sketch onto `bins` equal-width bins over [lo, hi]: (edges, counts)."""
     edges = np.linspace(lo, hi, bins + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
-    values = np.clip(layout.bucket_values(), edges[0], edges[-1])
-    hist, _ = np.histogram(values, bins=edges, weights=counts.astype(np.float64))
+    finite = layout.finite_slots()
+    values = np.clip(layout.bucket_values()[finite], edges[0], edges[-1])
+    hist, _ = np.histogram(values, bins=edges, weights=counts[finite].astype(np.float64))
     return edges, hist.astype(np.int64)

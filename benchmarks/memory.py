@@ -1,0 +1,76 @@
+"""Peak RSS growth of the probe phase, one fresh subprocess per configuration.
+
+`python -m benchmarks.memory '{"examples": N, "exposed": [...], "model_dir": ..., "workdir": ...}'`
+prepares the data, builds the Estimator, then measures only `runner.probe(...)`: peak RSS during it
+minus RSS just before it (see measure.PeakRSS), and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.measure import PeakRSS
+
+ROOT = Path(__file__).absolute().parents[1]  # not resolved: a symlinked checkout keeps its own layerprobe
+MARK = "MEMORY_RESULT "
+
+
+def measure_in_subprocess(examples: int, exposed: Sequence[str], model_dir: str, workdir: Path) -> dict[str, Any]:
+    spec = {"examples": examples, "exposed": list(exposed), "model_dir": model_dir, "workdir": str(workdir)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory", json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])
+    raise RuntimeError(f"memory worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import time
+
+    from benchmarks.configs import cnn_config
+    from layerprobe import estimator as E
+    from layerprobe import runner
+    from layerprobe.data.pipeline import prepare
+
+    c = cnn_config(spec["examples"], spec["model_dir"], spec["exposed"])
+    data = prepare(c["data"])
+    names = runner.exposed_layers(c)
+    model = runner.model_spec(c, runner.probe_specs(c, names))
+    summary = E.dry_run(model, data, set(names))
+    est = E.make_estimator(model, spec["model_dir"], c["trainer"])
+    out = Path(spec["workdir"]) / f"mem-{spec['examples']}-{len(names)}"
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        stats = runner.probe(est, c, data, summary, names, out).stats
+        seconds = time.perf_counter() - t
+    return {
+        "examples": stats[names[0]].examples,
+        "layers": len(names),
+        "seconds": seconds,
+        "rss_before": mem.before,
+        "peak": mem.peak,
+        "sampled_peak": mem.sampled_peak,
+        "hwm_peak": mem.hwm_peak,
+        "hwm_reset": mem.hwm_reset,
+        "growth": mem.growth,
+    }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = _worker(json.loads(sys.argv[1]))
+    print(MARK + json.dumps(result), flush=True)

@@ -1,0 +1,121 @@
+"""Sweeps through the shipped launchers and sweepers (conf/sweep/), run for real with the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.test_tracking import TINY, cli
+
+STORE_ERRORS = re.compile(r"database is locked|OperationalError|IntegrityError|Traceback")
+
+
+def hydra_cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from layerprobe.config import CONF_DIR
+    from layerprobe.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+
+
+@pytest.mark.parametrize(
+    ("sweep", "launcher", "sweeper"),
+    [
+        ("joblib", "JoblibLauncher", "BasicSweeper"),
+        ("optuna", "BasicLauncher", "OptunaSweeper"),
+        ("[optuna,joblib]", "JoblibLauncher", "OptunaSweeper"),
+        ("submitit_local", "LocalLauncher", "BasicSweeper"),
+        ("slurm", "SlurmLauncher", "BasicSweeper"),
+    ],
+)
+def test_every_shipped_sweep_config_composes(sweep, launcher, sweeper):
+    h = hydra_cfg(f"+sweep={sweep}")
+    assert h.launcher._target_.rsplit(".", 1)[1] == launcher
+    assert h.sweeper._target_.rsplit(".", 1)[1] == sweeper
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_optuna_direction_follows_tracking_direction(direction):
+    h = hydra_cfg("+sweep=optuna", f"tracking.direction={direction}")
+    assert h.sweeper.direction == direction and h.sweeper.storage is None
+
+
+def runs(tmp_path: Path) -> tuple:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])
+    parents = [x for x in found if x.data.tags.get("layerprobe.sweep") == "parent"]
+    assert len(parents) == 1, [x.info.run_name for x in found]
+    children = [x for x in found if x.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(found) == 1 + len(children)  # no run outside the sweep
+    return client, parents[0], children
+
+
+@pytest.mark.integration
+def test_a_4_job_grid_through_joblib_with_2_workers(tmp_path):
+    r = cli(["-m", "+sweep=joblib", *TINY, "model.layers.conv1.filters=2,4", "trainer.seed=1,2"], tmp_path, 300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
+    assert not STORE_ERRORS.search(r.stdout + r.stderr)
+    _, parent, children = runs(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.tags["layerprobe.launcher"].endswith("JoblibLauncher")
+    assert len(children) == 4 and {x.info.status for x in children} == {"FINISHED"}
+    assert {x.info.run_name for x in children} == {
+        f"conv1.filters={f},trainer.seed={s}" for f in (2, 4) for s in (1, 2)
+    }
+    assert len({x.data.tags["model_dir"] for x in children}) == 4  # each job its own model_dir
+    best = max(children, key=lambda x: x.data.metrics["eval/accuracy"])
+    assert parent.data.tags["layerprobe.best_run_id"] == best.info.run_id
+
+
+@pytest.mark.slow
+def test_parallel_jobs_with_the_same_training_config_train_once(tmp_path):
+    """Two jobs that differ only in what is probed share a model_dir; the lock lets one train, the
+    other resume from its checkpoint: one training event file, the same weights, both runs finish."""
+    r = cli(["-m", "+sweep=joblib", *TINY, "probe.max_examples=100,200"], tmp_path, 300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, _, children = runs(tmp_path)
+    assert len(children) == 2 and {x.info.status for x in children} == {"FINISHED"}
+    (model_dir,) = {x.data.tags["model_dir"] for x in children}
+    assert len(list(Path(model_dir).glob("events.out.tfevents.*"))) == 1  # trained by one job only
+    assert len({x.data.tags["layerprobe.checkpoint_sha256"] for x in children}) == 1
+    assert len({x.data.metrics["eval/accuracy"] for x in children}) == 1
+
+
+@pytest.mark.integration
+def test_an_optuna_search_minimises_the_objective_and_the_parent_keeps_the_best(tmp_path):
+    args = ["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_trials=3", "tracking.objective=eval/loss"]
+    r = cli([*args, "tracking.direction=minimize"], tmp_path, 300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, parent, children = runs(tmp_path)
+    assert len(children) == 3 and {x.info.status for x in children} == {"FINISHED"}
+    rates = [float(x.data.params["trainer.optimizer.learning_rate"]) for x in children]
+    assert all(0.0003 <= lr <= 0.03 for lr in rates) and len(set(rates)) == 3
+    assert all(x.info.run_name.startswith("optimizer.learning_rate=") for x in children)
+    losses = {x.info.run_id: x.data.metrics["eval/loss"] for x in children}
+    best_id = min(losses, key=losses.__getitem__)
+    assert parent.data.tags["layerprobe.best_run_id"] == best_id
+    assert parent.data.metrics["best/eval/loss"] == pytest.approx(losses[best_id])
+    (results,) = (tmp_path / "multirun").glob("*/*/optimization_results.yaml")
+    optuna_best = yaml.safe_load(results.read_text())
+    assert optuna_best["best_value"] == pytest.approx(losses[best_id])  # Optuna saw the same objective
+    assert "Directions: ['minimize']" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_a_2_job_sweep_through_submitit_local(tmp_path):
+    r = cli(["-m", "+sweep=submitit_local", *TINY, "model.layers.conv1.filters=2,4"], tmp_path, 300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, parent, children = runs(tmp_path)
+    assert parent.data.tags["layerprobe.launcher"].endswith("LocalLauncher")
+    assert sorted(x.info.run_name for x in children) == ["conv1.filters=2", "conv1.filters=4"]
+    assert {x.info.status for x in children} == {"FINISHED"}
+    job_logs = list((tmp_path / "multirun").glob("*/*/.submitit/*/*_log.out"))
+    assert len(job_logs) == 2  # each job ran as its own submitit process
+    assert all("mlflow run: " in p.read_text() for p in job_logs)
