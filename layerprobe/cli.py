@@ -264,6 +264,38 @@ def upload_pending_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def compare_command(argv: Sequence[str]) -> int:
+    """`layerprobe compare RUN_ID ... --layer L` or `--sweep PARENT_ID`: linear CKA of one layer
+    across runs, as cka_across.json and a heatmap (logged to the sweep's parent with --sweep)."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="layerprobe compare", description=compare_command.__doc__)
+    parser.add_argument("run_ids", nargs="*")
+    parser.add_argument("--layer", required=True)
+    parser.add_argument("--sweep", default=None, help="a sweep's parent run: compare its children, log there")
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--output-dir", default="outputs")
+    args = parser.parse_args(argv)
+    try:
+        from layerprobe import tracking
+        from layerprobe.compare import compare_runs
+
+        uri = args.tracking_uri or tracking.resolve_uri(None)
+        ids = list(args.run_ids) or (tracking.child_runs(uri, args.sweep) if args.sweep else [])
+        if len(ids) < 2:
+            raise LayerprobeError("compare needs at least two runs (run ids, or --sweep PARENT_ID)")
+        result = compare_runs(uri, ids, args.layer, Path(args.output_dir), log_to=args.sweep)
+    except LayerprobeError as e:
+        return _fail(e)
+    width = max(len(n) for n in result.runs)
+    print(f"linear CKA of {result.layer} across {len(result.runs)} runs ({result.examples} examples)")
+    for name, row in zip(result.runs, result.cka):
+        print(f"  {name:<{width}}  " + "  ".join(f"{v:.3f}" for v in row))
+    print(f"files: {', '.join(str(f) for f in result.files)}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "validate": validate_command,
     "data": data_command,
@@ -272,6 +304,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "check": check_command,
     "cluster": cluster_command,
     "upload-pending": upload_pending_command,
+    "compare": compare_command,
 }
 
 

@@ -277,7 +277,7 @@ def probe(
         if p["max_examples"] is None
         else min(p["max_examples"], data.splits[p["split"]].size)
     )
-    sample = choose_sample(n, p["reservoir_size"], c["trainer"]["seed"]) if p["reservoir_size"] else None
+    sample = choose_sample(n, p["reservoir_size"], p["sample_seed"]) if p["reservoir_size"] else None
     input_fn = E.probe_input_fn(data, p["split"], batch, label, p["max_examples"], sample)
     E.stream_probe(est, input_fn, accs, checkpoint_path)
     stats = E.collect_stats(accs, summary)

@@ -71,6 +71,22 @@ class SweepCallback(Callback):
         log.info("sweep parent run: %s", run_id)
         return run_id
 
+    def _compare_children(self, uri: str, parent: str, config: DictConfig, sweep_dir: Path) -> None:
+        """CKA across the finished children, per layer they all expose, logged to the parent."""
+        from layerprobe import tracking
+        from layerprobe.compare import compare_runs
+        from layerprobe.errors import LayerprobeError
+
+        children = [r for r in tracking.child_runs(uri, parent) if tracking.run_info(uri, r)["status"] == "FINISHED"]
+        if len(children) < 2:
+            return
+        exposed = [set(tracking.run_tags(uri, r).get("layerprobe.exposed", "").split(",")) - {""} for r in children]
+        for layer in sorted(set.intersection(*exposed)):
+            try:
+                compare_runs(uri, children, layer, sweep_dir, log_to=parent)
+            except LayerprobeError as e:  # e.g. the children probed different examples
+                log.warning("no CKA across runs for %s: %s", layer, e)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = sorted(p.parent.name for p in sweep_dir.glob(f"*/{FAILED_FILE}"))
@@ -84,6 +100,7 @@ class SweepCallback(Callback):
             )
             if best:
                 log.info("best child run: %s (%s = %s)", best[0], config.tracking.objective, best[1])
+            self._compare_children(uri, run_id, config, sweep_dir)
         if failed:
             print(f"layerprobe: {len(failed)} sweep job(s) failed: {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)

@@ -437,6 +437,30 @@ def run_data(uri: str, run_id: str) -> Any:
         raise LayerprobeError(f"run {run_id!r} not found in {uri}: {str(e).splitlines()[0]}") from None
 
 
+def run_info(uri: str, run_id: str) -> dict[str, Any]:
+    """Name, status, experiment and parent of a run."""
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise LayerprobeError(f"run {run_id!r} not found in {uri}: {str(e).splitlines()[0]}") from None
+    return {
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "experiment_id": run.info.experiment_id,
+        "parent": run.data.tags.get("mlflow.parentRunId"),
+    }
+
+
+def child_runs(uri: str, parent_id: str) -> list[str]:
+    """Ids of the runs nested under `parent_id`, oldest first."""
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+    )
+    return [r.info.run_id for r in sorted(runs, key=lambda r: r.info.start_time or 0)]
+
+
 def run_tags(uri: str, run_id: str) -> dict[str, str]:
     return dict(run_data(uri, run_id).tags)
 

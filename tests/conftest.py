@@ -10,6 +10,21 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _absl_handler_to_the_real_stderr() -> None:
+    """Hydra's logging setup (an in-process `hydra.main`) closes every logging handler ever made;
+    absl's handler, created when TensorFlow is first imported (here: while pytest collects, with
+    stderr captured), then closes the stream it was bound to: pytest's capture file. Bound to the
+    process's real stderr, it leaves it open (absl never closes sys.__stderr__)."""
+    import sys
+
+    import absl.logging
+
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
+_absl_handler_to_the_real_stderr()
+
 from layerprobe.config import compose  # noqa: E402
 
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import socket
+import json
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from layerprobe.tracking import Tracker, flatten, sanitize_key
+from tests.servers import free_port, start_server, stop_server
 
 
 def test_keys_are_sanitised_deterministically():
@@ -78,6 +75,28 @@ def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
     table = client.download_artifacts(parents[0].info.run_id, "sweep_summary.csv", str(tmp_path))
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 4 and {r["run_id"] for r in rows} == {x.info.run_id for x in children}
+    # CKA of each exposed layer across the children, on the parent (same sampled examples in every run)
+    across = json.loads(
+        open(client.download_artifacts(parents[0].info.run_id, "compare/conv1/cka_across.json", str(tmp_path))).read()
+    )
+    assert len(across["cka"]) == 4 and all(abs(across["cka"][i][i] - 1) < 1e-9 for i in range(4))
+    assert across["examples"] == 359 and set(across["run_ids"]) == {x.info.run_id for x in children}
+    r = cli(
+        [
+            "compare",
+            "--sweep",
+            parents[0].info.run_id,
+            "--layer",
+            "logits",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--output-dir",
+            str(tmp_path / "cmp"),
+        ],
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("linear CKA of logits across 4 runs (359 examples)")
 
 
 @pytest.mark.integration
@@ -94,57 +113,15 @@ def test_a_failing_job_is_failed_and_the_others_finish(tmp_path):
     assert not any(x.info.status == "RUNNING" for x in runs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 (lean: 1 worker, no job runner), stopped at the end."""
+    """A real `mlflow server` on 127.0.0.1, stopped at the end."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    exe = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc = start_server(tmp_path, port)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become healthy in 90 s")
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_server(proc)
 
 
 @pytest.mark.integration

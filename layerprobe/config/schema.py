@@ -106,6 +106,7 @@ class ProbeConfig:
     # Examples whose raw activations are kept (the same ones for every layer), drawn uniformly with
     # trainer.seed; memory is reservoir_size x a layer's size. Linear probes and CKA use them.
     reservoir_size: int = 512
+    sample_seed: int = 0  # not trainer.seed: runs of a sweep sample the same examples, for CKA across runs
     plots: bool = True
     analysis: bool = True  # linear probes, CKA between layers, probe/report.html
 

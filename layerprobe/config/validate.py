@@ -19,11 +19,49 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     """Raise ConfigError for the first rule the config breaks."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(c, dict)
-    _check_model(c["model"])
-    _check_trainer(c["trainer"])
-    _check_data(c["data"])
-    _check_probe(c["probe"], c["model"])
-    _check_tracking(c["tracking"])
+    try:
+        _check_model(c["model"])
+        _check_trainer(c["trainer"])
+        _check_data(c["data"])
+        _check_probe(c["probe"], c["model"])
+        _check_tracking(c["tracking"])
+    except (KeyError, TypeError, AttributeError, IndexError):
+        # A key missing or of the wrong kind (a plain dict that never met the schema): name it.
+        _missing_keys(c, _against_schema(cfg), "")
+        raise
+    if not isinstance(cfg, DictConfig):  # a plain dict never met the schema: every key must be there
+        _missing_keys(c, _against_schema(cfg, throw_on_missing=False), "")
+
+
+FREE_FORM = ("model.inputs", "model.layers", "data.params", "data.splits.eval_params")  # no fixed keys
+
+
+def _missing_keys(given: Mapping[str, Any], full: Mapping[str, Any], prefix: str) -> None:
+    """A key the schema has (with its default filled in `full`) that `given` lacks is an error: the
+    engine reads what it was given, not the default."""
+    for key, value in full.items():
+        path = f"{prefix}{key}"
+        if key not in given:
+            raise ConfigError(path, None, "missing: every key of the schema must be given")
+        if isinstance(value, Mapping) and isinstance(given[key], Mapping) and path not in FREE_FORM:
+            _missing_keys(given[key], value, path + ".")
+
+
+def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> dict[str, Any]:
+    """A plain dict (from `run`, a logged config, a test) checked against the schema as Hydra would:
+    missing keys and wrong types become one ConfigError naming the key, never a KeyError later."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from layerprobe.config.schema import LayerprobeConfig
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), dict(cfg))
+        out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=throw_on_missing)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(key, getattr(e, "value", None), str(e).splitlines()[0]) from None
+    assert isinstance(out, dict)
+    return out  # type: ignore[return-value]
 
 
 def check_writable_dir(path: str, directory: str) -> None:
@@ -165,6 +203,9 @@ def _check_arg_value(path: str, ltype: str, arg: str, value: Any) -> None:
     elif arg in ("activation", "recurrent_activation") and value is not None:
         if not isinstance(value, str) or value not in ACTIVATIONS:
             raise ConfigError(path, value, "unknown activation", ACTIVATIONS)
+    elif arg.endswith(("_regularizer", "_initializer", "_constraint")) and value is not None:
+        if not (isinstance(value, str) and value) and not isinstance(value, Mapping):
+            raise ConfigError(path, value, "give the name of a Keras object (e.g. l2, glorot_uniform) or null")
     elif arg in ("momentum", "epsilon", "alpha", "stddev") and (
         isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
     ):
@@ -200,6 +241,8 @@ def _check_layer_inputs(
 
 
 def _check_trainer(trainer: Mapping[str, Any]) -> None:
+    if isinstance(trainer["seed"], bool) or not isinstance(trainer["seed"], int) or trainer["seed"] < 0:
+        raise ConfigError("trainer.seed", trainer["seed"], "must be an integer >= 0")
     for key in ("train_steps", "save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
         _positive_int(f"trainer.{key}", trainer[key])
     if trainer.get("eval_steps") is not None:

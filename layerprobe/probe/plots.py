@@ -34,7 +34,7 @@ def _histogram(s: LayerStats, path: Path) -> Path:
     for name, v in s.percentiles.items():
         ax.axvline(v, color="k", lw=0.6, ls=":")
         ax.text(v, ax.get_ylim()[1], name, fontsize=7, rotation=90, va="top")
-    ax.set_title(f"{s.layer}: activations (n={s.count:,}, zeros {s.zero_fraction:.1%})")
+    ax.set_title(f"{_short(s.layer)}: activations (n={s.count:,}, zeros {s.zero_fraction:.1%})")
     ax.set_xlabel("activation")
     ax.set_ylabel("count")
     return _save(fig, path)
@@ -48,7 +48,7 @@ def _units(s: LayerStats, path: Path) -> Path:
     colors = np.where(dead, "tab:red", "tab:blue")
     a1.bar(x, s.unit_mean, yerr=s.unit_std, color=colors, width=0.8, error_kw={"lw": 0.5})
     a1.set_ylabel("mean")
-    a1.set_title(f"{s.layer}: per unit ({s.dead_count} dead of {s.units}, in red)")
+    a1.set_title(f"{_short(s.layer)}: per unit ({s.dead_count} dead of {s.units}, in red)")
     a2.bar(x, s.unit_active_fraction, color=colors, width=0.8)
     a2.set_ylabel("fraction active")
     a2.set_xlabel("unit")
@@ -67,7 +67,7 @@ def _channels(s: LayerStats, path: Path) -> Path:
         if i < c:
             ax.imshow(spatial[..., i], cmap="viridis", vmin=min(0.0, float(spatial.min())), vmax=vmax)
             ax.set_title(str(i), fontsize=6)
-    fig.suptitle(f"{s.layer}: mean activation per channel")
+    fig.suptitle(f"{_short(s.layer)}: mean activation per channel")
     return _save(fig, path)
 
 
@@ -83,9 +83,14 @@ def overview(stats: Mapping[str, LayerStats], path: Path) -> Path:
     a2.errorbar(x, [stats[n].mean for n in names], yerr=[stats[n].std for n in names], fmt="o-", capsize=3)
     a2.set_ylabel("mean ± std")
     for ax in (a1, a2):
-        ax.set_xticks(x, names, rotation=30, fontsize=8)
+        ax.set_xticks(x, [_short(n, 16) for n in names], rotation=30, fontsize=8)
     fig.suptitle("exposed layers by depth")
     return _save(fig, path)
+
+
+def _short(name: str, limit: int = 28) -> str:
+    """Long layer names shortened in the middle, so that titles fit their figure."""
+    return name if len(name) <= limit else name[: limit // 2 - 1] + "…" + name[-(limit // 2 - 1) :]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -1,0 +1,183 @@
+"""Malformed configs through the real CLI: one line on stderr naming the path and the value, exit 2,
+no traceback, no MLflow run and no model_dir left behind. The corpus is tests/bad_configs.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from layerprobe.cli import main
+from tests.bad_configs import CASES, FILES, Case
+from tests.test_tracking import free_port
+
+TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    for rel, text in FILES.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text.lstrip())
+    (d / "a_file").write_text("not a directory\n")
+    return d
+
+
+def fill(text: str, corpus: Path, port: int) -> str:
+    for key, value in (("{dir}", corpus), ("{file}", corpus / "a_file"), ("{port}", port)):
+        text = text.replace(key, str(value))
+    return text
+
+
+def run_in_process(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # raised from inside @hydra.main
+        rc = e.code if isinstance(e.code, int) else 1
+    return rc, capsys.readouterr().err
+
+
+def assert_clean_failure(rc: int, err: str, expect: list[str], work: Path) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("layerprobe: error: ")
+    for part in expect:
+        assert part in lines[0], (part, lines[0])
+    assert not (work / "mlflow.db").exists(), "an MLflow store (and maybe a run) was created"
+    assert not (work / "model").exists() and not (work / "models").exists(), "a model_dir was written"
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+def test_bad_config_is_one_line_exit_2_and_leaves_nothing(bad: Case, corpus_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    port = free_port()
+    overrides = [fill(o, corpus_dir, port) for o in bad.overrides]
+    store = (
+        []
+        if any(o.startswith("tracking.uri=") for o in overrides)
+        else [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    )
+    argv = [*TINY, f"trainer.model_dir={tmp_path / 'model'}", *store, *overrides]
+    rc, err = run_in_process(argv, capsys)
+    assert_clean_failure(rc, err, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
+
+
+def test_the_corpus_is_large_and_covers_both_stages():
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert sum(c.stage == "run" for c in CASES) >= 8  # errors found with TensorFlow, data and store
+
+
+def test_validate_subcommand_agrees_on_the_static_cases(corpus_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    for bad in [c for c in CASES if c.stage == "validate" and not c.id.startswith("run-dir")]:
+        rc, err = run_in_process(["validate", *TINY, *(fill(o, corpus_dir, port) for o in bad.overrides)], capsys)
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, (bad.id, err)
+
+
+# A few through a real `python -m layerprobe`, so that nothing in-process (pytest's capture, a warm
+# TensorFlow) hides a traceback or a different exit code.
+SUBPROCESS_CASES = [
+    "units-negative",
+    pytest.param("dense-into-conv2d", marks=pytest.mark.slow),
+    pytest.param("duplicate-layer-names-yaml", marks=pytest.mark.slow),
+    pytest.param("model-dir-under-a-file", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
+    bad = next(c for c in CASES if c.id == case_id)
+    port = free_port()
+    argv = [
+        *TINY,
+        f"trainer.model_dir={tmp_path / 'model'}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        *(fill(o, corpus_dir, port) for o in bad.overrides),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert_clean_failure(r.returncode, r.stderr, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
+
+
+def test_a_duplicate_key_in_an_experiment_file_is_one_line(tmp_path):
+    exps = tmp_path / "experiments"
+    exps.mkdir()
+    (exps / "twice.yaml").write_text("# @package _global_\ntrainer:\n  train_steps: 5\n  train_steps: 6\n")
+    env = {**os.environ, "LAYERPROBE_EXPERIMENTS_DIR": str(exps)}
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", "validate", "experiments=twice"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "twice.yaml" in r.stderr and "duplicate key train_steps" in r.stderr
+
+
+# --- untrusted files -------------------------------------------------------------------------
+
+
+def test_a_logged_config_is_never_executed(tmp_path, capsys):
+    """`layerprobe probe MODEL_DIR` reads layerprobe_config.yaml with safe_load: a python tag is
+    refused with one line, and the command it names never runs."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    marker = tmp_path / "pwned"
+    (model_dir / "layerprobe_config.yaml").write_text(f"model: !!python/object/apply:os.system ['touch {marker}']\n")
+    rc, err = run_in_process(["probe", str(model_dir), "--output-dir", str(tmp_path / "out")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "not plain YAML" in err, err
+    assert not marker.exists()
+
+
+def test_a_logged_dotted_type_needs_allow_imports(tiny, tmp_path, capsys):
+    c = tiny()
+    c["model"]["layers"]["pool1"]["type"] = "os.system"
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "layerprobe_config.yaml").write_text(yaml.safe_dump(c))
+    rc, err = run_in_process(["probe", str(model_dir), "--output-dir", str(tmp_path / "out")], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "model.layers.pool1.type=os.system" in err and "--allow-imports" in err
+
+
+def test_an_npz_with_object_arrays_is_refused_without_unpickling(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    path = tmp_path / "evil.npz"
+    np.savez(path, image=np.array([{"a": 1}], dtype=object), label=np.array([0]))
+    monkeypatch.chdir(tmp_path)
+    argv = ["data", "data=npz", f"data.params.path={path}"]
+    rc, err = run_in_process(argv, capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "data.params.path" in err and "without pickle" in err
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "a/b", "a\\b", ".hidden", "x" * 300, "conv 1", "dense\n1", "ünïcode", "CON:", ""]
+)
+def test_unsafe_layer_names_never_reach_paths_or_metric_keys(name):
+    from layerprobe.config.validate import validate
+    from layerprobe.errors import ConfigError
+    from tests.conftest import plain
+
+    c = plain(TINY)
+    c["model"]["layers"] = {name: {"type": "Flatten"}, **c["model"]["layers"]}
+    with pytest.raises(ConfigError) as e:
+        validate(c)
+    assert str(e.value).startswith(f"model.layers.{name}: name must match".replace("\n", " "))
+    assert "\n" not in str(e.value)
