@@ -36,7 +36,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
 FREE_FORM = ("model.inputs", "model.layers", "data.params", "data.splits.eval_params")  # no fixed keys
 
 
-def _missing_keys(given: Mapping[str, Any], full: Mapping[str, Any], prefix: str) -> None:
+def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str) -> None:
     """A key the schema has (with its default filled in `full`) that `given` lacks is an error: the
     engine reads what it was given, not the default."""
     for key, value in full.items():
