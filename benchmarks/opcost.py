@@ -16,7 +16,7 @@ import numpy as np
 from benchmarks.configs import CNN_LAYERS, PROBE_BATCH
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "per-unit moments, max, min, active (6 reductions over a masked copy)": (
+    "per-unit moments, max, min, L2, spatial sum (one tf.cond: masks only for NaN/Inf batches)": (
         "unit_count",
         "unit_sum",
         "unit_m2",
@@ -26,7 +26,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "zeros / NaN / Inf counts": ("zeros", "nans", "infs"),
     "per-example L2 norm": ("l2_sum",),
-    "quantile sketch (boolean_mask, log, ceil, 2x where, bincount)": ("sketch",),
+    "quantile sketch (a bit shift and a bincount over every value)": ("sketch",),
     "spatial sum (mean-activation image)": ("spatial_sum",),
     "reservoir (boolean_mask of the sampled examples)": ("res_keys", "res_values", "res_labels"),
 }
