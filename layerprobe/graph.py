@@ -56,7 +56,7 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, tf.Tenso
         args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
         try:
             layer = cls(name=name, **args)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever Keras raises here, the layer's config caused it
             raise ConfigError(path, args, f"{spec['type']} rejected its arguments: {_first_line(e)}") from None
         names = spec.get("inputs") or [previous]
         names = [names] if isinstance(names, str) else list(names)
@@ -65,7 +65,7 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, tf.Tenso
         kwargs = {"training": training} if "training" in inspect.signature(layer.call).parameters else {}
         try:
             y = layer(x_in, **kwargs)
-        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as e:
+        except Exception as e:  # noqa: BLE001 - e.g. IndexError for an `axis` the input does not have
             rule = f"{spec['type']} cannot take input shape {_shape_of(x_in)} from {names}: {_first_line(e)}"
             raise ConfigError(path, _shape_of(x_in), rule) from None
         if isinstance(y, (list, tuple)):

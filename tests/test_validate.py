@@ -172,3 +172,11 @@ def test_help_and_config_printing_do_not_import_tensorflow_or_mlflow():
     r = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_keras_object_names_are_checked(base):
+    msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(bias_regularizer="0")))
+    assert msg.startswith("model.layers.logits.bias_regularizer: unknown regularizer. Received: '0'.")
+    msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="glorot_unifrom")))
+    assert "Did you mean 'glorot_uniform'?" in msg
+    validate(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="GlorotUniform")))

@@ -197,8 +197,8 @@ def _check_arg_value(path: str, ltype: str, arg: str, value: Any) -> None:
     elif arg in BOOL_ARGS:
         if not isinstance(value, bool):
             raise ConfigError(path, value, "must be true or false")
-    elif arg == "padding" and isinstance(value, str) and not ltype.startswith("ZeroPadding"):
-        if value not in PADDINGS:
+    elif arg == "padding" and not ltype.startswith(("ZeroPadding", "Cropping")):
+        if not isinstance(value, str) or value not in PADDINGS:
             raise ConfigError(path, value, "unknown padding", PADDINGS)
     elif arg in ("activation", "recurrent_activation") and value is not None:
         if not isinstance(value, str) or value not in ACTIVATIONS:
@@ -206,10 +206,44 @@ def _check_arg_value(path: str, ltype: str, arg: str, value: Any) -> None:
     elif arg.endswith(("_regularizer", "_initializer", "_constraint")) and value is not None:
         if not (isinstance(value, str) and value) and not isinstance(value, Mapping):
             raise ConfigError(path, value, "give the name of a Keras object (e.g. l2, glorot_uniform) or null")
+        kind = arg.rsplit("_", 1)[1]
+        if isinstance(value, str) and value not in KERAS_NAMES[kind] and _camel(value) not in KERAS_NAMES[kind]:
+            raise ConfigError(path, value, f"unknown {kind}", KERAS_NAMES[kind])
     elif arg in ("momentum", "epsilon", "alpha", "stddev") and (
         isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
     ):
         raise ConfigError(path, value, "must be a number >= 0")
+
+
+# String names tf.keras 2.15 resolves for these arguments (CamelCase class names work too).
+KERAS_NAMES = {
+    "regularizer": ("l1", "l2", "l1_l2", "orthogonal_regularizer"),
+    "constraint": ("max_norm", "min_max_norm", "non_neg", "unit_norm", "radial_constraint"),
+    "initializer": (
+        "constant",
+        "glorot_normal",
+        "glorot_uniform",
+        "he_normal",
+        "he_uniform",
+        "identity",
+        "lecun_normal",
+        "lecun_uniform",
+        "ones",
+        "orthogonal",
+        "random_normal",
+        "random_uniform",
+        "truncated_normal",
+        "variance_scaling",
+        "zeros",
+    ),
+}
+
+
+def _camel(name: str) -> str:
+    """`GlorotUniform` -> `glorot_uniform`, `L2` -> `l2`."""
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _size(path: str, value: Any, rule: str = "must be a positive integer") -> None:
