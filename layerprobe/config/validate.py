@@ -134,6 +134,8 @@ def _check_model(model: Mapping[str, Any]) -> None:
         path = f"model.outputs.{name}"
         if name not in layers:
             raise ConfigError(path, name, "an output must name a layer", layers)
+        if not isinstance(head.get("label"), str) or not head["label"]:
+            raise ConfigError(f"{path}.label", head.get("label"), "name the data label this output is trained on")
         if head["loss"] not in LOSSES:
             raise ConfigError(f"{path}.loss", head["loss"], "unknown loss", LOSSES)
         for i, metric in enumerate(head.get("metrics") or []):
