@@ -136,12 +136,20 @@ class ProgressHook(tf.estimator.SessionRunHook):
         self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name(LOSS_TENSOR)
         self.step = tf.compat.v1.train.get_global_step()
         self.last: tuple[int, float] | None = None
+        self.current = 0
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        self.current = int(session.run(self.step))
 
     def before_run(self, run_context: Any) -> Any:
         return tf.estimator.SessionRunArgs({"loss": self.loss, "step": self.step})
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
-        step, loss = int(run_values.results["step"]) + 1, float(run_values.results["loss"])
+        # The global step fetched beside the train op is read before or after its increment (no
+        # order between them), so it alone gives one step twice now and then. Each run is one step
+        # of this worker; other workers (parameter servers) can only move the step further.
+        self.current = max(self.current + 1, int(run_values.results["step"]))
+        step, loss = self.current, float(run_values.results["loss"])
         if not np.isfinite(loss):
             raise TrainingDiverged(
                 f"training loss became {loss} at global step {step}; the last checkpoint is kept. "

@@ -28,6 +28,25 @@ _absl_handler_to_the_real_stderr()
 from layerprobe.config import compose  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _logging_left_as_found():
+    """A test that runs the CLI in-process gets a root handler (basicConfig, Hydra's job logging)
+    bound to that test's captured stream, which pytest closes when the test ends: every later log
+    line then prints 'Logging error ... I/O operation on closed file'. Undo it after each test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in root.handlers:
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+
+
 def plain(overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 

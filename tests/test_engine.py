@@ -180,3 +180,21 @@ def test_run_is_logged_to_the_sqlite_store(tiny, tmp_path):
     local = client.download_artifacts(result.run_id, "probe/conv1/stats.json", str(tmp_path))
     assert json.loads(Path(local).read_text())["mean"] == pytest.approx(result.probe["conv1"].mean)
     assert client.download_artifacts(result.run_id, "config/config.yaml", str(tmp_path))
+
+
+def test_progress_records_each_logged_step_once_whichever_side_of_the_increment_the_step_is_read():
+    """The global step fetched beside the train op is read before or after its increment; under
+    load the two orders mix (CI once logged train/loss at steps 10, 10, 20)."""
+    from types import SimpleNamespace
+
+    from layerprobe.estimator import ProgressHook
+
+    flushed: list[tuple[dict[str, float], int]] = []
+    hook = ProgressHook(every=5, total_steps=20, flush=flushed.extend, flush_every=100)
+    hook.current, hook.last = 0, None
+    # True steps 1..20; the fetched value is the step before (k-1) or after (k) the increment.
+    reads = [k - 1 if k % 3 else k for k in range(1, 21)]
+    for read in reads:
+        hook.after_run(None, SimpleNamespace(results={"step": read, "loss": 0.5}))
+    hook.end(None)
+    assert [step for _, step in flushed] == [5, 10, 15, 20]
