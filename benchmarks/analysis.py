@@ -28,14 +28,15 @@ def explain(sections: Sequence[Section]) -> list[str]:
                 f"the in-graph summaries of the three conv layers cost {fmt(summ)} ms against {fmt(fwd)} ms for "
                 f"the whole forward pass, so the graph alone predicts ~{fmt((fwd + summ) / fwd)}x; the host merge "
                 f"adds {fmt(costs.get(HOST, float('nan')))} ms per batch. The summaries read 28,672 floats per "
-                "example in several passes (a finiteness check, six per-unit reductions, two counts, the L2 "
-                "norm, the spatial sum, and a bincount of every value into the sketch), while the forward pass "
-                "is a few small convolutions. The largest groups: "
+                "example in several passes (two-stage per-unit sum, max, min and active count, the centred "
+                "squares of the variance, the per-example L2 norm, the spatial sum, and a shift plus a bincount "
+                "of every value into the sketch), while the forward pass is a few small convolutions. The "
+                "largest groups: "
                 + "; ".join(f"{k} {fmt(v)} ms" for k, v in top[:3])
-                + ". The goal needs the summaries to cost under 0.3x the forward pass. Beyond the graph, a "
-                "profile of the predict loop shows `TF_CloseSession` at the end of a predict taking ~5 s in "
-                "about one run in three (bare predict and probe alike, whatever the input pipeline); single "
-                "figures above that are ~5 s higher than their neighbours carry it."
+                + ". The goal needs the summaries to cost under 0.3x the forward pass: the sketch's bincount "
+                "alone, a scatter of every value, costs about that much on this CPU. (The 0.6-10 s "
+                "`TF_CloseSession` stall that once hit a third of the predicts is gone: it was tf.data's "
+                "autotuning thread, now off for one-pass reads; see `estimator._options_without_autotune_model`.)"
             )
         d = probe.data
         if not goals["(b)"].met and "naive" in d:

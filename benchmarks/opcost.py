@@ -16,17 +16,16 @@ import numpy as np
 from benchmarks.configs import CNN_LAYERS, PROBE_BATCH
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "per-unit moments, max, min, L2, spatial sum (one tf.cond: masks only for NaN/Inf batches)": (
+    "per-unit sum and two-pass m2 (one tf.cond on finite sums: masks only for NaN/Inf batches)": (
         "unit_count",
         "unit_sum",
         "unit_m2",
-        "unit_max",
-        "unit_min",
-        "unit_active",
     ),
-    "zeros / NaN / Inf counts": ("zeros", "nans", "infs"),
+    "per-unit max and min": ("unit_max", "unit_min"),
+    "per-unit active count": ("unit_active",),
+    "NaN / Inf counts (no op on a finite batch)": ("nans", "infs"),
     "per-example L2 norm": ("l2_sum",),
-    "quantile sketch (a bit shift and a bincount over every value)": ("sketch",),
+    "quantile sketch, also the zero count (a bit shift and a bincount over every value)": ("sketch",),
     "spatial sum (mean-activation image)": ("spatial_sum",),
     "reservoir (boolean_mask of the sampled examples)": ("res_keys", "res_values", "res_labels"),
 }

@@ -58,6 +58,11 @@ def test_nan_and_inf_are_counted_and_left_out_of_the_moments(awkward):
         list(s.percentiles.values()), np.percentile(finite, [1, 5, 50, 95, 99]), rtol=0.01, atol=1e-6
     )
     assert all(math.isfinite(v) for v in s.scalars().values())
+    # NaN/Inf batches take the masked branch: the per-position mean image counts them as 0
+    np.testing.assert_allclose(s.spatial_mean, np.where(np.isfinite(x), x, 0.0).mean(0), rtol=1e-5, atol=1e-6)
+    flat = x.reshape(-1, x.shape[-1])
+    active = (np.isfinite(flat) & (flat > 0)).sum(0) / np.isfinite(flat).sum(0)  # of the finite values
+    np.testing.assert_allclose(s.unit_active_fraction, active, atol=1e-6)
 
 
 def test_dead_units_are_found_over_the_whole_split(awkward):

@@ -26,7 +26,6 @@ def exact_summaries(x: np.ndarray, layout: SketchLayout) -> dict[str, np.ndarray
         "unit_max": np.where(fin, flat, -np.inf).max(0),
         "unit_min": np.where(fin, flat, np.inf).min(0),
         "unit_active": (flat > 0).sum(0).astype(np.float64),
-        "zeros": np.array((flat == 0).sum()),
         "nans": np.array(np.isnan(flat).sum()),
         "infs": np.array(np.isinf(flat).sum()),
         "l2_sum": np.array(np.sqrt((clean.reshape(x.shape[0], -1) ** 2).sum(1)).sum()),

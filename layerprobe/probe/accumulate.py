@@ -117,6 +117,7 @@ class LayerAccumulator:
         self.l2_sum = 0.0
         self.saturated: float | None = None
         self.sketch = np.zeros(layout.size, dtype=np.int64)
+        self._zero_slots = layout.zero_slots()
         self.spatial: np.ndarray | None = None
         self.sample: dict[str, list[np.ndarray]] = {"keys": [], "activations": [], "labels": []}
         self.batches = 0
@@ -136,7 +137,7 @@ class LayerAccumulator:
             b["unit_active"].astype(np.float64),
         )
         self.u = batch if self.u is None else self.u.merge(batch)
-        self.zeros += float(b["zeros"])
+        self.zeros += float(b["sketch"][self._zero_slots].sum())  # exact zeros, from the sketch
         self.nans += float(b["nans"])
         self.infs += float(b["infs"])
         self.l2_sum += float(b["l2_sum"])

@@ -3,14 +3,17 @@
 Everything returned is O(units) or O(sketch buckets) per batch, never O(examples), except the
 sampled examples' raw activations (`reservoir_size` examples over the whole split).
 
-Cost matters here: these ops run beside the forward pass. A batch whose values are all finite (the
-common case) takes a branch without masks or masked copies; only a batch holding NaN or Inf pays
-for them. The quantile sketch is one bit shift and one bincount over the batch.
+Cost matters here: these ops run beside the forward pass (benchmarks/opcost.py times each). A batch
+whose per-unit sums are finite (the common case) takes a branch without masks or masked copies; only
+a batch holding NaN or Inf pays for them. The quantile sketch is one bit shift and one bincount over
+the batch, and also gives the zero count. Extremes and counts reduce per example first (faster on
+CPU); column sums of a wide matrix go through a matmul.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from layerprobe._tf import tf
 from layerprobe.probe.sketch import SketchLayout
@@ -38,6 +41,9 @@ def batch_summaries(
 
     `sample` = (in_sample (batch,) bool, example index (batch,)): the examples drawn for the
     reservoir, whose raw activations (and labels) are returned whole.
+
+    Exact zeros are not counted here: the host reads them off the sketch's zero slots (see
+    LayerAccumulator.update).
     """
     x = tf.cast(x, tf.float32)
     if x.shape.rank == 1:
@@ -45,41 +51,56 @@ def batch_summaries(
     units = x.shape[-1]
     batch = tf.shape(x)[0]
     flat = tf.reshape(x, [-1, units])  # (batch * positions, units)
-    spatial = x.shape.rank == 4  # (height, width, units) sums for the mean-activation image
+    per_example = tf.reshape(x, [batch, -1])
+    unit_sum = tf.reduce_sum(flat, axis=0)
 
-    def summaries(finite: tf.Tensor | None) -> dict[str, tf.Tensor]:
-        """Moments, extremes, norms; `finite` None means every value is finite (no masks needed)."""
-        if finite is None:
-            clean, count = flat, tf.fill([units], tf.cast(tf.shape(flat)[0], tf.float32))
-            highs = lows = flat
-        else:
-            zeros = tf.zeros_like(flat)
-            clean = tf.where(finite, flat, zeros)
-            count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=0)
-            highs, lows = tf.where(finite, flat, zeros - float("inf")), tf.where(finite, flat, zeros + float("inf"))
-        unit_sum = tf.reduce_sum(clean, axis=0)
-        deviation = clean - unit_sum / tf.maximum(count, 1.0)
-        if finite is not None:
-            deviation = tf.where(finite, deviation, tf.zeros_like(flat))
-        out = {
-            "unit_count": count,
+    def spatial(rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """(height, width, units) sums over the batch, for the mean-activation image: a (1, batch)
+        ones matmul, faster than a column reduce of the wide (batch, h*w*units) matrix."""
+        if x.shape.rank != 4:
+            return {}
+        return {"spatial_sum": tf.reshape(tf.matmul(tf.ones([1, batch], tf.float32), rows), tf.shape(x)[1:])}
+
+    def all_finite() -> dict[str, tf.Tensor]:
+        count = tf.cast(tf.shape(flat)[0], tf.float32)
+        return {
+            "unit_count": tf.fill([units], count),
             "unit_sum": unit_sum,
-            "unit_m2": tf.reduce_sum(tf.square(deviation), axis=0),
-            "unit_max": tf.reduce_max(highs, axis=0),
-            "unit_min": tf.reduce_min(lows, axis=0),
-            "l2_sum": tf.reduce_sum(tf.norm(tf.reshape(clean, [batch, -1]), axis=1)),
-            "nans": tf.constant(0.0) if finite is None else tf.reduce_sum(tf.cast(tf.math.is_nan(flat), tf.float32)),
-            "infs": tf.constant(0.0) if finite is None else tf.reduce_sum(tf.cast(tf.math.is_inf(flat), tf.float32)),
+            "unit_m2": tf.reduce_sum(tf.math.squared_difference(flat, unit_sum / count), axis=0),
+            "unit_max": _two_stage(tf.reduce_max, x, units),
+            "unit_min": _two_stage(tf.reduce_min, x, units),
+            "unit_active": _two_stage(tf.reduce_sum, tf.cast(x > spec.active_threshold, tf.float32), units),
+            "l2_sum": tf.reduce_sum(tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=1))),
+            "nans": tf.constant(0.0),
+            "infs": tf.constant(0.0),
+            **spatial(per_example),
         }
-        if spatial:
-            out["spatial_sum"] = tf.reduce_sum(tf.reshape(clean, tf.shape(x)), axis=0)
-        return out
 
-    finite = tf.math.is_finite(flat)
-    out = tf.cond(tf.reduce_all(finite), lambda: summaries(None), lambda: summaries(finite))
+    def masked() -> dict[str, tf.Tensor]:
+        finite = tf.math.is_finite(flat)
+        zeros = tf.zeros_like(flat)
+        clean = tf.where(finite, flat, zeros)
+        count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=0)
+        clean_sum = tf.reduce_sum(clean, axis=0)
+        deviation = tf.where(finite, clean - clean_sum / tf.maximum(count, 1.0), zeros)
+        return {
+            "unit_count": count,
+            "unit_sum": clean_sum,
+            "unit_m2": tf.reduce_sum(tf.square(deviation), axis=0),
+            "unit_max": tf.reduce_max(tf.where(finite, flat, zeros - float("inf")), axis=0),
+            "unit_min": tf.reduce_min(tf.where(finite, flat, zeros + float("inf")), axis=0),
+            # of the finite values, like the count it is divided by (+Inf is not counted active)
+            "unit_active": tf.reduce_sum(tf.cast(finite & (flat > spec.active_threshold), tf.float32), axis=0),
+            "l2_sum": tf.reduce_sum(tf.norm(tf.reshape(clean, [batch, -1]), axis=1)),
+            "nans": tf.reduce_sum(tf.cast(tf.math.is_nan(flat), tf.float32)),
+            "infs": tf.reduce_sum(tf.cast(tf.math.is_inf(flat), tf.float32)),
+            **spatial(tf.reshape(clean, [batch, -1])),
+        }
+
+    # NaN and Inf propagate into the per-unit sums, so finite sums mean a batch without them (a sum
+    # that overflows float32 takes the masked branch too, which is exact for finite values as well).
+    out = tf.cond(tf.reduce_all(tf.math.is_finite(unit_sum)), all_finite, masked)
     out["examples"] = batch
-    out["unit_active"] = tf.reduce_sum(tf.cast(flat > spec.active_threshold, tf.float32), axis=0)
-    out["zeros"] = tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.float32))
     out["sketch"] = sketch_counts(flat, spec.layout)
     if spec.bounds is not None:
         lo, hi = spec.bounds
@@ -94,12 +115,22 @@ def batch_summaries(
     return out
 
 
-def sketch_counts(values: tf.Tensor, layout: SketchLayout) -> tf.Tensor:
-    """Bucket counts of the sketch (layout in sketch.py): a bit shift and one bincount per batch.
+def _two_stage(reduce: Any, x: tf.Tensor, units: int) -> tf.Tensor:
+    """reduce over every axis but the last, per example first: TensorFlow's CPU kernels reduce
+    (batch, positions, units) over positions, then over the batch, faster than in one go."""
+    per_example = reduce(tf.reshape(x, [tf.shape(x)[0], -1, units]), axis=1)
+    return reduce(per_example, axis=0)
 
-    Inf and NaN land in exponent-255 slots, which the host ignores; no mask is needed.
+
+def sketch_counts(values: tf.Tensor, layout: SketchLayout) -> tf.Tensor:
+    """Bucket counts of the sketch (layout in sketch.py): one bit shift and one bincount per batch.
+
+    The float32 bits read as uint32 and shifted put the sign bit on top: negative values land
+    `per_sign` slots above the positive ones, as the layout wants. Inf and NaN land in exponent-255
+    slots, which the host ignores; no mask is needed.
     """
-    raw = tf.bitcast(tf.reshape(values, [-1]), tf.int32)
-    magnitude = tf.bitwise.right_shift(tf.bitwise.bitwise_and(raw, 0x7FFFFFFF), layout.shift)
-    slot = magnitude + tf.cast(raw < 0, tf.int32) * layout.per_sign
-    return tf.math.bincount(slot, minlength=layout.size, maxlength=layout.size)
+    bits = tf.bitcast(tf.reshape(values, [-1]), tf.uint32)
+    slot = tf.bitcast(tf.bitwise.right_shift(bits, tf.constant(layout.shift, tf.uint32)), tf.int32)
+    # The raw op: tf.math.bincount adds a reduce_max over the slots to size its output (~1 ms a batch
+    # here); every slot is below layout.size by construction.
+    return tf.raw_ops.Bincount(arr=slot, size=layout.size, weights=tf.zeros([0], tf.int32))

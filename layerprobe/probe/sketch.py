@@ -50,6 +50,12 @@ class SketchLayout:
         mid[exponent == 255] = np.nan
         return mid
 
+    def zero_slots(self) -> np.ndarray:
+        """Mask of the slots of exponent 0, both signs: zeros, and denormals, which TensorFlow's CPU
+        kernels flush to zero (and compare equal to 0)."""
+        exponent = np.arange(self.per_sign) >> self.mantissa_bits
+        return np.concatenate([exponent == 0, exponent == 0])
+
     def bucket_values(self) -> np.ndarray:
         """The value each slot stands for, in slot order."""
         mag = self.magnitudes()
