@@ -44,6 +44,30 @@ def data_tags(data: Any) -> dict[str, str]:
     }
 
 
+def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any]]:
+    """One MLflow dataset input per split (the context): the data's name, a digest of this split of
+    this data, where it came from, its rows and the features' and labels' dtypes and shapes."""
+    source = {"layerprobe.data.source": str(data_cfg.get("source", ""))}
+    for key, value in (data_cfg.get("params") or {}).items():
+        source[f"layerprobe.data.params.{key}"] = str(value)[:500]
+
+    def specs(group: Mapping[str, Any]) -> dict[str, list[Any]]:
+        return {k: [str(v.dtype), list(v.shape[1:])] for k, v in group.items()}
+
+    return [
+        {
+            "name": data.name,
+            "digest": hashlib.sha256(f"{data.digest}:{split}".encode()).hexdigest()[:16],
+            "context": split,
+            "source": source,
+            "rows": part.size,
+            "features": specs(part.features),
+            "targets": specs(part.labels),
+        }
+        for split, part in data.splits.items()
+    ]
+
+
 def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:
     import tensorflow as tf
 

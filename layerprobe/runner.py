@@ -17,6 +17,7 @@ from layerprobe.config.validate import validate
 from layerprobe.provenance import (
     checkpoint_digest,
     data_tags,
+    dataset_inputs,
     exposed_layers,
     frozen_requirements,
     provenance_tags,
@@ -157,6 +158,7 @@ def run(
         output_dir.mkdir(parents=True, exist_ok=True)
         tracker.log_params(flat_params(c))
         write_run_files(c, summary, data, output_dir)
+        tracker.log_datasets(dataset_inputs(c["data"], data))
         tracker.log_artifacts(output_dir / "config", "config")
         tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
         est = E.make_estimator(spec, model_dir, c["trainer"])

@@ -9,6 +9,7 @@ best child to the parent, and makes the process exit non-zero when a job failed.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
@@ -36,6 +37,10 @@ def swept_keys(overrides: list[str]) -> list[str]:
     return [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
 
 
+def _failed_jobs(sweep_dir: Path) -> list[str]:
+    return sorted(p.parent.name for p in sweep_dir.glob(f"*/{FAILED_FILE}"))
+
+
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -47,6 +52,10 @@ class SweepCallback(Callback):
         info: dict[str, Any] = {"parent": None, "swept": swept_keys(overrides) + searched}
         if config.tracking.enabled:
             info["parent"] = self._start_parent(config, sweep_dir, overrides)
+            # A sweeper that raises (Optuna when every trial failed) skips on_multirun_end: the
+            # parent is then ended at exit, FAILED, instead of staying RUNNING.
+            self._ended = False
+            atexit.register(self._end_abandoned_parent, config, sweep_dir)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
 
     def _start_parent(self, config: DictConfig, sweep_dir: Path, overrides: list[str]) -> str:
@@ -87,9 +96,29 @@ class SweepCallback(Callback):
             except LayerprobeError as e:  # e.g. the children probed different examples
                 log.warning("no CKA across runs for %s: %s", layer, e)
 
+    def _end_abandoned_parent(self, config: DictConfig, sweep_dir: Path) -> None:
+        if self._ended:
+            return
+        from layerprobe import tracking
+
+        failed = _failed_jobs(sweep_dir)
+        error = f"the sweeper stopped before the sweep's end; {len(failed)} job(s) failed: {', '.join(failed)}"
+        try:
+            tracking.finish_sweep_parent(
+                tracking.resolve_uri(config.tracking.uri),
+                sweep_info(sweep_dir)["parent"],
+                config.tracking.objective,
+                config.tracking.direction,
+                sweep_dir,
+                error=error,
+            )
+        except Exception as e:  # at exit: say it, never raise
+            print(f"layerprobe: could not end the sweep's parent run: {e}", file=sys.stderr)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._ended = True
         sweep_dir = Path(config.hydra.sweep.dir)
-        failed = sorted(p.parent.name for p in sweep_dir.glob(f"*/{FAILED_FILE}"))
+        failed = _failed_jobs(sweep_dir)
         run_id = sweep_info(sweep_dir)["parent"]
         if run_id and config.tracking.enabled:
             from layerprobe import tracking

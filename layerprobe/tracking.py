@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -354,6 +355,10 @@ class Tracker:
         for chunk in _chunks(items, MAX_METRICS):
             self._send({"op": "batch", "metrics": chunk})
 
+    def log_datasets(self, datasets: Sequence[Mapping[str, Any]]) -> None:
+        """The run's dataset inputs (see `_dataset_input` for the record), one call."""
+        self._send({"op": "inputs", "datasets": [dict(d) for d in datasets]})
+
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self._send({"op": "artifacts", "local": str(Path(local_dir).resolve()), "path": artifact_path})
 
@@ -371,6 +376,8 @@ def _apply(client: MlflowClient, run_id: str, record: Mapping[str, Any]) -> None
             params=[Param(k, v) for k, v in record.get("params", [])],
             tags=[RunTag(k, v) for k, v in record.get("tags", [])],
         )
+    elif op == "inputs":
+        client.log_inputs(run_id, datasets=[_dataset_input(d) for d in record["datasets"]])
     elif op == "artifacts":
         client.log_artifacts(run_id, record["local"], record["path"])
     elif op == "artifact":
@@ -379,6 +386,34 @@ def _apply(client: MlflowClient, run_id: str, record: Mapping[str, Any]) -> None
         client.set_terminated(run_id, record["status"])
     elif op != "header":
         raise LayerprobeError(f"unknown record {op!r} in a pending tracking file")
+
+
+def _dataset_input(d: Mapping[str, Any]) -> Any:
+    """An MLflow dataset input from a plain record: name, digest, context (the split), source (tags
+    naming where the data came from), rows, and features / targets as {name: [dtype, shape]}. The
+    schema and profile take the form MLflow's own numpy datasets log, so the UI shows them."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import Schema, TensorSpec
+
+    def schema(group: Mapping[str, Any]) -> Schema | None:
+        specs = [TensorSpec(np.dtype(dtype), (-1, *shape), name) for name, (dtype, shape) in group.items()]
+        return Schema(specs) if specs else None  # type: ignore[arg-type]
+
+    features, targets = schema(d["features"]), schema(d["targets"])
+    tensor_schema = None
+    if features:
+        tensor_schema = TensorDatasetSchema(features, targets) if targets else TensorDatasetSchema(features)
+    dataset = Dataset(
+        name=d["name"],
+        digest=d["digest"],
+        source_type="code",
+        source=CodeDatasetSource(dict(d["source"])).to_json(),
+        schema=json.dumps(tensor_schema.to_dict()) if tensor_schema else None,
+        profile=json.dumps({"num_rows": d["rows"]}),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", d["context"])])
 
 
 def replay_pending(path: Path, uri: str | None = None, delays: Sequence[float] = RETRY_DELAYS) -> int:
@@ -471,9 +506,10 @@ def start_sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, 
 
 
 def finish_sweep_parent(
-    uri: str, parent_id: str, objective: str, direction: str, out_dir: Path
+    uri: str, parent_id: str, objective: str, direction: str, out_dir: Path, error: str | None = None
 ) -> tuple[str, float] | None:
-    """Log the children's table and the best child to the parent, then end the parent run."""
+    """Log the children's table and the best child to the parent, then end the parent run: FAILED
+    with `error` as a tag when the sweep itself stopped early, FINISHED otherwise."""
     client = MlflowClient(tracking_uri=uri)
     parent = client.get_run(parent_id)
     children = client.search_runs(
@@ -503,6 +539,8 @@ def finish_sweep_parent(
         client.log_batch(
             parent_id, metrics=[Metric(sanitize_key(f"best/{objective}"), best[1], int(time.time() * 1000), 0)]
         )
+    if error:
+        tags["error"] = error[:5000]
     client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(parent_id, "FINISHED")
+    client.set_terminated(parent_id, "FAILED" if error else "FINISHED")
     return best

@@ -44,6 +44,7 @@ def test_streaming_statistics_equal_numpy_on_the_full_activations(tiny, tmp_path
         want = np.percentile(flat, [1, 5, 50, 95, 99])
         np.testing.assert_allclose(list(s.percentiles.values()), want, rtol=0.01, atol=1e-6)
         assert s.nan_count == 0 and s.inf_count == 0
+    np.testing.assert_allclose(result.probe["conv1"].spatial_mean, conv1.mean(0), rtol=1e-5, atol=1e-6)
     sample = np.load(Path(result.output_dir) / "probe" / "conv1" / "reservoir.npz")
     assert sample["activations"].shape == (5, 8, 8, 4) and sample["labels"].shape == (5,)
     # every sampled row is a real activation of an eval example, with that example's label
@@ -180,6 +181,16 @@ def test_run_is_logged_to_the_sqlite_store(tiny, tmp_path):
     local = client.download_artifacts(result.run_id, "probe/conv1/stats.json", str(tmp_path))
     assert json.loads(Path(local).read_text())["mean"] == pytest.approx(result.probe["conv1"].mean)
     assert client.download_artifacts(result.run_id, "config/config.yaml", str(tmp_path))
+    # the splits as MLflow dataset inputs ("Datasets used" in the UI), one per split
+    inputs = {i.tags[0].value: i.dataset for i in r.inputs.dataset_inputs}
+    sizes = prepare(c["data"]).sizes()
+    assert set(inputs) == set(sizes) == {"train", "eval"}
+    assert {d.name for d in inputs.values()} == {"digits"}
+    assert {json.loads(d.profile)["num_rows"] for d in inputs.values()} == set(sizes.values())
+    assert len({d.digest for d in inputs.values()}) == 2
+    schema = json.loads(json.loads(inputs["eval"].schema)["mlflow_tensorspec"]["features"])
+    assert schema == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 8, 8, 1]}, "name": "image"}]
+    assert json.loads(inputs["eval"].source)["tags"]["layerprobe.data.source"] == "digits"
 
 
 def test_progress_records_each_logged_step_once_whichever_side_of_the_increment_the_step_is_read():

@@ -108,6 +108,32 @@ def test_an_optuna_search_minimises_the_objective_and_the_parent_keeps_the_best(
     assert "Directions: ['minimize']" in r.stdout + r.stderr
 
 
+@pytest.mark.integration
+def test_an_optuna_search_goes_on_past_a_diverging_trial(tmp_path):
+    rates = "trainer.optimizer.learning_rate=choice(0.001,1e30)"  # 1e30 diverges: TrainingDiverged
+    r = cli(["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_trials=4", rates], tmp_path, 300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    _, parent, children = runs(tmp_path)
+    statuses = sorted((float(x.data.params["trainer.optimizer.learning_rate"]), x.info.status) for x in children)
+    assert len(children) == 4  # not stopped by the first failed batch
+    assert {s for lr, s in statuses if lr == 1e30} == {"FAILED"} and {s for lr, s in statuses if lr == 0.001} == {
+        "FINISHED"
+    }
+    assert parent.info.status == "FINISHED" and parent.data.tags["layerprobe.best_run_id"]
+    assert f"{sum(s == 'FAILED' for _, s in statuses)} sweep job(s) failed" in r.stderr
+
+
+@pytest.mark.integration
+def test_an_optuna_search_whose_every_trial_fails_ends_its_parent_failed(tmp_path):
+    rates = "trainer.optimizer.learning_rate=choice(1e30,2e30)"
+    r = cli(["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_trials=2", rates], tmp_path, 300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    _, parent, children = runs(tmp_path)
+    assert [x.info.status for x in children] == ["FAILED", "FAILED"]
+    assert parent.info.status == "FAILED"  # not left RUNNING although Optuna raised
+    assert parent.data.tags["error"].startswith("the sweeper stopped before the sweep's end; 2 job(s) failed")
+
+
 @pytest.mark.slow
 def test_a_2_job_sweep_through_submitit_local(tmp_path):
     r = cli(["-m", "+sweep=submitit_local", *TINY, "model.layers.conv1.filters=2,4"], tmp_path, 300)
