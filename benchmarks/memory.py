@@ -21,9 +21,18 @@ ROOT = Path(__file__).absolute().parents[1]  # not resolved: a symlinked checkou
 MARK = "MEMORY_RESULT "
 
 
-def measure_in_subprocess(examples: int, exposed: Sequence[str], model_dir: str, workdir: Path) -> dict[str, Any]:
+# glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), so TensorFlow's
+# per-batch tensors end up in the heap, which keeps freed pages mapped: peak RSS climbs over the first
+# thousands of examples, then levels off. A fixed threshold turns that off (and makes every large
+# allocation an mmap: slower); the benchmark measures both to tell retention from growth.
+STATIC_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
+def measure_in_subprocess(
+    examples: int, exposed: Sequence[str], model_dir: str, workdir: Path, env_extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     spec = {"examples": examples, "exposed": list(exposed), "model_dir": model_dir, "workdir": str(workdir)}
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), **(env_extra or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", json.dumps(spec)],
         cwd=ROOT,

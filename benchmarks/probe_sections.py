@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.configs import CNN_LAYERS, CONVS, PROBE_BATCH, PROBE_TRAIN_STEPS
 from benchmarks.measure import Goal, Section, fmt, median, say, spread
-from benchmarks.memory import measure_in_subprocess
+from benchmarks.memory import STATIC_MMAP, measure_in_subprocess
 from benchmarks.opcost import op_costs
 from benchmarks.probing import ProbeBench
 
@@ -78,22 +78,28 @@ def probe_sections(plan: Plan, workdir: Path) -> tuple[Section, Section]:
             f"probe-phase peak growth {m['growth'] / MB:,.0f} MB"
         )
 
+    static: dict[int, int] = {}  # the same probe with glibc's mmap threshold fixed (see memory.py)
+    for size in (plan.sizes[0], plan.sizes[-1]):
+        static[size] = measure_in_subprocess(size, CONVS, bench.model_dir, workdir, STATIC_MMAP)["growth"]
+        say(f"  memory, {size} examples, glibc mmap threshold fixed at 1 MB: peak growth {static[size] / MB:,.0f} MB")
+
     costs = op_costs(plan.opcost_iters)
     for what, ms in costs.items():
         say(f"  {ms:8.1f} ms/batch  {what}")
 
     return _probe_section(
-        plan, by_size, naive, naive_np, naive_mem, naive_ratio, memory, costs, extras
+        plan, by_size, naive, naive_np, naive_mem, naive_ratio, memory, static, costs, extras
     ), _scaling_section(plan, by_size, by_layers, memory)
 
 
-def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memory, costs, extras) -> Section:  # noqa: ANN001
+def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memory, static, costs, extras) -> Section:  # noqa: ANN001
     n = plan.main
     t = by_size[n]
     ratios = [p / b for p, b in zip(t["probe"], t["bare"])]
     lo, hi = plan.sizes[0], plan.sizes[-1]
     g_lo, g_hi = memory[(lo, 3)]["growth"], memory[(hi, 3)]["growth"]
     mem_growth = 100 * (g_hi - g_lo) / g_lo
+    s_lo, s_hi = static[lo], static[hi]
     batches = -(-n // PROBE_BATCH)
     s = Section(
         "probe",
@@ -130,6 +136,10 @@ def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memor
             [f"(c) probe-phase peak RSS growth at {lo:,} examples", f"{g_lo / MB:,.0f} MB"],
             [f"(c) probe-phase peak RSS growth at {hi:,} examples", f"{g_hi / MB:,.0f} MB"],
             [f"(c) growth of that figure from {lo:,} to {hi:,} examples", f"{fmt(mem_growth)} %"],
+            [
+                f"diagnostic: the same with glibc's mmap threshold fixed at 1 MB ({lo:,} / {hi:,} examples)",
+                f"{s_lo / MB:,.0f} / {s_hi / MB:,.0f} MB ({fmt(100 * (s_hi - s_lo) / s_lo)} %)",
+            ],
         ],
         [
             Goal("(a) probe phase / bare predict", median(ratios), "<=", 1.3),
@@ -144,6 +154,8 @@ def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memor
             "bare": median(t["bare"]),
             "mem_lo": g_lo / MB,
             "mem_hi": g_hi / MB,
+            "static_lo": s_lo / MB,
+            "static_hi": s_hi / MB,
             "lo": lo,
             "hi": hi,
         },
