@@ -92,6 +92,10 @@ def _report(result: Any) -> None:
     if result.run_id:
         print(f"mlflow run: {result.run_id}")
         print(f"open the UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+        if result.experiment_id:
+            from layerprobe.tracking import ui_link
+
+            print(f"this run in the UI: {ui_link(result.tracking_uri, result.experiment_id, result.run_id)}")
 
 
 def _print_stats(stats: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ class RunResult:
     probe_metrics: dict[str, float] = field(default_factory=dict)  # probe/<layer>/<stat>
     output_dir: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    experiment_id: str | None = None
 
 
 def model_dir_for(c: Mapping[str, Any]) -> str:
@@ -94,6 +95,7 @@ class _NoTracking:
 
     run_id = None
     uri = None
+    experiment_id = None
     seconds = 0.0
 
     def __getattr__(self, name: str) -> Any:
@@ -215,6 +217,7 @@ def run(
         outcome.metrics,
         str(output_dir),
         seconds,
+        tracker.experiment_id,
     )
 
 

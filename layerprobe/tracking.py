@@ -65,6 +65,14 @@ def resolve_uri(configured: str | None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI, opened in the model-training view (MLflow 3's UI starts in
+    its GenAI view): on the tracking server itself, or where `mlflow ui` / `make ui` serves a
+    local store (http://127.0.0.1:5000)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """One line, before any training, when the store cannot be used."""
     scheme = uri.split(":", 1)[0] if ":" in uri else ""
@@ -183,6 +191,24 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _one_line_before_training(uri: str) -> Iterator[None]:
+    """A store that passed `check_reachable` but fails the calls that start a run (a server whose
+    database is gone answers /health and 503s the rest): one line, before any training."""
+    try:
+        yield
+    except Exception as e:
+        if not (is_transient(e) or isinstance(e, mlflow.exceptions.MlflowException)):
+            raise
+        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise LayerprobeError(f"tracking store {uri} did not start the run: {first}") from None
+
+
+# MLflow 3's UI opens an experiment by this tag: without it, in the GenAI (traces) view; with it, in
+# the model-training view (runs table, compare, charts), which is what layerprobe's runs are.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def _retrying(fn: Any, *args: Any, delays: Sequence[float] = RETRY_DELAYS, **kwargs: Any) -> Any:
     """fn(*args), again after each delay while it fails transiently (sqlite 'database is locked',
     a server restarting); the last error is raised."""
@@ -220,17 +246,25 @@ class Tracker:
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         self.uri = uri
-        with _store_lock(uri):  # the first use creates (migrates) the store
+        with _store_lock(uri), _one_line_before_training(uri):  # the first use creates (migrates) the store
             self.client = MlflowClient(tracking_uri=uri)
             self.client.search_experiments(max_results=1)
         self.seconds = 0.0  # time spent in MLflow calls, for the logging-cost figure
         self.pending = Path(pending_dir or Path.cwd() / "outputs" / "pending") / PENDING_FILE
         self._offline_since: float | None = None
         self._last_try = 0.0
+        self.experiment_id: str | None = None
         if run_id is not None:  # log into an existing run (probing a finished run)
             self.run_id = run_id
             self._owns_run = False
             return
+        with _one_line_before_training(uri):
+            self.run_id = self._start_run(experiment, run_name, tags, parent_run_id)
+        self._owns_run = True
+
+    def _start_run(
+        self, experiment: str, run_name: str | None, tags: Mapping[str, str] | None, parent_run_id: str | None
+    ) -> str:
         exp_id = _retrying(self._experiment_id, experiment)
         _retrying(mark_stale_runs, self.client, exp_id)
         all_tags = {
@@ -242,15 +276,17 @@ class Tracker:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = _retrying(self.client.create_run, exp_id, run_name=run_name, tags=all_tags)
-        self.run_id = run.info.run_id
-        self._owns_run = True
+        self.experiment_id = exp_id
+        return str(run.info.run_id)
 
     def _experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if EXPERIMENT_KIND[0] not in exp.tags:  # made elsewhere: say what it is, unless someone did
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return str(exp.experiment_id)
         try:
-            return str(self.client.create_experiment(name))
+            return str(self.client.create_experiment(name, tags=dict([EXPERIMENT_KIND])))
         except mlflow.exceptions.MlflowException as e:  # another process created it meanwhile
             exp = self.client.get_experiment_by_name(name)
             if exp is None:

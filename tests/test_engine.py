@@ -191,6 +191,9 @@ def test_run_is_logged_to_the_sqlite_store(tiny, tmp_path):
     schema = json.loads(json.loads(inputs["eval"].schema)["mlflow_tensorspec"]["features"])
     assert schema == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 8, 8, 1]}, "name": "image"}]
     assert json.loads(inputs["eval"].source)["tags"]["layerprobe.data.source"] == "digits"
+    # MLflow 3's UI opens the experiment in its model-training view (runs), not the GenAI one
+    experiment = client.get_experiment(r.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_progress_records_each_logged_step_once_whichever_side_of_the_increment_the_step_is_read():

@@ -78,6 +78,8 @@ def test_make_run_trains_probes_and_logs_the_run(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     run_id = re.search(r"^mlflow run: (\w+)$", r.stdout, re.M).group(1)  # type: ignore[union-attr]
     assert f"open the UI: mlflow ui --backend-store-uri {uri}" in r.stdout
+    link = f"this run in the UI: http://127.0.0.1:5000/#/experiments/1/runs/{run_id}?workflowType=machine_learning"
+    assert link in r.stdout
     data = MlflowClient(tracking_uri=uri).get_run(run_id).data
     assert "eval/accuracy" in data.metrics and "probe/conv1/mean" in data.metrics
     assert data.params["model.name"] == "tiny_cnn"

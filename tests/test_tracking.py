@@ -155,3 +155,34 @@ def test_an_unreachable_store_is_one_line_before_training(tmp_path):
     assert r.stderr.startswith("layerprobe: error: tracking store http://127.0.0.1:")
     assert "cannot be reached" in r.stderr and r.stderr.strip().count("\n") == 0
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.integration
+def test_a_store_that_answers_health_but_fails_the_run_is_one_line_before_training(tmp_path):
+    """/health says OK, every API call gets 503 (a server whose database is gone): still one line,
+    exit 2, no traceback and no model_dir."""
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+            self.wfile.write(b"OK" if self.path == "/health" else b"database is gone")
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{server.server_port}"], tmp_path, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"layerprobe: error: tracking store http://127.0.0.1:{server.server_port} did not start")
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert not (tmp_path / "models").exists()
