@@ -204,8 +204,9 @@ def _one_line_before_training(uri: str) -> Iterator[None]:
         raise LayerprobeError(f"tracking store {uri} did not start the run: {first}") from None
 
 
-# MLflow 3's UI opens an experiment by this tag: without it, in the GenAI (traces) view; with it, in
-# the model-training view (runs table, compare, charts), which is what layerprobe's runs are.
+# What kind of experiment this is, in MLflow 3's terms (model training, not GenAI). Checked in the
+# 3.17 UI: it does not pick the view an experiment opens in (the `workflowType` URL parameter does,
+# see ui_link); it records the kind for the UI and for clients that read it.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 

@@ -38,6 +38,10 @@ class SketchLayout:
     def size(self) -> int:
         return 2 * self.per_sign
 
+    def _exponents(self) -> np.ndarray:
+        """The float32 exponent of each magnitude slot (0: zeros and denormals, 255: Inf and NaN)."""
+        return np.arange(self.per_sign) >> self.mantissa_bits
+
     def magnitudes(self) -> np.ndarray:
         """The value each magnitude bucket stands for (its midpoint); 0 for zeros, NaN for Inf/NaN."""
         i = np.arange(self.per_sign, dtype=np.int64)
@@ -45,7 +49,7 @@ class SketchLayout:
             lo = (i << self.shift).astype(np.uint32).view(np.float32).astype(np.float64)
             hi = np.minimum((i + 1) << self.shift, 0x7F800000).astype(np.uint32).view(np.float32).astype(np.float64)
             mid = (lo + hi) / 2.0
-        exponent = i >> self.mantissa_bits
+        exponent = self._exponents()
         mid[exponent == 0] = 0.0
         mid[exponent == 255] = np.nan
         return mid
@@ -53,8 +57,7 @@ class SketchLayout:
     def zero_slots(self) -> np.ndarray:
         """Mask of the slots of exponent 0, both signs: zeros, and denormals, which TensorFlow's CPU
         kernels flush to zero (and compare equal to 0)."""
-        exponent = np.arange(self.per_sign) >> self.mantissa_bits
-        return np.concatenate([exponent == 0, exponent == 0])
+        return np.tile(self._exponents() == 0, 2)
 
     def bucket_values(self) -> np.ndarray:
         """The value each slot stands for, in slot order."""
@@ -63,12 +66,11 @@ class SketchLayout:
 
     def finite_slots(self) -> np.ndarray:
         """Mask of slots that hold finite values (exponent < 255)."""
-        exponent = np.arange(self.per_sign) >> self.mantissa_bits
-        return np.tile(exponent < 255, 2)
+        return np.tile(self._exponents() < 255, 2)
 
     def sorted_order(self) -> np.ndarray:
         """Finite slot indices in increasing value order."""
-        finite = np.flatnonzero(np.arange(self.per_sign) >> self.mantissa_bits < 255)
+        finite = np.flatnonzero(self._exponents() < 255)
         return np.concatenate([self.per_sign + finite[::-1], finite])
 
     def index_numpy(self, x: np.ndarray) -> np.ndarray:
