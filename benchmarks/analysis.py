@@ -36,7 +36,8 @@ def explain(sections: Sequence[Section]) -> list[str]:
                 + ". The goal needs the summaries to cost under 0.3x the forward pass: the sketch's bincount "
                 "alone, a scatter of every value, costs about that much on this CPU. (The 0.6-10 s "
                 "`TF_CloseSession` stall that once hit a third of the predicts is gone: it was tf.data's "
-                "autotuning thread, now off for one-pass reads; see `estimator._options_without_autotune_model`.)"
+                "autotuning thread, now off for one-pass reads; see "
+                "`engines.estimator.inputs._options_without_autotune_model`.)"
             )
         d = probe.data
         if not goals["(b)"].met and "naive" in d:

@@ -1,7 +1,7 @@
 """Peak RSS growth of the probe phase, one fresh subprocess per configuration.
 
 `python -m benchmarks.memory '{"examples": N, "exposed": [...], "model_dir": ..., "workdir": ...}'`
-prepares the data, builds the Estimator, then measures only `runner.probe(...)`: peak RSS during it
+prepares the experiment, then measures only the probe session's pass and its files: peak RSS during it
 minus RSS just before it (see measure.PeakRSS), and prints one JSON line.
 """
 
@@ -51,20 +51,16 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     import time
 
     from benchmarks.configs import cnn_config
-    from layerprobe import estimator as E
-    from layerprobe import runner
-    from layerprobe.data.pipeline import prepare
+    from layerprobe.artifacts import probe_outcome
+    from layerprobe.experiment import prepare
 
     c = cnn_config(spec["examples"], spec["model_dir"], spec["exposed"])
-    data = prepare(c["data"])
-    names = runner.exposed_layers(c)
-    model = runner.model_spec(c, runner.probe_specs(c, names))
-    summary = E.dry_run(model, data, set(names))
-    est = E.make_estimator(model, spec["model_dir"], c["trainer"])
+    x = prepare(c, spec["model_dir"])
+    names = x.exposed
     out = Path(spec["workdir"]) / f"mem-{spec['examples']}-{len(names)}"
     with PeakRSS() as mem:
         t = time.perf_counter()
-        stats = runner.probe(est, c, data, summary, names, out).stats
+        stats = probe_outcome(c, x.session().run(x.data), x.summary, out).stats
         seconds = time.perf_counter() - t
     return {
         "examples": stats[names[0]].examples,

@@ -32,33 +32,28 @@ class ProbeBench:
 
     def train(self, examples: int) -> float:
         """A few steps: probing does not need a good model, only a checkpoint."""
-        from layerprobe import estimator as E
-        from layerprobe.runner import model_spec
-
         c = cnn_config(examples, self.model_dir)
         t = time.perf_counter()
-        est = E.make_estimator(model_spec(c), self.model_dir, c["trainer"])
-        E.train(
-            est, E.train_input_fn(self.data(examples), c["data"], c["trainer"]["seed"]), c["trainer"]["train_steps"]
-        )
+        _engine(c, self.model_dir).train(self.data(examples), c["trainer"]["train_steps"])
         return time.perf_counter() - t
 
     def probe(self, examples: int, exposed: Sequence[str] = CONVS, extras: bool = False) -> float:
-        """Wall seconds of the probe phase exactly as `runner.run` times it (`runner.probe`: stream, merge,
-        write stats.json and reservoir.npz); plots and analysis off unless `extras`."""
-        from layerprobe import estimator as E
-        from layerprobe import runner
+        """Wall seconds of the probe phase exactly as `runner.run` times it (the probe session's pass, the
+        merge, stats.json and reservoir.npz); plots and analysis off unless `extras`."""
+        from layerprobe.artifacts import probe_outcome
+        from layerprobe.experiment import Experiment
+        from layerprobe.provenance import exposed_layers
 
         c = cnn_config(examples, self.model_dir, exposed)
         c["probe"]["plots"] = c["probe"]["analysis"] = extras
         data = self.data(examples)
-        names = runner.exposed_layers(c)
-        spec = runner.model_spec(c, runner.probe_specs(c, names))
-        summary = E.dry_run(spec, data, set(names))
-        est = E.make_estimator(spec, self.model_dir, c["trainer"])
+        names = tuple(exposed_layers(c))
+        engine = _engine(c, self.model_dir)
+        x = Experiment(c, data, engine.spec, engine, engine.summary(data, set(names)), names)
         self._runs += 1
         t = time.perf_counter()
-        stats = runner.probe(est, c, data, summary, names, self.workdir / f"probe{self._runs}").stats
+        state = x.session().run(data)
+        stats = probe_outcome(c, state, x.summary, self.workdir / f"probe{self._runs}").stats
         seconds = time.perf_counter() - t
         if stats[names[0]].examples != examples:
             raise RuntimeError(f"probed {stats[names[0]].examples} examples, expected {examples}")
@@ -66,13 +61,10 @@ class ProbeBench:
 
     def bare(self, examples: int) -> float:
         """An Estimator predict returning only the logits, over the same input_fn and batch size."""
-        from layerprobe import estimator as E
-        from layerprobe.runner import model_spec
-
         c = cnn_config(examples, self.model_dir)
         data = self.data(examples)
-        est = E.make_estimator(model_spec(c), self.model_dir, c["trainer"])
-        input_fn = E.probe_input_fn(data, "eval", c["probe"]["batch_size"], "label", None)
+        est = _engine(c, self.model_dir).estimator()
+        input_fn = _probe_input_fn(data, c)
         t = time.perf_counter()
         n = sum(len(item["logits"]) for item in est.predict(input_fn, yield_single_examples=False))
         seconds = time.perf_counter() - t
@@ -83,10 +75,8 @@ class ProbeBench:
     def naive(self, examples: int) -> tuple[float, float, int]:
         """The classic StackOverflow pattern; returns (wall seconds, of which numpy statistics, peak RSS
         growth in bytes)."""
-        from layerprobe import estimator as E
-
         c = cnn_config(examples, self.model_dir)
-        input_fn = E.probe_input_fn(self.data(examples), "eval", c["probe"]["batch_size"], "label", None)
+        input_fn = _probe_input_fn(self.data(examples), c)
         est = _naive_estimator(self.model_dir)
         with PeakRSS() as mem:
             t = time.perf_counter()
@@ -101,6 +91,21 @@ class ProbeBench:
         if stats["conv1"]["examples"] != examples:
             raise RuntimeError("the naive pattern lost examples")
         return seconds, stats_seconds, mem.growth
+
+
+def _engine(c: dict[str, Any], model_dir: str) -> Any:
+    from layerprobe.engines import make_engine
+    from layerprobe.engines.spec import model_spec
+
+    return make_engine(model_spec(c), model_dir, c["trainer"], c["data"])
+
+
+def _probe_input_fn(data: Any, c: dict[str, Any]) -> Any:
+    """The probe's input_fn over the eval split (features plus the label), without a sample."""
+    from layerprobe.engines.base import PredictRequest
+    from layerprobe.engines.estimator.inputs import predict_input_fn
+
+    return predict_input_fn(data, PredictRequest("eval", c["probe"]["batch_size"], "label"))
 
 
 def _naive_model_fn(features: Any, labels: Any, mode: str) -> Any:

@@ -93,14 +93,15 @@ def steps_per_second(times: list[float], warmup: int) -> float:
 
 
 def _train_layerprobe(c: dict[str, Any], steps: int, model_dir: str) -> list[float]:
-    from layerprobe import estimator as E
     from layerprobe.data.pipeline import prepare
-    from layerprobe.runner import model_spec
+    from layerprobe.engines import make_engine
+    from layerprobe.engines.estimator.inputs import train_input_fn
+    from layerprobe.engines.spec import model_spec
 
     data = prepare(c["data"])
-    est = E.make_estimator(model_spec(c), model_dir, c["trainer"])
+    est = make_engine(model_spec(c), model_dir, c["trainer"], c["data"]).estimator()  # type: ignore[attr-defined]
     hook = _step_hook()
-    est.train(E.train_input_fn(data, c["data"], c["trainer"]["seed"]), max_steps=steps, hooks=[hook])
+    est.train(train_input_fn(data, c["data"], c["trainer"]["seed"]), max_steps=steps, hooks=[hook])
     return hook.times
 
 
@@ -176,13 +177,13 @@ def training_overhead(quick: bool, repeats: int) -> Section:
 
 def input_pipeline(quick: bool, train_rate: float) -> Section:
     """Examples/s of the default train input pipeline alone, iterated eagerly, vs the training rate."""
-    from layerprobe import estimator as E
     from layerprobe.data.pipeline import prepare
+    from layerprobe.engines.estimator.inputs import train_input_fn
 
     c = default_config("unused")
     data = prepare(c["data"])
     batches = 300 if quick else 3000
-    ds = E.train_input_fn(data, c["data"], c["trainer"]["seed"])()
+    ds = train_input_fn(data, c["data"], c["trainer"]["seed"])()
     it = iter(ds)
     for _ in range(20):  # fill the cache and the shuffle buffer
         next(it)

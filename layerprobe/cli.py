@@ -127,7 +127,7 @@ def run_command(argv: Sequence[str]) -> int:
 def validate_command(argv: Sequence[str]) -> int:
     """`layerprobe validate [overrides]`: compose and check the config, print the layer plan."""
     from layerprobe.config.validate import validate
-    from layerprobe.runner import exposed_layers
+    from layerprobe.provenance import exposed_layers
 
     try:
         c = _plain(compose(argv))

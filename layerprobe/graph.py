@@ -1,7 +1,9 @@
-"""Layer specs -> Keras functional tensors. Knows nothing of Estimators.
+"""Layer specs -> Keras functional tensors. Knows nothing of engines.
 
-Every layer is created with its config name, so checkpoint keys (`conv1/kernel`) do not depend on
-build order (automatic names such as `dense_1` broke restores when the order changed).
+The Keras namespace is a parameter (the engine passes its own: tf.keras for the Estimator
+engine), so another Keras plugs in without a change here. Every layer is created with its config
+name, so checkpoint keys (`conv1/kernel`) do not depend on build order (automatic names such as
+`dense_1` broke restores when the order changed).
 """
 
 from __future__ import annotations
@@ -12,21 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe._tf import tf
 from layerprobe.config.validate import RESERVED_LAYER_KEYS
 from layerprobe.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Graph:
-    tensors: dict[str, tf.Tensor]  # every model input and layer output, by name
-    layers: dict[str, tf.keras.layers.Layer]  # in config order
+    tensors: dict[str, Any]  # every model input and layer output, by name
+    layers: dict[str, Any]  # name -> Keras layer, in config order
 
 
-def resolve_layer_class(path: str, type_name: str) -> type:
-    """A tf.keras.layers class by name, or a user's class by dotted import path."""
+def resolve_layer_class(path: str, type_name: str, keras: Any) -> type:
+    """A Keras layers class by name (from the `keras` namespace), or a user's class by dotted path."""
     if "." not in type_name:
-        cls = getattr(tf.keras.layers, type_name, None)
+        cls = getattr(keras.layers, type_name, None)
     else:
         module_name, _, cls_name = type_name.rpartition(".")
         try:
@@ -34,7 +35,7 @@ def resolve_layer_class(path: str, type_name: str) -> type:
         except ImportError as e:
             raise ConfigError(path, type_name, f"cannot import module {module_name!r} ({e})") from None
         cls = getattr(module, cls_name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, tf.keras.layers.Layer)):
+    if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)):
         raise ConfigError(path, type_name, "is not a tf.keras Layer class")
     return cls
 
@@ -45,14 +46,14 @@ def _shape_of(x: Any) -> Any:
     return x.shape.as_list()
 
 
-def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, tf.Tensor], training: bool) -> Graph:
-    """Create and call every layer in order; `inputs` defaults to the previous layer."""
+def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], training: bool, keras: Any) -> Graph:
+    """Create and call every layer in order; a layer's `inputs` defaults to the previous layer."""
     tensors: dict[str, Any] = dict(inputs)
-    built: dict[str, tf.keras.layers.Layer] = {}
+    built: dict[str, Any] = {}
     previous = next(iter(inputs)) if len(inputs) == 1 else None
     for name, spec in layers.items():
         path = f"model.layers.{name}"
-        cls = resolve_layer_class(f"{path}.type", spec["type"])
+        cls = resolve_layer_class(f"{path}.type", spec["type"], keras)
         args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
         try:
             layer = cls(name=name, **args)

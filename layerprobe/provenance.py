@@ -17,10 +17,15 @@ def exposed_layers(c: Mapping[str, Any]) -> list[str]:
     return [n for n, s in c["model"]["layers"].items() if s.get("expose", False) or n in extra]
 
 
+# trainer keys that say how long or how visibly to train, not what the model becomes
+NOT_SHAPING_TRAINING = ("model_dir", "log_every_steps", "train_steps", "eval_steps", "keep_checkpoint_max")
+
+
 def training_digest(c: Mapping[str, Any]) -> str:
-    """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing."""
+    """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
+    and neither does the step budget or the checkpoint/log cadence: raising train_steps continues."""
     layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c["model"]["layers"].items()}
-    trainer = {k: v for k, v in c["trainer"].items() if k not in ("model_dir", "log_every_steps")}
+    trainer = {k: v for k, v in c["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     blob = {
         "data": c["data"],
         "inputs": c["model"]["inputs"],
@@ -112,11 +117,12 @@ def frozen_requirements() -> str:
     return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 
-def checkpoint_digest(model_dir: str) -> str:
-    """sha256 over the latest checkpoint's files (index and data shards): bitwise identity of weights."""
+def checkpoint_digest(model_dir: str, checkpoint: str | None = None) -> str:
+    """sha256 over a checkpoint's files (index and data shards; default the latest): bitwise
+    identity of weights."""
     import tensorflow as tf
 
-    prefix = tf.train.latest_checkpoint(model_dir)
+    prefix = checkpoint or tf.train.latest_checkpoint(model_dir)
     if prefix is None:
         return ""
     h = hashlib.sha256()

@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 
 from layerprobe.config.schema import LayerprobeConfig
 from layerprobe.errors import LayerprobeError
+from layerprobe.provenance import exposed_layers
+from layerprobe.runner import MODEL_DIR_CONFIG
 
 log = logging.getLogger(__name__)
-
-MODEL_DIR_CONFIG = "layerprobe_config.yaml"  # written into every model_dir when training starts
 
 
 def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -79,32 +79,38 @@ def probe_existing(
     from layerprobe.config.validate import validate
 
     validate(c)
-    from layerprobe import estimator as E
-    from layerprobe import runner
     from layerprobe._tf import tf
-    from layerprobe.data.pipeline import prepare
+    from layerprobe.artifacts import probe_outcome
+    from layerprobe.experiment import prepare
 
     checkpoint = tf.train.latest_checkpoint(model_dir)
     if checkpoint is None:
         raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
-    exposed = runner.exposed_layers(c)
+    exposed = exposed_layers(c)
     if not exposed:
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
-    data = prepare(c["data"])
-    spec = runner.model_spec(c, runner.probe_specs(c, exposed))
-    summary = E.dry_run(spec, data, set(exposed))
-    _refuse_new_weights(summary, checkpoint, tf)
-    est = E.make_estimator(spec, model_dir, c["trainer"])
-    outcome = runner.probe(est, c, data, summary, exposed, Path(output_dir) / "probe", checkpoint_path=checkpoint)
+    x = prepare(c, model_dir, exposed)
+    _refuse_new_weights(x.summary, checkpoint, tf)
+    state = x.session().run(x.data, checkpoint=checkpoint)
+    outcome = probe_outcome(c, state, x.summary, Path(output_dir) / "probe")
     step = int(tf.train.load_variable(checkpoint, "global_step"))
     if run_id and c["tracking"]["enabled"]:
         from layerprobe import tracking
 
         t = tracking.Tracker(uri or tracking.resolve_uri(None), "", None, run_id=run_id)
-        t.log_metrics(outcome.metrics, step=step)
+        known = tracking.latest_metric_points(uri or tracking.resolve_uri(None), run_id)
+        t.log_metrics(_not_yet_logged(known, outcome.metrics, step), step=step)
         t.log_artifacts(Path(output_dir) / "probe", "probe")
         t.set_tags({"layerprobe.reprobed_layers": ",".join(exposed)})
     return outcome.stats, run_id
+
+
+def _not_yet_logged(
+    known: Mapping[str, tuple[int, float]], metrics: Mapping[str, float], step: int
+) -> dict[str, float]:
+    """The metrics whose latest point in the run is not already (step, value): probing the same
+    layers of the same checkpoint again adds no duplicate points to the run's series."""
+    return {k: v for k, v in metrics.items() if known.get(k) != (step, v)}
 
 
 def _refuse_new_weights(summary: Any, checkpoint: str, tf: Any) -> None:

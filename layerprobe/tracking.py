@@ -581,3 +581,21 @@ def finish_sweep_parent(
     client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.set_terminated(parent_id, "FAILED" if error else "FINISHED")
     return best
+
+
+class NullTracker:
+    """Stands in for Tracker when tracking.enabled is false (temporary; replaced by the tracking package)."""
+
+    run_id = None
+    uri = None
+    experiment_id = None
+    seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def latest_metric_points(uri: str, run_id: str) -> dict[str, tuple[int, float]]:
+    """Each metric's latest point of the run: key -> (step, value)."""
+    data = run_data(uri, run_id)
+    return {m.key: (int(m.step), float(m.value)) for m in data._metric_objs}

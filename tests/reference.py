@@ -13,7 +13,7 @@ from layerprobe.graph import build
 def keras_model(c: dict[str, Any], model_dir: str, layers: list[str]) -> tf.keras.Model:
     """tf.keras.Model(inputs, [layer outputs]) with every weight loaded from model_dir's checkpoint."""
     inputs = {n: tf.keras.Input(tuple(s["shape"]), name=n) for n, s in c["model"]["inputs"].items()}
-    graph = build(c["model"]["layers"], inputs, training=False)
+    graph = build(c["model"]["layers"], inputs, training=False, keras=tf.keras)
     ckpt = tf.train.latest_checkpoint(model_dir)
     for layer in graph.layers.values():
         layer.set_weights([tf.train.load_variable(ckpt, w.name.split(":")[0]) for w in layer.weights])

@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from layerprobe.data.pipeline import prepare
-from layerprobe.model_fn import ModeKeys, make_model_fn
-from layerprobe.runner import model_spec, run
+from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
+from layerprobe.engines.spec import model_spec
+from layerprobe.runner import run
 from tests.reference import activations
 
 pytestmark = pytest.mark.integration
@@ -201,7 +202,7 @@ def test_progress_records_each_logged_step_once_whichever_side_of_the_increment_
     load the two orders mix (CI once logged train/loss at steps 10, 10, 20)."""
     from types import SimpleNamespace
 
-    from layerprobe.estimator import ProgressHook
+    from layerprobe.engines.estimator.hooks import ProgressHook
 
     flushed: list[tuple[dict[str, float], int]] = []
     hook = ProgressHook(every=5, total_steps=20, flush=flushed.extend, flush_every=100)

@@ -110,8 +110,8 @@ def mutated_configs(draw) -> dict:
 def dry_build(c: dict) -> None:
     """The TRAIN graph of the model_fn on placeholders, as `dry_run` builds it, without data."""
     from layerprobe._tf import tf
-    from layerprobe.model_fn import ModeKeys, make_model_fn
-    from layerprobe.runner import model_spec
+    from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
+    from layerprobe.engines.spec import model_spec
 
     spec = model_spec(c)
     with tf.Graph().as_default():

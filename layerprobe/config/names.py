@@ -1,4 +1,4 @@
-"""Names a config may use for losses, metrics and optimizers; implemented in `layerprobe.model_fn`."""
+"""Names a config may use for losses, metrics and optimizers; implemented in `layerprobe.engines.estimator.model_fn`."""
 
 from __future__ import annotations
 

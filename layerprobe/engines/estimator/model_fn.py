@@ -1,68 +1,29 @@
-"""The Estimator contract: `model_fn(features, labels, mode)` for TRAIN / EVAL / PREDICT, nothing else."""
+"""The Estimator contract: `model_fn(features, labels, mode)` for TRAIN / EVAL / PREDICT, nothing else.
+
+PREDICT returns the outputs plus whatever the caller's `extra` callable derives from the built layers
+(the probe session's summaries): the model_fn knows nothing of the probe.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.config.names import LOSSES
+from layerprobe.engines.base import ExtraOutputs, ProbeFeed
+from layerprobe.engines.estimator.inputs import INDEX_FEATURE, LABEL_FEATURE, SAMPLE_FEATURE
+from layerprobe.engines.spec import Head, ModelSpec
 from layerprobe.errors import ConfigError
 from layerprobe.graph import Graph, build
-from layerprobe.probe.graph_stats import LayerProbeSpec, batch_summaries
 
 ModeKeys = tf.estimator.ModeKeys
-# The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
-LABEL_FEATURE = "__probe_label__"
-SAMPLE_FEATURE = "__probe_in_sample__"  # (batch,) bool: the example is in the reservoir sample
-INDEX_FEATURE = "__probe_index__"  # (batch,) int64: the example's index in the probed split
 LOSS_TENSOR = "layerprobe_loss:0"  # the total loss, named so that training hooks can fetch it
 
 
-@dataclass(frozen=True)
-class Head:
-    label: str
-    loss: str
-    weight: float
-    metrics: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything model_fn needs, built from the config."""
-
-    inputs: Mapping[str, Mapping[str, Any]]  # name -> {shape, dtype}
-    layers: Mapping[str, Mapping[str, Any]]  # name -> layer spec, in order
-    heads: Mapping[str, Head]  # output layer name -> head
-    optimizer: str
-    learning_rate: float
-    seed: int
-    probes: tuple[LayerProbeSpec, ...] = ()  # PREDICT returns batch summaries of these layers
-    raw: tuple[str, ...] = ()  # PREDICT returns these layers' whole outputs (default: the heads)
-
-
-def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
-    outputs = model.get("outputs") or {}
-    if not outputs:  # the last layer, classified against `label`
-        outputs = {
-            list(model["layers"])[-1]: {"label": "label", "loss": LOSSES[0], "weight": 1.0, "metrics": ["accuracy"]}
-        }
-    return {
-        name: Head(
-            h.get("label", "label"),
-            h.get("loss", LOSSES[0]),
-            float(h.get("weight", 1.0)),
-            tuple(h.get("metrics", ("accuracy",))),
-        )
-        for name, h in outputs.items()
-    }
-
-
 def make_model_fn(
-    spec: ModelSpec, on_build: Callable[[Graph], None] | None = None
+    spec: ModelSpec, on_build: Callable[[Graph], None] | None = None, extra: ExtraOutputs | None = None
 ) -> Callable[..., tf.estimator.EstimatorSpec]:
-    """`on_build` sees the built graph (the layer table is read off it)."""
+    """`on_build` sees the built graph (the layer table is read off it); `extra` adds PREDICT outputs."""
 
     def model_fn(
         features: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor] | None, mode: str
@@ -71,18 +32,16 @@ def make_model_fn(
         # seed alone gave different checkpoints from run to run.
         tf.keras.utils.set_random_seed(spec.seed)
         inputs = {n: tf.cast(features[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
-        graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN)
+        graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN, keras=tf.keras)
         if on_build is not None:
             on_build(graph)
         outputs = {n: graph.tensors[n] for n in spec.heads}
 
         if mode == ModeKeys.PREDICT:
             predictions: dict[str, tf.Tensor] = {n: graph.tensors[n] for n in (spec.raw or tuple(spec.heads))}
-            label = features.get(LABEL_FEATURE)
-            sample = (features[SAMPLE_FEATURE], features[INDEX_FEATURE]) if SAMPLE_FEATURE in features else None
-            for probe in spec.probes:
-                for key, value in batch_summaries(graph.tensors[probe.name], probe, label, sample).items():
-                    predictions[f"{probe.name}/{key}"] = value
+            if extra is not None:
+                sample = (features[SAMPLE_FEATURE], features[INDEX_FEATURE]) if SAMPLE_FEATURE in features else None
+                predictions.update(extra(graph.tensors, ProbeFeed(features.get(LABEL_FEATURE), sample)))
             export = {"serving_default": tf.estimator.export.PredictOutput({n: outputs[n] for n in outputs})}
             return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=export)
 

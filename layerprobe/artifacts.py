@@ -1,0 +1,106 @@
+"""The files a run writes beside its MLflow run: config, probe statistics, plots, report, model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from layerprobe.probe.session import ProbeState
+from layerprobe.provenance import frozen_requirements
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    stats: dict[str, Any]  # layer -> LayerStats
+    metrics: dict[str, float]  # probe/<layer>/<stat>, linear-probe accuracy included
+
+
+def probe_metrics(stats: Mapping[str, Any]) -> dict[str, float]:
+    return {f"probe/{n}/{k}": v for n, s in stats.items() for k, v in s.scalars().items()}
+
+
+def probe_outcome(c: Mapping[str, Any], state: ProbeState, summary: Any, out_dir: Path) -> ProbeOutcome:
+    """Statistics of a probe pass: stats.json, reservoir.npz, plots, representation analysis, report."""
+    stats = state.stats(summary)
+    write_probe_files(stats, state.layers, out_dir, plots=c["probe"]["plots"])
+    metrics = probe_metrics(stats)
+    if c["probe"]["analysis"]:
+        metrics.update(analyse(c, stats, state.layers, summary, out_dir))
+    return ProbeOutcome(stats, metrics)
+
+
+def analyse(
+    c: Mapping[str, Any], stats: Mapping[str, Any], accs: Mapping[str, Any], summary: Any, out_dir: Path
+) -> dict[str, float]:
+    """Linear probes and CKA on the reservoir sample, and the run's HTML report (probe/report.html)."""
+    from layerprobe.analysis import analyze, write_report
+
+    samples, keys = {}, {}
+    for name, acc in accs.items():
+        res = acc.reservoir()
+        if res:
+            samples[name] = (res["activations"], res.get("labels"))
+            keys[name] = res["keys"]
+    result = analyze(samples, c["trainer"]["seed"], out_dir, keys=keys) if samples else None
+    plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
+    title = f"layerprobe: {c['model']['name']} on {c['data']['name']}"
+    write_report(
+        out_dir / "report.html", title, summary.table(), {n: s.scalars() for n, s in stats.items()}, plots, result
+    )
+    if result is None:
+        return {}
+    return {
+        **{f"probe/{n}/linear_acc": v for n, v in result.linear_acc.items()},
+        **{f"probe/{n}/linear_chance": v for n, v in result.chance.items()},
+    }
+
+
+def write_probe_files(stats: Mapping[str, Any], accs: Mapping[str, Any], out_dir: Path, plots: bool) -> None:
+    for name, s in stats.items():
+        d = out_dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stats.json").write_text(json.dumps(s.to_dict(), indent=1))
+        sample = accs[name].reservoir()
+        if sample:
+            np.savez(d / "reservoir.npz", **sample)
+        if plots:
+            from layerprobe.probe.plots import layer_plots
+
+            layer_plots(s, d)
+    if plots and stats:
+        from layerprobe.probe.plots import overview
+
+        overview(stats, out_dir / "overview.png")
+
+
+def write_run_files(c: Mapping[str, Any], summary: Any, data: Any, output_dir: Path) -> None:
+    d = output_dir / "config"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
+    (d / "model_summary.txt").write_text(summary.table() + "\n")
+    (d / "requirements.txt").write_text(frozen_requirements())
+    fitted = {k: np.asarray(v).tolist() for k, v in data.fitted.items()}
+    (d / "data.json").write_text(
+        json.dumps({"name": data.name, "sizes": data.sizes(), "sha256": data.digest, "fitted": fitted}, indent=1)
+    )
+
+
+def export_model(engine: Any, output_dir: Path, tracker: Any, checkpoint: str | None = None) -> None:
+    """The trained model as a SavedModel (outputs only, no probe ops) and the engine's TensorBoard
+    event files, both as run artifacts."""
+    path = engine.export(str(output_dir / "saved_model"), checkpoint)
+    tracker.log_artifacts(path, "saved_model")
+    tb = output_dir / "tensorboard"
+    for event in map(Path, engine.event_files()):
+        dst = tb / event.parent.relative_to(engine.model_dir) / event.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(event, dst)
+    if tb.is_dir():
+        tracker.log_artifacts(tb, "tensorboard")

@@ -1,0 +1,31 @@
+"""Training backends behind one seam (base.Engine), chosen by name from `trainer.engine`.
+
+The registry names classes by import path, so resolving a name imports nothing until an engine
+is actually made (validation and `--help` stay free of TensorFlow).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from layerprobe.engines.base import Engine
+from layerprobe.engines.spec import ModelSpec
+from layerprobe.errors import ConfigError
+
+ENGINES = {"estimator": "layerprobe.engines.estimator.engine:EstimatorEngine"}
+DEFAULT_ENGINE = "estimator"
+
+
+def engine_name(trainer: Mapping[str, Any]) -> str:
+    return str(trainer.get("engine") or DEFAULT_ENGINE)
+
+
+def make_engine(spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> Engine:
+    """The configured engine over model_dir."""
+    name = engine_name(trainer)
+    if name not in ENGINES:
+        raise ConfigError("trainer.engine", name, "is not an engine", sorted(ENGINES))
+    module, _, cls = ENGINES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(spec, model_dir, trainer, data_cfg)  # type: ignore[no-any-return]

@@ -1,0 +1,107 @@
+"""The engine seam: what the runner, the probe session and reprobe ask of a training backend.
+
+An engine owns one model_dir and knows how to build the graph, train, evaluate, predict batches with
+extra outputs, export and list its checkpoints. Nothing outside `layerprobe/engines/` knows which
+engine runs. No TensorFlow import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+# The layer tensors of one built graph by name, and the probe feed of the batch (label: (batch,) or
+# None; sample: ((batch,) bool in the reservoir, (batch,) int64 example index) or None) -> named
+# tensors that PREDICT returns beside the outputs. The probe session passes its summaries this way.
+ExtraOutputs = Callable[[Mapping[str, Any], "ProbeFeed"], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProbeFeed:
+    label: Any = None
+    sample: tuple[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """One pass over a split (or its first `max_examples`) in batches, in the split's order."""
+
+    split: str
+    batch_size: int
+    label: str | None = None  # handed to ExtraOutputs as ProbeFeed.label
+    max_examples: int | None = None
+    sample: np.ndarray | None = None  # (examples,) bool: the reservoir's examples
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    type: str
+    output_shape: list[Any]  # per example
+    params: int
+    exposed: bool
+    weight_names: tuple[str, ...] = ()  # checkpoint keys, e.g. conv1/kernel
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    rows: list[LayerRow]
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    def shape_of(self, layer: str) -> list[Any]:
+        return next(r.output_shape for r in self.rows if r.name == layer)
+
+    def table(self) -> str:
+        lines = [f"{'layer':<16} {'type':<24} {'output shape':<20} {'params':>10}  exposed"]
+        for r in self.rows:
+            shape = str(tuple(r.output_shape))
+            lines.append(f"{r.name:<16} {r.type:<24} {shape:<20} {r.params:>10}  {'yes' if r.exposed else ''}")
+        lines.append(f"total parameters: {self.total_params}")
+        return "\n".join(lines)
+
+
+# (records of ({metric: value}, step)) -> None: where training progress goes (the tracker's batch call)
+ProgressSink = Callable[[Sequence[tuple[Mapping[str, float], int]]], None]
+
+
+class Engine(Protocol):
+    """A training backend bound to one model_dir."""
+
+    name: str
+    model_dir: str
+
+    def summary(self, data: Any, exposed: set[str]) -> ModelSummary:
+        """Build the training graph once without touching model_dir: shape and loss errors surface
+        as ConfigError, and the layer table comes for free."""
+
+    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
+        """Train (or resume) up to global step `until_step`; returns the step reached."""
+
+    def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
+        """Metrics of one pass over `split` at `checkpoint` (default: the latest)."""
+
+    def predict(
+        self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """One dict of numpy arrays per batch: the outputs of `extra` (never per example)."""
+
+    def export(self, export_base: str, checkpoint: str | None = None) -> str:
+        """A SavedModel of the outputs (no probe ops) under export_base; returns its directory."""
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints model_dir keeps, oldest first."""
+
+    def event_files(self) -> list[str]:
+        """TensorBoard event files written while training, to be logged with the run."""

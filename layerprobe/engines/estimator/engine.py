@@ -1,0 +1,131 @@
+"""The Estimator engine: the config's Keras graph in a model_fn, trained by tf.estimator.Estimator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe._tf import tf
+from layerprobe.data.pipeline import dataset
+from layerprobe.engines.base import (
+    Checkpoint,
+    ExtraOutputs,
+    LayerRow,
+    ModelSummary,
+    PredictRequest,
+    ProgressSink,
+)
+from layerprobe.engines.estimator.hooks import ProgressHook
+from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
+from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
+from layerprobe.engines.spec import ModelSpec
+from layerprobe.graph import Graph
+
+log = logging.getLogger(__name__)
+
+
+class EstimatorEngine:
+    """One model_dir trained and read by tf.estimator (TensorFlow 2.13-2.15)."""
+
+    name = "estimator"
+
+    def __init__(
+        self, spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any], data_cfg: Mapping[str, Any]
+    ) -> None:
+        from layerprobe.distributed import run_config_kwargs
+
+        self.spec, self.model_dir, self.trainer, self.data_cfg = spec, model_dir, trainer, data_cfg
+        self._config_kwargs = dict(
+            model_dir=model_dir,
+            tf_random_seed=trainer["seed"],
+            save_checkpoints_steps=trainer["save_checkpoints_steps"],
+            save_summary_steps=trainer["log_every_steps"],
+            keep_checkpoint_max=trainer["keep_checkpoint_max"],
+            log_step_count_steps=trainer["log_every_steps"],
+        )
+        self._cluster_kwargs: dict[str, Any] | None = None
+        self._run_config_kwargs = run_config_kwargs
+
+    @property
+    def config(self) -> tf.estimator.RunConfig:
+        if self.trainer.get("deterministic", True):
+            tf.config.experimental.enable_op_determinism()
+        if self._cluster_kwargs is None:  # trainer.distribute: the strategy, CPU replicas (made once)
+            self._cluster_kwargs = self._run_config_kwargs(self.trainer)
+        return tf.estimator.RunConfig(**self._config_kwargs, **self._cluster_kwargs)
+
+    def estimator(self, extra: ExtraOutputs | None = None) -> tf.estimator.Estimator:
+        return tf.estimator.Estimator(make_model_fn(self.spec, extra=extra), config=self.config)
+
+    def summary(self, data: Any, exposed: set[str]) -> ModelSummary:
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(self.spec.seed)  # op determinism refuses unseeded random ops
+            tf.compat.v1.train.get_or_create_global_step()
+            spec_f, spec_l = dataset(data, "train", training=False, batch_size=2, seed=0, max_examples=2).element_spec
+            feats = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_f.items()}
+            labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_l.items()}
+            built: list[Graph] = []
+            make_model_fn(self.spec, on_build=built.append)(feats, labels, ModeKeys.TRAIN)
+            graph = built[0]
+            rows = []
+            for name, layer in graph.layers.items():
+                params = int(sum(np.prod(w.shape) for w in layer.weights))
+                shape = graph.tensors[name].shape.as_list()[1:]
+                weights = tuple(w.name.split(":")[0] for w in layer.weights)
+                rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
+        return ModelSummary(rows)
+
+    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
+        from layerprobe import distributed as D
+
+        t = self.trainer
+        hook = ProgressHook(t["log_every_steps"], until_step, flush=progress)
+        train_fn = train_input_fn(data, self.data_cfg, t["seed"])
+        est = self.estimator()
+        if D.role().in_cluster:
+            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, [hook])
+        else:
+            est.train(train_fn, max_steps=until_step, hooks=[hook])
+        return int(est.get_variable_value("global_step"))
+
+    def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
+        steps = self.trainer.get("eval_steps")
+        result = self.estimator().evaluate(
+            eval_input_fn(data, self.data_cfg, split), steps=steps, checkpoint_path=checkpoint
+        )
+        return {k: float(v) for k, v in result.items()}
+
+    def predict(
+        self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
+        # `yield_single_examples=False`: each item is one batch's outputs, so the host loop runs once
+        # per batch and never per example.
+        est = self.estimator(extra)
+        yield from est.predict(predict_input_fn(data, request), yield_single_examples=False, checkpoint_path=checkpoint)
+
+    def export(self, export_base: str, checkpoint: str | None = None) -> str:
+        spec = self.spec
+
+        def receiver() -> Any:  # called by the Estimator inside its own graph
+            placeholders = {
+                n: tf.compat.v1.placeholder(s.get("dtype", "float32"), [None, *s["shape"]], name=n)
+                for n, s in spec.inputs.items()
+            }
+            return tf.estimator.export.ServingInputReceiver(placeholders, placeholders)
+
+        est = tf.estimator.Estimator(make_model_fn(spec), model_dir=self.model_dir)
+        return est.export_saved_model(export_base, receiver, checkpoint_path=checkpoint).decode()
+
+    def checkpoints(self) -> list[Checkpoint]:
+        state = tf.train.get_checkpoint_state(self.model_dir)
+        paths = list(state.all_model_checkpoint_paths) if state else []
+        return sorted(
+            (Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step
+        )
+
+    def event_files(self) -> list[str]:
+        return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))

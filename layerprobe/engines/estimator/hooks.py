@@ -1,0 +1,79 @@
+"""Training hooks of the Estimator engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from layerprobe._tf import tf
+from layerprobe.engines.estimator.model_fn import LOSS_TENSOR
+from layerprobe.errors import TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+
+class ProgressHook(tf.estimator.SessionRunHook):
+    """Every `every` steps: a progress line (step, loss, steps/s, ETA) and a record of train/loss and
+    train/steps_per_sec, handed to `flush` in batches (never one logging call per step)."""
+
+    def __init__(
+        self,
+        every: int,
+        total_steps: int,
+        flush: Callable[[list[tuple[dict[str, float], int]]], None] | None = None,
+        flush_every: int = 20,
+    ) -> None:
+        self.every = every
+        self.total = total_steps
+        self.flush_fn = flush
+        self.flush_every = flush_every
+        self.records: list[tuple[dict[str, float], int]] = []
+
+    def begin(self) -> None:
+        self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name(LOSS_TENSOR)
+        self.step = tf.compat.v1.train.get_global_step()
+        self.last: tuple[int, float] | None = None
+        self.current = 0
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        self.current = int(session.run(self.step))
+
+    def before_run(self, run_context: Any) -> Any:
+        return tf.estimator.SessionRunArgs({"loss": self.loss, "step": self.step})
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        # The global step fetched beside the train op is read before or after its increment (no
+        # order between them), so it alone gives one step twice now and then. Each run is one step
+        # of this worker; other workers (parameter servers) can only move the step further.
+        self.current = max(self.current + 1, int(run_values.results["step"]))
+        step, loss = self.current, float(run_values.results["loss"])
+        if not np.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at global step {step}; the last checkpoint is kept. "
+                "Lower trainer.optimizer.learning_rate or check the data for NaN/Inf"
+            )
+        now = time.perf_counter()
+        if self.last is None:
+            self.last = (step, now)
+            return
+        if step % self.every and step < self.total:
+            return
+        rate = (step - self.last[0]) / max(now - self.last[1], 1e-9)
+        self.last = (step, now)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        log.info("train step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, self.total, loss, rate, eta)
+        self.records.append(({"train/loss": loss, "train/steps_per_sec": rate}, step))
+        if len(self.records) >= self.flush_every:
+            self._flush()
+
+    def end(self, session: Any) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.records and self.flush_fn is not None:
+            self.flush_fn(self.records)
+        self.records = []

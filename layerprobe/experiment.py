@@ -1,0 +1,53 @@
+"""One experiment's parts, made from a validated config: data source, model spec, engine, layer table.
+
+The runner, reprobe and the benchmarks all start here, so none of them repeats the sequence.
+Everything that can fail on the user's input fails here, before a run or a model_dir exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layerprobe.engines import make_engine
+from layerprobe.engines.base import Engine, ModelSummary
+from layerprobe.engines.spec import ModelSpec, model_spec
+from layerprobe.probe.session import ProbeSession
+from layerprobe.provenance import exposed_layers, training_digest
+
+
+@dataclass(frozen=True)
+class Experiment:
+    c: Mapping[str, Any]
+    data: Any  # the prepared data source
+    spec: ModelSpec
+    engine: Engine
+    summary: ModelSummary
+    exposed: tuple[str, ...]
+
+    def session(self) -> ProbeSession:
+        label = next(iter(self.spec.heads.values())).label
+        return ProbeSession(self.c, self.engine, self.exposed, label)
+
+
+def model_dir_for(c: Mapping[str, Any]) -> str:
+    """trainer.model_dir, else models/<model name>-<training digest>: the same command resumes."""
+    if c["trainer"].get("model_dir"):
+        return str(c["trainer"]["model_dir"])
+    return str(Path("models") / f"{c['model']['name']}-{training_digest(c)[:12]}")
+
+
+def prepare(c: Mapping[str, Any], model_dir: str | None = None, exposed: Sequence[str] | None = None) -> Experiment:
+    """Load the data, check it against the model's inputs and labels, and build the graph once."""
+    from layerprobe.data.pipeline import check_against_inputs
+    from layerprobe.data.pipeline import prepare as prepare_data
+
+    exposed = tuple(exposed_layers(c) if exposed is None else exposed)
+    data = prepare_data(c["data"])
+    spec = model_spec(c)
+    check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
+    engine = make_engine(spec, model_dir or model_dir_for(c), c["trainer"], c["data"])
+    summary = engine.summary(data, set(exposed))
+    return Experiment(c, data, spec, engine, summary, exposed)

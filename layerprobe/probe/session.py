@@ -1,0 +1,120 @@
+"""The probe session: an engine, a checkpoint and a split (or the first examples of it) in, the
+mergeable accumulator state of every exposed layer out.
+
+After training, at every checkpoint during training, on a shard of a split: the same call. The
+engine runs the forward pass and hands each batch's summaries back; the session only knows the
+summaries (graph_stats, through the engine's ExtraOutputs callable) and the host merge (accumulate).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from layerprobe.engines.base import Engine, ModelSummary, PredictRequest, ProbeFeed
+from layerprobe.probe.accumulate import LayerAccumulator, LayerStats, choose_sample
+from layerprobe.probe.sketch import SketchLayout
+
+log = logging.getLogger(__name__)
+
+BOUNDED_ACTIVATIONS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0)}
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    """Mergeable state of one probe pass: an accumulator per layer (see accumulate.LayerAccumulator)."""
+
+    layers: dict[str, LayerAccumulator]
+    batches: int
+
+    def stats(self, summary: ModelSummary) -> dict[str, LayerStats]:
+        return {name: acc.result(summary.shape_of(name)) for name, acc in self.layers.items()}
+
+
+def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple[Any, ...]:
+    """How each exposed layer is summarised in the graph (graph_stats.LayerProbeSpec)."""
+    from layerprobe.probe.graph_stats import LayerProbeSpec
+
+    p = c["probe"]
+    layout = SketchLayout(p["relative_accuracy"])
+    specs = []
+    for name in exposed:
+        layer = c["model"]["layers"][name]
+        act = layer.get("activation") if layer["type"] != "Softmax" else "softmax"
+        specs.append(
+            LayerProbeSpec(
+                name=name,
+                layout=layout,
+                active_threshold=p["active_threshold"],
+                bounds=BOUNDED_ACTIVATIONS.get(act) if isinstance(act, str) else None,
+                saturation_margin=p["saturation_margin"],
+                reservoir_size=p["reservoir_size"],
+            )
+        )
+    return tuple(specs)
+
+
+class SummaryOutputs:
+    """The engine's ExtraOutputs: each exposed layer's batch summaries, keyed `<layer>/<stat>`."""
+
+    def __init__(self, specs: Sequence[Any]) -> None:
+        self.specs = tuple(specs)
+
+    def __call__(self, tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
+        from layerprobe.probe.graph_stats import batch_summaries
+
+        out: dict[str, Any] = {}
+        for spec in self.specs:
+            for key, value in batch_summaries(tensors[spec.name], spec, feed.label, feed.sample).items():
+                out[f"{spec.name}/{key}"] = value
+        return out
+
+
+class ProbeSession:
+    """Probes the exposed layers of one model (config `c`) through `engine`."""
+
+    def __init__(self, c: Mapping[str, Any], engine: Engine, exposed: Sequence[str], label: str | None) -> None:
+        self.c, self.engine, self.exposed, self.label = c, engine, list(exposed), label
+        self.outputs = SummaryOutputs(probe_specs(c, self.exposed))
+
+    def accumulators(self) -> dict[str, LayerAccumulator]:
+        p = self.c["probe"]
+        layout = SketchLayout(p["relative_accuracy"])
+        return {
+            n: LayerAccumulator(n, layout, p["percentiles"], p["histogram_bins"], p["reservoir_size"])
+            for n in self.exposed
+        }
+
+    def run(
+        self,
+        data: Any,
+        split: str | None = None,
+        checkpoint: str | None = None,
+        max_examples: int | None = None,
+    ) -> ProbeState:
+        """One pass over `split` (default probe.split; its first `max_examples`, default
+        probe.max_examples) at `checkpoint` (default: the engine's latest)."""
+        p = self.c["probe"]
+        split = split or p["split"]
+        max_examples = p["max_examples"] if max_examples is None else max_examples
+        size = data.splits[split].size
+        n = size if max_examples is None else min(max_examples, size)
+        sample = choose_sample(n, p["reservoir_size"], p["sample_seed"]) if p["reservoir_size"] else None
+        batch = p.get("batch_size") or self.c["data"]["batch_size"]
+        request = PredictRequest(split, batch, self.label, max_examples, sample)
+        accs = self.accumulators()
+        batches = 0
+        for item in self.engine.predict(data, request, self.outputs, checkpoint):
+            per_layer: dict[str, dict[str, np.ndarray]] = {name: {} for name in accs}
+            for key, value in item.items():
+                layer, _, stat = key.partition("/")
+                if layer in per_layer and stat:
+                    per_layer[layer][stat] = value
+            for name, acc in accs.items():
+                acc.update(per_layer[name])
+            batches += 1
+        return ProbeState(accs, batches)
