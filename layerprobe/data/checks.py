@@ -10,6 +10,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+from layerprobe.data.registry import check_name
 from layerprobe.errors import ConfigError
 
 # Transform name -> (arguments it takes besides name/features/labels, arguments it requires).
@@ -42,11 +43,8 @@ def is_user_function(name: Any) -> bool:
 
 def check_data_config(data: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first static rule the data config breaks."""
-    from layerprobe.data.sources import SOURCES
-
     source = data.get("source")
-    if source not in SOURCES:
-        raise ConfigError("data.source", source, "unknown data source", SOURCES)
+    check_name(source)
     if source == "tfds":
         require_tfds()
     _positive_int("data.batch_size", data.get("batch_size"))

@@ -1,7 +1,7 @@
 """Sources that need TensorFlow to read: TFRecord files and prepared TensorFlow Datasets.
 
 Both are read once into named numpy arrays, like every other source, so that splits, fitted
-statistics and the data digest work the same way. Imported lazily by `sources`.
+statistics and the data digest work the same way. Found by name through `registry`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.data.sources import ArraySet, _known_params, _required
+from layerprobe.data.arrays import ArraySet, known_params, required
+from layerprobe.data.checks import require_tfds
 from layerprobe.errors import ConfigError
 
 RECORD_DTYPES = {"float32": tf.float32, "int64": tf.int64}  # what tf.train.Example stores as numbers
@@ -27,7 +28,7 @@ def read_tfrecord(params: Mapping[str, Any]) -> ArraySet:
     """params = {path (file, glob or list), compression, features: {name: spec}, labels: {name: spec}}.
     A spec is {dtype: float32|int64, shape: [..]} for a fixed-length value, or
     {dtype, var_len: true, length: N, default: 0}: a variable-length list padded with `default` to N."""
-    _known_params("tfrecord", params, ("path", "compression", "features", "labels"))
+    known_params("tfrecord", params, ("path", "compression", "features", "labels"))
     files = _files(params)
     compression = params.get("compression") or ""
     if compression not in COMPRESSION:
@@ -63,7 +64,7 @@ def read_tfrecord(params: Mapping[str, Any]) -> ArraySet:
 
 
 def _files(params: Mapping[str, Any]) -> list[str]:
-    raw = _required(params, "path")
+    raw = required(params, "path")
     patterns = raw if isinstance(raw, list) else [raw]
     files: list[str] = []
     for pattern in patterns:
@@ -117,13 +118,11 @@ def _record_error(e: Exception, specs: Mapping[str, tuple[str, Any]], files: lis
 
 def read_tfds(params: Mapping[str, Any]) -> ArraySet:
     """params = {name, split, data_dir, features: {feature: tfds key}, labels: {label: tfds key}}."""
-    from layerprobe.data.checks import require_tfds
-
     require_tfds()
     import tensorflow_datasets as tfds
 
-    _known_params("tfds", params, ("name", "split", "data_dir", "features", "labels"))
-    name = _required(params, "name")
+    known_params("tfds", params, ("name", "split", "data_dir", "features", "labels"))
+    name = required(params, "name")
     split, data_dir = params.get("split", "train"), params.get("data_dir")
     features = dict(params.get("features") or {"image": "image"})
     labels = dict(params.get("labels") or {"label": "label"})
