@@ -35,14 +35,22 @@ def check_labels(splits: Mapping[str, ArraySet], num_classes: int | None) -> Non
 def check_and_fit(transforms: list[dict[str, Any]], splits: Mapping[str, ArraySet]) -> dict[str, Any]:
     """Walk the transforms with the element spec at each step: names exist, ranks fit, no NaN
     reaches a transform that cannot take it; normalize statistics come from the train split."""
-    fitted: dict[str, Any] = {}
     nan = {s: _nan_counts(p) for s, p in splits.items()}  # split -> {(group, name): NaN count}
+    return check_and_fit_stream(transforms, array_dataset(splits["train"]), nan)
+
+
+def check_and_fit_stream(
+    transforms: list[dict[str, Any]], examples: tf.data.Dataset, nan: dict[str, dict[tuple[str, str], int]]
+) -> dict[str, Any]:
+    """`check_and_fit` on the train split's unbatched (features, labels) examples, in one streaming
+    pass per fitted transform; `nan` holds the NaN counts known per split ({} when not counted)."""
+    fitted: dict[str, Any] = {}
     for i, t in enumerate(transforms):
         path, name = f"data.transforms[{i}]", t["name"]
         if is_user_function(name):
             user_function(i, name)  # import now: a typo fails before training
             continue
-        train = array_dataset(splits["train"]).map(functools.partial(_step, transforms, fitted, hi=i))
+        train = examples.map(functools.partial(_step, transforms, fitted, hi=i))
         fspec, lspec = train.element_spec
         for group, spec in (("features", fspec), ("labels", lspec)):
             for n in t.get(group) or []:

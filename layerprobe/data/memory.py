@@ -1,25 +1,20 @@
 """Data held in memory as numpy splits, served as tf.data pipelines: one implementation of `DataSource`.
 
-Order of a split's pipeline: slices -> deterministic transforms -> cache -> (train: shuffle ->
-repeat -> augmentation) -> batch -> prefetch. Caching before the augmentation keeps it fresh per epoch.
+Small data: the whole split fits, so the train shuffle is a full one and `cache: memory` is cheap.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.data.arrays import ArraySet
-from layerprobe.data.checks import TRAIN_ONLY
+from layerprobe.data.serve import Served
 from layerprobe.data.source import ElementSpec
-from layerprobe.data.transforms import apply
 
 # Arrays above this go through a chunked generator instead of graph constants. A constant is copied
 # into the dataset's graph, which tf.data serialises and rewrites each time an iterator is made:
@@ -28,7 +23,7 @@ CONSTANT_BYTES_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
-class InMemorySource:
+class InMemorySource(Served):
     """The splits as arrays plus what the transforms learnt from the train split."""
 
     name: str
@@ -51,60 +46,16 @@ class InMemorySource:
 
     @functools.cached_property
     def element_spec(self) -> ElementSpec:
-        split = next(iter(self.splits))
-        ds = self.tf_dataset(split, training=False, batch_size=1, seed=0, max_examples=1, cache=False)
-        return tuple({k: _unbatched(v) for k, v in group.items()} for group in ds.element_spec)  # type: ignore[return-value]
+        return self.spec_of(next(iter(self.splits)))
 
-    def tf_dataset(
-        self,
-        split: str,
-        *,
-        training: bool,
-        batch_size: int,
-        seed: int,
-        max_examples: int | None = None,
-        shuffle_buffer: int = 0,
-        cache: bool | str = True,
-        prefetch: int = -1,
-    ) -> tf.data.Dataset:
-        """See `DataSource.tf_dataset`; shuffle_buffer 0 = the whole split."""
+    def _examples(self, split: str, *, training: bool, seed: int, max_examples: int | None) -> tf.data.Dataset:
         part = self.splits[split]
         if max_examples is not None:
             part = part.take(np.arange(min(max_examples, part.size)))
-        n = len(self.transforms)
-        # everything before the first augmentation is deterministic and can be cached
-        cut = next((i for i, t in enumerate(self.transforms) if t["name"] in TRAIN_ONLY), n) if training else n
-        ds = array_dataset(part)
-        if cut:
-            fn = functools.partial(self._apply_range, lo=0, hi=cut, training=training, seed=seed)
-            ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        mode = {True: "memory", False: "none"}.get(cache, cache) if isinstance(cache, bool) else cache
-        if mode == "memory":
-            ds = ds.cache()
-        elif mode == "file":
-            ds = ds.cache(self._cache_file(split, cut, max_examples))
-        if training:
-            order_seed = seed if self.shuffle_seed is None else self.shuffle_seed
-            ds = ds.shuffle(shuffle_buffer or part.size, seed=order_seed, reshuffle_each_iteration=True)
-            ds = ds.repeat(self.repeat)
-            if cut < n:  # the visit counter seeds the augmentation: fresh each epoch, same for a seed
-                aug = functools.partial(self._apply_range, lo=cut, hi=n, training=True, seed=seed)
-                ds = ds.enumerate().map(lambda k, e: aug(*e, counter=k), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size)
-        return ds.prefetch(tf.data.AUTOTUNE if prefetch < 0 else prefetch)
+        return array_dataset(part)
 
-    def _apply_range(self, f: Any, y: Any, **kw: Any) -> Any:
-        return apply(self.transforms, self.fitted, f, y, **kw)
-
-    def _cache_file(self, split: str, cut: int, max_examples: int | None) -> str:
-        """One cache per data digest, split and transform prefix: a stale file is never read."""
-        key = json.dumps([self.digest, split, self.transforms[:cut], max_examples], sort_keys=True, default=str)
-        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-        return str(Path(self.cache_dir) / f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
-
-
-def _unbatched(spec: tf.TensorSpec) -> tf.TensorSpec:
-    return tf.TensorSpec(spec.shape[1:], spec.dtype, spec.name)
+    def _shuffle_buffer(self, split: str) -> int:
+        return self.splits[split].size  # the whole split: a full shuffle
 
 
 def array_dataset(part: ArraySet) -> tf.data.Dataset:
