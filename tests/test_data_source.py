@@ -79,7 +79,7 @@ def test_config_checks_and_the_registry_import_no_tensorflow():
 
 
 def test_every_registered_source_resolves_and_every_shipped_config_names_one():
-    for name, target in registry.ARRAY_LOADERS.items():
+    for name, target in {**registry.ARRAY_LOADERS, **registry.STREAMS}.items():
         assert callable(registry.resolve(target)), name
     shipped = {yaml.safe_load(p.read_text())["source"] for p in (PACKAGE.parent / "conf" / "data").glob("*.yaml")}
     assert shipped == set(registry.SOURCE_NAMES)
@@ -90,7 +90,7 @@ def test_an_unknown_source_name_is_one_line_with_a_did_you_mean():
         registry.load_arrays("digit", {})
     assert str(e.value) == (
         "data.source: unknown data source. Received: 'digit'. Did you mean 'digits'? "
-        "Allowed: breast_cancer, csv, digits, iris, npz, synthetic, tfds, tfrecord, wine"
+        "Allowed: breast_cancer, csv, digits, iris, npz, synthetic, tfds, tfrecord, tfrecord_stream, wine"
     )
     assert error_of(prepare, {**data_cfg("data=iris"), "source": "iriss"}).startswith(
         "data.source: unknown data source. Received: 'iriss'. Did you mean 'iris'?"

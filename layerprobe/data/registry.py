@@ -1,9 +1,9 @@
-"""Data sources by name: the function that serves each `data.source`, as an import path.
+"""Data sources by name: what serves each `data.source`, as an import path.
 
 Nothing is imported until a source is asked for, so config checks can list the names without
 TensorFlow, and no data module imports another through this table.
 ARRAY_LOADERS are `params -> ArraySet`: read whole into memory, then split, fitted and served by
-`memory.InMemorySource` (see `pipeline.prepare`).
+`memory.InMemorySource` (see `pipeline.prepare`). STREAMS build a `DataSource` from the data config.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ ARRAY_LOADERS: dict[str, str] = {
     "tfrecord": "layerprobe.data.tfrecord:read_tfrecord",
     "tfds": "layerprobe.data.tfrecord:read_tfds",
 }
-SOURCE_NAMES = tuple(ARRAY_LOADERS)
+# name -> a class built from the whole data config that implements `source.DataSource` itself
+STREAMS: dict[str, str] = {
+    "tfrecord_stream": "layerprobe.data.stream:TFRecordStream",
+}
+SOURCE_NAMES = (*ARRAY_LOADERS, *STREAMS)
 
 
 def resolve(target: str) -> Any:
@@ -45,6 +49,8 @@ def check_name(source: Any) -> None:
 def array_loader(source: str) -> Callable[[Mapping[str, Any]], ArraySet]:
     """The function that reads an in-memory source whole: `params -> ArraySet`."""
     check_name(source)
+    if source not in ARRAY_LOADERS:
+        raise ConfigError("data.source", source, "streams its files: it cannot be read whole", ARRAY_LOADERS)
     loader: Callable[[Mapping[str, Any]], ArraySet] = resolve(ARRAY_LOADERS[source])
     return loader
 
