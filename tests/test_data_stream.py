@@ -122,6 +122,11 @@ def test_eval_files_and_normalize_fitted_by_a_streaming_pass(tmp_path):
     )
     data = prepare(c)
     assert data.sizes() == {"train": 150, "eval": 40}
+    overlap = {**c, "splits": {**c["splits"], "eval_params": {"path": str(tmp_path / "train" / "a.tfrecord")}}}
+    assert error_of(prepare, overlap) == (
+        f"data.splits.eval_params.path: names {tmp_path / 'train' / 'a.tfrecord'}, a train file too: its records "
+        f"would be trained on. Received: '{tmp_path / 'train' / 'a.tfrecord'}'"
+    )
     x = images.astype(np.float64)  # (150, 8, 8, 1): one channel, so one mean and one std
     np.testing.assert_allclose(data.fitted["0/image/mean"], [x.mean()], rtol=1e-6)
     np.testing.assert_allclose(data.fitted["0/image/std"], [x.std()], rtol=1e-5)
@@ -177,7 +182,8 @@ def test_a_whole_run_trains_evaluates_and_probes_on_a_stream(tiny, tmp_path):
     from layerprobe.runner import run
 
     write_png_shards(tmp_path / "shards", compression="")
-    c = tiny("data=tfrecord_stream", f"data.params.path={tmp_path / 'shards' / '*.tfrecord'}")
+    shards, cache = tmp_path / "shards" / "*.tfrecord", tmp_path / "cache"
+    c = tiny("data=tfrecord_stream", f"data.params.path={shards}", f"data.cache_dir={cache}")
     result = run(c, tmp_path / "out")
     assert result.global_step > 0 and 0 <= result.eval_metrics["eval/accuracy"] <= 1
     data = prepare(c["data"])

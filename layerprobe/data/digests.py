@@ -44,7 +44,7 @@ def files_digest(paths: list[str], cache_dir: str) -> str:
         try:
             index_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(index))
+            tmp.write_text(json.dumps({k: v for k, v in index.items() if os.path.exists(k)}))  # drop the gone
             tmp.replace(index_path)  # atomic: a concurrent run reads the old or the new index, never half
         except OSError as e:  # a read-only cache only costs rehashing next time
             log.warning("cannot write the file digest cache %s: %s", index_path, e)

@@ -65,8 +65,7 @@ class TFRecordStream(Served):
         every = sorted({f for files in self._files.values() for f in files})
         self.digest = hashlib.sha256(files_digest(every, self.cache_dir).encode() + split_def).hexdigest()
         self._sizes = self._count()
-        self.fitted: dict[str, Any] = {}
-        self.fitted = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
+        self.fitted: dict[str, Any] = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
 
     def split_names(self) -> tuple[str, ...]:
         return tuple(self._files)
@@ -93,7 +92,8 @@ class TFRecordStream(Served):
     def _records(self, split: str, *, training: bool, seed: int = 0) -> tf.data.Dataset:
         files = tf.data.Dataset.from_tensor_slices(self._files[split])
         if training:  # a seeded file order; the shuffle buffer mixes records within it
-            files = files.shuffle(len(self._files[split]), seed=seed, reshuffle_each_iteration=True)
+            order_seed = seed if self.shuffle_seed is None else self.shuffle_seed  # as the record shuffle
+            files = files.shuffle(len(self._files[split]), seed=order_seed, reshuffle_each_iteration=True)
         keep = self._keep(split)
 
         def read(path: Any) -> tf.data.Dataset:
@@ -203,5 +203,10 @@ def _split_files(params: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[dict[
             raise ConfigError(
                 "data.splits.eval_params", s.get("eval_params"), "method files needs the eval files: {path: ...}"
             )
-        return {"train": files, "eval": files_of(path, "data.splits.eval_params.path")}, None, 0
+        evaluation = files_of(path, "data.splits.eval_params.path")
+        shared = sorted(set(files) & set(evaluation))
+        if shared:
+            rule = f"names {shared[0]}, a train file too: its records would be trained on"
+            raise ConfigError("data.splits.eval_params.path", path, rule)
+        return {"train": files, "eval": evaluation}, None, 0
     return {"train": files, "eval": files}, float(s["eval_fraction"]), int(s.get("seed", 0))
