@@ -10,6 +10,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+from layerprobe.data.registry import STREAMS, check_name
 from layerprobe.errors import ConfigError
 
 # Transform name -> (arguments it takes besides name/features/labels, arguments it requires).
@@ -31,6 +32,7 @@ TRAIN_ONLY = ("random_flip", "random_crop", "random_noise")  # augmentation: nev
 CAST_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")
 FLIP_MODES = ("horizontal", "vertical", "both")
 SPLIT_METHODS = ("fraction", "range", "files")
+STREAM_SPLIT_METHODS = ("fraction", "files")  # a stream has no row numbers to cut at
 CACHE_MODES = ("memory", "file", "none")
 FIT_ON = ("train",)
 
@@ -42,11 +44,8 @@ def is_user_function(name: Any) -> bool:
 
 def check_data_config(data: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first static rule the data config breaks."""
-    from layerprobe.data.sources import SOURCES
-
     source = data.get("source")
-    if source not in SOURCES:
-        raise ConfigError("data.source", source, "unknown data source", SOURCES)
+    check_name(source)
     if source == "tfds":
         require_tfds()
     _positive_int("data.batch_size", data.get("batch_size"))
@@ -65,6 +64,10 @@ def check_data_config(data: Mapping[str, Any]) -> None:
     if cache == "file" and not data.get("cache_dir"):
         raise ConfigError("data.cache_dir", data.get("cache_dir"), "cache: file needs a directory")
     check_splits(data.get("splits") or {})
+    method = (data.get("splits") or {}).get("method", "fraction")
+    if source in STREAMS and method not in STREAM_SPLIT_METHODS:
+        rule = f"{source} is split by its files or by a seeded hash of each record, not by row ranges"
+        raise ConfigError("data.splits.method", method, rule, STREAM_SPLIT_METHODS)
     transforms = data.get("transforms") or []
     if not isinstance(transforms, list):
         raise ConfigError("data.transforms", transforms, "must be a list of {name: ..., ...} mappings")

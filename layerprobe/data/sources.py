@@ -1,6 +1,6 @@
-"""Data sources as named numpy arrays. No TensorFlow here: validation and `layerprobe data` use it.
+"""In-memory sources as named numpy arrays, found by name through `registry.ARRAY_LOADERS`. No TensorFlow.
 
-A source returns an `ArraySet`: features and labels keyed by name, first axis = example.
+A loader returns an `ArraySet`: features and labels keyed by name, first axis = example.
 The synthetic sources carry a learnable signal (class prototypes, a linear rule, a motif in time)
 so that training them means something; they are generated from a seed and any size.
 """
@@ -8,38 +8,14 @@ so that training them means something; they are generated from a seed and any si
 from __future__ import annotations
 
 import csv
-import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from layerprobe.data.arrays import ArraySet, known_params, required
 from layerprobe.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ArraySet:
-    features: dict[str, np.ndarray]  # name -> (examples, ...)
-    labels: dict[str, np.ndarray]  # name -> (examples, ...)
-
-    @property
-    def size(self) -> int:
-        return len(next(iter(self.features.values())))
-
-    def take(self, index: np.ndarray) -> ArraySet:
-        return ArraySet({k: v[index] for k, v in self.features.items()}, {k: v[index] for k, v in self.labels.items()})
-
-    def digest(self) -> str:
-        """sha256 over names, dtypes, shapes and bytes: identifies the data a run read."""
-        h = hashlib.sha256()
-        for group in (self.features, self.labels):
-            for name in sorted(group):
-                arr = np.ascontiguousarray(group[name])
-                h.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
-                h.update(arr.tobytes())
-        return h.hexdigest()
 
 
 def _sklearn(loader_name: str, params: Mapping[str, Any]) -> ArraySet:
@@ -49,6 +25,21 @@ def _sklearn(loader_name: str, params: Mapping[str, Any]) -> ArraySet:
     _no_params(loader_name.removeprefix("load_"), params)
     bunch = getattr(sklearn.datasets, loader_name)()
     return ArraySet({"x": bunch.data.astype(np.float32)}, {"label": bunch.target.astype(np.int64)})
+
+
+def load_iris(params: Mapping[str, Any]) -> ArraySet:
+    """scikit-learn's bundled iris table."""
+    return _sklearn("load_iris", params)
+
+
+def load_wine(params: Mapping[str, Any]) -> ArraySet:
+    """scikit-learn's bundled wine table."""
+    return _sklearn("load_wine", params)
+
+
+def load_breast_cancer(params: Mapping[str, Any]) -> ArraySet:
+    """scikit-learn's bundled breast cancer table."""
+    return _sklearn("load_breast_cancer", params)
 
 
 def load_digits(params: Mapping[str, Any]) -> ArraySet:
@@ -102,10 +93,10 @@ def load_synthetic(params: Mapping[str, Any]) -> ArraySet:
 
 def load_npz(params: Mapping[str, Any]) -> ArraySet:
     """Named arrays in an .npz file, read without pickle: params = {path, features: [...], labels: [...]}."""
-    path = Path(_required(params, "path"))
+    path = Path(required(params, "path"))
     if not path.is_file():
         raise ConfigError("data.params.path", str(path), "no such file")
-    _known_params("npz", params, ("path", "features", "labels"))
+    known_params("npz", params, ("path", "features", "labels"))
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -120,8 +111,8 @@ def load_csv(params: Mapping[str, Any]) -> ArraySet:
     labels is a list of columns, each its own label; dtypes types columns ({column: int64}).
     Undeclared feature columns are float32 (an empty cell is NaN); undeclared labels are int64 when
     every cell is an integer, else float32."""
-    _known_params("csv", params, ("path", "features", "labels", "dtypes"))
-    path = Path(_required(params, "path"))
+    known_params("csv", params, ("path", "features", "labels", "dtypes"))
+    path = Path(required(params, "path"))
     if not path.is_file():
         raise ConfigError("data.params.path", str(path), "no such file")
     with path.open(newline="", encoding="utf-8") as f:
@@ -183,35 +174,8 @@ def _parse_column(cells: list[str], col: str, dtype: str, path: str) -> np.ndarr
     return np.asarray(out, dtype=dtype)
 
 
-def load_tfrecord(params: Mapping[str, Any]) -> ArraySet:
-    """TFRecord files of tf.train.Example, read with the feature spec in params (needs TensorFlow)."""
-    from layerprobe.data.tfrecord import read_tfrecord
-
-    return read_tfrecord(params)
-
-
-def load_tfds(params: Mapping[str, Any]) -> ArraySet:
-    """A TensorFlow Datasets set already prepared on disk; never downloads."""
-    from layerprobe.data.tfrecord import read_tfds
-
-    return read_tfds(params)
-
-
 def _no_params(source: str, params: Mapping[str, Any]) -> None:
-    _known_params(source, params, ())
-
-
-def _known_params(source: str, params: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    for key in params:
-        if key not in known:
-            rule = f"{source} takes no parameter {key!r}" if known else f"{source} takes no parameters"
-            raise ConfigError(f"data.params.{key}", key, rule, known if known else None)
-
-
-def _required(params: Mapping[str, Any], key: str) -> Any:
-    if params.get(key) in (None, "", "???"):  # ??? = left MISSING in a shipped config
-        raise ConfigError(f"data.params.{key}", params.get(key), "required for this source")
-    return params[key]
+    known_params(source, params, ())
 
 
 def _select(arrays: dict[str, np.ndarray], params: Mapping[str, Any], what: str) -> ArraySet:
@@ -230,24 +194,3 @@ def _select(arrays: dict[str, np.ndarray], params: Mapping[str, Any], what: str)
 
 
 SYNTHETIC_KINDS = ("image", "tabular", "sequence", "two_output")
-
-SOURCES: dict[str, Callable[[Mapping[str, Any]], ArraySet]] = {
-    "digits": load_digits,
-    "iris": lambda p: _sklearn("load_iris", p),
-    "wine": lambda p: _sklearn("load_wine", p),
-    "breast_cancer": lambda p: _sklearn("load_breast_cancer", p),
-    "synthetic": load_synthetic,
-    "npz": load_npz,
-    "csv": load_csv,
-    "tfrecord": load_tfrecord,
-    "tfds": load_tfds,
-}
-
-
-def load(source: str, params: Mapping[str, Any]) -> ArraySet:
-    if source not in SOURCES:
-        raise ConfigError("data.source", source, "unknown data source", SOURCES)
-    data = SOURCES[source](params)
-    if data.size == 0:
-        raise ConfigError("data", source, "the source holds no examples")
-    return data

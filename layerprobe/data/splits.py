@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from layerprobe.data.sources import SOURCES, ArraySet, load
+from layerprobe.data.arrays import ArraySet
+from layerprobe.data.registry import array_loader, load_arrays
 from layerprobe.errors import ConfigError
 
 
@@ -17,11 +18,11 @@ def load_splits(data_cfg: Mapping[str, Any]) -> tuple[dict[str, ArraySet], str]:
     source, params = data_cfg["source"], dict(data_cfg.get("params") or {})
     s = dict(data_cfg.get("splits") or {})
     method = s.get("method", "fraction")
-    arrays = load(source, params)
+    arrays = load_arrays(source, params)
     if method == "files":
         eval_params = {**params, **s["eval_params"]}
         try:
-            evaluation = SOURCES[source](eval_params)
+            evaluation = array_loader(source)(eval_params)  # empty: refused below, naming the split
         except ConfigError as e:  # name the key the user wrote for the eval split
             key = e.path.removeprefix("data.params.").split(".")[0].split("[")[0]
             if e.path.startswith("data.params.") and key in s["eval_params"]:

@@ -1,7 +1,7 @@
 """Sources that need TensorFlow to read: TFRecord files and prepared TensorFlow Datasets.
 
 Both are read once into named numpy arrays, like every other source, so that splits, fitted
-statistics and the data digest work the same way. Imported lazily by `sources`.
+statistics and the data digest work the same way. Found by name through `registry`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.data.sources import ArraySet, _known_params, _required
+from layerprobe.data.arrays import ArraySet, known_params, required
+from layerprobe.data.checks import require_tfds
+from layerprobe.data.records import check_keys, tf_message
 from layerprobe.errors import ConfigError
 
 RECORD_DTYPES = {"float32": tf.float32, "int64": tf.int64}  # what tf.train.Example stores as numbers
@@ -27,8 +29,8 @@ def read_tfrecord(params: Mapping[str, Any]) -> ArraySet:
     """params = {path (file, glob or list), compression, features: {name: spec}, labels: {name: spec}}.
     A spec is {dtype: float32|int64, shape: [..]} for a fixed-length value, or
     {dtype, var_len: true, length: N, default: 0}: a variable-length list padded with `default` to N."""
-    _known_params("tfrecord", params, ("path", "compression", "features", "labels"))
-    files = _files(params)
+    known_params("tfrecord", params, ("path", "compression", "features", "labels"))
+    files = files_of(required(params, "path"), "data.params.path")
     compression = params.get("compression") or ""
     if compression not in COMPRESSION:
         raise ConfigError("data.params.compression", compression, "unknown compression", COMPRESSION)
@@ -62,26 +64,21 @@ def read_tfrecord(params: Mapping[str, Any]) -> ArraySet:
     return ArraySet({n: arrays[n] for n in params["features"]}, {n: arrays[n] for n in params.get("labels") or {}})
 
 
-def _files(params: Mapping[str, Any]) -> list[str]:
-    raw = _required(params, "path")
+def files_of(raw: Any, where: str) -> list[str]:
+    """The files a path, a glob or a list of them name, in sorted order per pattern; `where` is the
+    config path an error names."""
     patterns = raw if isinstance(raw, list) else [raw]
     files: list[str] = []
     for pattern in patterns:
         found = sorted(glob.glob(str(pattern))) if any(ch in str(pattern) for ch in "*?[") else [str(pattern)]
         if not found or not all(Path(f).is_file() for f in found):
-            raise ConfigError("data.params.path", str(pattern), "no such file" if found else "no file matches")
+            raise ConfigError(where, str(pattern), "no such file" if found else "no file matches")
         files += found
     return files
 
 
 def _feature(path: str, spec: Any) -> Any:
-    if not isinstance(spec, Mapping):
-        raise ConfigError(
-            path, spec, "a record feature is {dtype: float32|int64, shape: [...]} or {dtype, var_len: true, length: N}"
-        )
-    for key in spec:
-        if key not in SPEC_KEYS:
-            raise ConfigError(f"{path}.{key}", key, "not a key of a record feature", SPEC_KEYS)
+    check_keys(path, spec, SPEC_KEYS, "{dtype: float32|int64, shape: [...]} or {dtype, var_len: true, length: N}")
     dtype = spec.get("dtype")
     if dtype not in RECORD_DTYPES:
         raise ConfigError(f"{path}.dtype", dtype, "a tf.train.Example number is float32 or int64", RECORD_DTYPES)
@@ -105,7 +102,7 @@ def _pad(path: str, dense: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
 
 
 def _record_error(e: Exception, specs: Mapping[str, tuple[str, Any]], files: list[str]) -> ConfigError:
-    message = " ".join(str(getattr(e, "message", e)).split())
+    message = tf_message(e)
     found = re.search(r"(?:Key|Feature): (\w+)", message)
     if found and found.group(1) in specs:
         path, spec = specs[found.group(1)]
@@ -117,13 +114,11 @@ def _record_error(e: Exception, specs: Mapping[str, tuple[str, Any]], files: lis
 
 def read_tfds(params: Mapping[str, Any]) -> ArraySet:
     """params = {name, split, data_dir, features: {feature: tfds key}, labels: {label: tfds key}}."""
-    from layerprobe.data.checks import require_tfds
-
     require_tfds()
     import tensorflow_datasets as tfds
 
-    _known_params("tfds", params, ("name", "split", "data_dir", "features", "labels"))
-    name = _required(params, "name")
+    known_params("tfds", params, ("name", "split", "data_dir", "features", "labels"))
+    name = required(params, "name")
     split, data_dir = params.get("split", "train"), params.get("data_dir")
     features = dict(params.get("features") or {"image": "image"})
     labels = dict(params.get("labels") or {"label": "label"})

@@ -1,0 +1,90 @@
+"""The part of a tf.data pipeline every source shares, after its examples are read.
+
+Order: examples -> deterministic transforms -> cache -> (train: shuffle -> repeat -> augmentation)
+-> batch -> prefetch. Caching before the augmentation keeps it fresh per epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from layerprobe._tf import tf
+from layerprobe.data.checks import TRAIN_ONLY
+from layerprobe.data.source import ElementSpec
+from layerprobe.data.transforms import apply
+
+
+class Served:
+    """`DataSource.tf_dataset` for a source that gives its split's examples one by one (`_examples`)."""
+
+    name: str
+    transforms: list[dict[str, Any]]
+    fitted: dict[str, Any]
+    digest: str
+    shuffle_seed: int | None  # None = the seed the input_fn is given (trainer.seed)
+    repeat: int | None  # train epochs; None = forever
+    cache_dir: str
+    caches_in_memory = True  # False: `cache: memory` is ignored, a stream is never held whole
+
+    def _examples(self, split: str, *, training: bool, seed: int, max_examples: int | None) -> tf.data.Dataset:
+        """Unbatched (features, labels) of a split, before any transform."""
+        raise NotImplementedError
+
+    def _shuffle_buffer(self, split: str) -> int:
+        """The train shuffle buffer when the config gives 0."""
+        raise NotImplementedError
+
+    def spec_of(self, split: str) -> ElementSpec:
+        """Per-example (features, labels) specs after the eval transforms."""
+        ds = self.tf_dataset(split, training=False, batch_size=1, seed=0, max_examples=1, cache=False)
+        return tuple({k: tf.TensorSpec(v.shape[1:], v.dtype) for k, v in group.items()} for group in ds.element_spec)  # type: ignore[return-value]
+
+    def tf_dataset(
+        self,
+        split: str,
+        *,
+        training: bool,
+        batch_size: int,
+        seed: int,
+        max_examples: int | None = None,
+        shuffle_buffer: int = 0,
+        cache: bool | str = True,
+        prefetch: int = -1,
+    ) -> tf.data.Dataset:
+        """See `DataSource.tf_dataset`."""
+        n = len(self.transforms)
+        # everything before the first augmentation is deterministic and can be cached
+        cut = next((i for i, t in enumerate(self.transforms) if t["name"] in TRAIN_ONLY), n) if training else n
+        ds = self._examples(split, training=training, seed=seed, max_examples=max_examples)
+        if cut:
+            fn = functools.partial(self._apply_range, lo=0, hi=cut, training=training, seed=seed)
+            ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        mode = {True: "memory", False: "none"}.get(cache, cache) if isinstance(cache, bool) else cache
+        if mode == "memory" and self.caches_in_memory:
+            ds = ds.cache()
+        elif mode == "file":
+            ds = ds.cache(self._cache_file(split, cut, max_examples))
+        if training:
+            order_seed = seed if self.shuffle_seed is None else self.shuffle_seed
+            ds = ds.shuffle(
+                shuffle_buffer or self._shuffle_buffer(split), seed=order_seed, reshuffle_each_iteration=True
+            )
+            ds = ds.repeat(self.repeat)
+            if cut < n:  # the visit counter seeds the augmentation: fresh each epoch, same for a seed
+                aug = functools.partial(self._apply_range, lo=cut, hi=n, training=True, seed=seed)
+                ds = ds.enumerate().map(lambda k, e: aug(*e, counter=k), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+        return ds.prefetch(tf.data.AUTOTUNE if prefetch < 0 else prefetch)
+
+    def _apply_range(self, f: Any, y: Any, **kw: Any) -> Any:
+        return apply(self.transforms, self.fitted, f, y, **kw)
+
+    def _cache_file(self, split: str, cut: int, max_examples: int | None) -> str:
+        """One cache per data digest, split and transform prefix: a stale file is never read."""
+        key = json.dumps([self.digest, split, self.transforms[:cut], max_examples], sort_keys=True, default=str)
+        Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+        return str(Path(self.cache_dir) / f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
