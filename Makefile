@@ -22,9 +22,10 @@ venv: $(STAMP) ## create .venv with the pinned dependencies (CPU TensorFlow)
 run: $(STAMP) ## train, evaluate and probe the default experiment; log to ./mlflow.db
 	$(BIN)/layerprobe $(ARGS)
 
-test: $(STAMP) ## lint, type-check and run the unit + integration tests
+test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run the unit + integration tests
 	$(BIN)/ruff check layerprobe tests benchmarks
 	$(BIN)/mypy layerprobe
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test, the slow tier too

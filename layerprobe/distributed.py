@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.names import STRATEGIES
 from layerprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")
 CLUSTER_STRATEGIES = ("multi_worker_mirrored", "parameter_server")
 
 

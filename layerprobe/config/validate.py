@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from layerprobe.config.layer_table import load_table
-from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE
+from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
 from layerprobe.errors import ConfigError
 
 RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
@@ -288,8 +288,6 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
         raise ConfigError("trainer.optimizer.name", opt["name"], "unknown optimizer", OPTIMIZERS)
     if not isinstance(opt["learning_rate"], (int, float)) or opt["learning_rate"] <= 0:
         raise ConfigError("trainer.optimizer.learning_rate", opt["learning_rate"], "must be > 0")
-    from layerprobe.distributed import STRATEGIES  # no TensorFlow at import
-
     if trainer.get("distribute", "none") not in STRATEGIES:
         raise ConfigError("trainer.distribute", trainer["distribute"], "unknown distribution strategy", STRATEGIES)
     _positive_int("trainer.cpu_replicas", trainer.get("cpu_replicas", 1))
