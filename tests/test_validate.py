@@ -180,3 +180,23 @@ def test_keras_object_names_are_checked(base):
     msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="glorot_unifrom")))
     assert "Did you mean 'glorot_uniform'?" in msg
     validate(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="GlorotUniform")))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", 2])
+def test_a_layer_dtype_other_than_float32_is_refused(base, dtype):
+    """Keras builds such a layer, then the first training step dies in AddV2 (float64 vs float32)."""
+    msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(dtype=dtype)))
+    assert msg.startswith(
+        "model.layers.logits.dtype: every layer computes in float32 (the data's dtype is "
+        f"model.inputs.<name>.dtype). Received: {dtype!r}."
+    )
+    assert msg.endswith(" Allowed: float32")
+    validate(broken(base, lambda c: c["model"]["layers"]["logits"].update(dtype="float32")))
+
+
+def test_an_unknown_key_force_added_to_the_schema_gets_the_closest_key(base):
+    """`+trainer.train_step=10` composes (Hydra's `+` adds past struct mode) and would be ignored."""
+    msg = error_of(broken(base, lambda c: c["trainer"].update(train_step=10)))
+    assert msg.startswith(
+        "trainer.train_step: trainer has no such key. Received: 'train_step'. Did you mean 'train_steps'? Allowed:"
+    )
