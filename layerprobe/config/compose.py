@@ -44,10 +44,15 @@ def hydra_session(config_dir: str | None = None) -> Iterator[Any]:
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
 
     from layerprobe.config.schema import register_configs
 
-    register_configs()
+    try:
+        register_configs()  # reads experiments/*.yaml
+    except (YAMLError, OmegaConfBaseException) as e:
+        raise OverrideError(one_line_hydra_error(e)) from None
     search_path = create_config_search_path(f"file://{CONF_DIR}")
     if config_dir is not None:
         if not os.path.isdir(config_dir):
@@ -70,7 +75,7 @@ def compose_in(hydra: Any, overrides: Sequence[str], config_name: str = "config"
     try:
         return hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
     except Exception as e:
-        raise _folded(e, overrides, config_name) from None
+        raise folded_error(e, overrides, config_name) from None
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | None = None) -> Any:
@@ -96,12 +101,13 @@ def _check_experiments(overrides: Sequence[str]) -> None:
                 raise ConfigError("experiments", name, f"no such experiment in {EXPERIMENTS_DIR}", known)
 
 
-def _folded(e: Exception, overrides: Sequence[str], config_name: str) -> LayerprobeError:
+def folded_error(e: Exception, overrides: Sequence[str], config_name: str = "config") -> LayerprobeError:
+    """Hydra's error about these overrides as one OverrideError; anything else is re-raised."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     from yaml import YAMLError
 
-    if not isinstance(e, (HydraException, OmegaConfBaseException, YAMLError, OSError)):
+    if not isinstance(e, (HydraException, OmegaConfBaseException, YAMLError, OSError, ValueError)):
         raise e  # not the user's input: a bug, shown as one
     missing = getattr(e, "missing_cfg_file", None)
     options = [str(o) for o in getattr(e, "options", None) or []]
