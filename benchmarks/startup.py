@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.measure import Goal, Section, median, say, spread
 
-COMMANDS = (["--help"], ["--cfg", "job"], ["validate"])
+COMMANDS = (["--help"], ["--cfg", "job"], ["validate", "--static"])
 GOAL_SECONDS = 1.5
 
 # Runs the CLI in-process and then reports which heavy modules it had imported.

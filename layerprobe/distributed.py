@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerprobe.config.names import STRATEGIES
 from layerprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)

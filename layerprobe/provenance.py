@@ -95,14 +95,21 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
     }
 
 
-def _git_state() -> tuple[str, str]:
-    root = Path(__file__).resolve().parents[1]
+def _git_state(root: Path | None = None) -> tuple[str, str]:
+    """(commit, dirty) of the checkout holding `root` (default: this package's). Dirty means a
+    tracked file differs from the commit; untracked files (a run's own mlflow.db, its lock, outputs)
+    never count, so a run cannot dirty the checkout it records. "unknown" outside a git checkout."""
+    root = root or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", "unknown"

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
-from layerprobe.config.validate import validate
 from layerprobe.errors import LayerprobeError
-from layerprobe.experiment import Experiment, model_dir_for, prepare
+from layerprobe.experiment import Experiment, model_dir_for
+from layerprobe.preflight import preflight
 from layerprobe.provenance import checkpoint_digest, data_tags, dataset_inputs, provenance_tags
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,23 @@ def open_tracker(
     check_writable_dir("trainer.model_dir", model_dir_for(c))
     if not c["tracking"]["enabled"]:
         return tracking.NullTracker()
-    from hydra.core.hydra_config import HydraConfig
-
     uri = tracking.resolve_uri(c["tracking"]["uri"])
     tracking.check_reachable(uri)
     run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
-    pending = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
-    return tracking.Tracker(uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id, pending_dir=pending)
+    return tracking.Tracker(
+        uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id, pending_dir=_hydra_output_dir()
+    )
+
+
+def _hydra_output_dir() -> str | None:
+    """The Hydra job's output dir when a Hydra job runs this; None when called as a library (a
+    config composed earlier in the process leaves Hydra's state set, without a job's output dir)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None, throw_on_missing=False)  # type: ignore[arg-type]
 
 
 def run(
@@ -63,20 +73,21 @@ def run(
     overrides: Sequence[str] = (),
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
+    validated: bool = False,
 ) -> RunResult:
-    """Train (or resume), evaluate, probe and log one experiment.
+    """Train (or resume), evaluate, probe and log one experiment. `validated`: the caller (the CLI)
+    has checked the config rules already.
 
     Everything that can fail on the user's input (config, data, graph shapes, tracking store) fails
-    before the MLflow run starts and before the model_dir is written.
+    before the MLflow run starts and before the model_dir is written (preflight).
     """
     from layerprobe import distributed as D
     from layerprobe import tracking
 
-    validate(c)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
-    x = prepare(c)
+    x = preflight(c, validated).experiment
     all_tags = {**provenance_tags(c, overrides, x.summary.total_params), **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c["trainer"], cluster)

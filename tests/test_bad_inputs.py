@@ -85,6 +85,22 @@ def test_validate_subcommand_agrees_on_the_static_cases(corpus_dir, tmp_path, mo
         assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, (bad.id, err)
 
 
+# What a run refuses after TensorFlow starts (data, graph, losses), `validate` refuses too; only the
+# model_dir and the tracking store are left to the run.
+PREFLIGHT_CASES = [c for c in CASES if c.stage == "run" and not c.id.startswith(("model-dir", "tracking-"))]
+
+
+def test_validate_refuses_every_data_and_graph_case_a_run_refuses(corpus_dir, tmp_path, monkeypatch, capsys):
+    assert len(PREFLIGHT_CASES) >= 7
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    for bad in PREFLIGHT_CASES:
+        rc, err = run_in_process(["validate", *TINY, *(fill(o, corpus_dir, port) for o in bad.overrides)], capsys)
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, (bad.id, err)
+        for part in bad.expect:
+            assert fill(part, corpus_dir, port) in err, (bad.id, part, err)
+
+
 # A few through a real `python -m layerprobe`, so that nothing in-process (pytest's capture, a warm
 # TensorFlow) hides a traceback or a different exit code.
 SUBPROCESS_CASES = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -35,20 +36,37 @@ def as_single_run(args: list[str]) -> list[str]:
     return out
 
 
-RUNS = [c for c in commands("layerprobe") if shlex.split(c)[1] not in COMMANDS and "--cfg" not in c]
+RUNS = [
+    c
+    for c in commands("layerprobe")
+    if shlex.split(c)[1] not in COMMANDS and not {"--cfg", "--help"} & set(shlex.split(c))
+]
 
 
 def test_the_readme_shows_commands():
-    assert len(commands("layerprobe")) >= 20 and {"make run", "make test"} <= set(
-        commands("make") + ["make run", "make test"]
-    )
+    assert len(commands("layerprobe")) >= 20 and len(commands("make")) >= 3
     assert commands("make")[:2] == ["make run", "make test"]  # the two commands, first
+
+
+def test_the_readme_says_how_to_run_its_commands_before_showing_one():
+    """`layerprobe` is not on PATH after `make run`: the README activates the venv first."""
+    text = README.read_text()
+    first = re.search(r"^\s*layerprobe ", text, re.M)
+    assert first and "\nsource .venv/bin/activate\n" in text[: first.start()]
+
+
+def test_the_manual_install_matches_make():
+    """The README's manual install line installs what `make venv` installs."""
+    make = (ROOT / "Makefile").read_text()
+    extras = re.search(r'-e "\.\[([a-z,]+)\]"', make).group(1)  # type: ignore[union-attr]
+    installs = [ln for ln in README.read_text().splitlines() if "pip install -c constraints.txt -e" in ln]
+    assert installs and all(f'-e ".[{extras}]"' in ln for ln in installs)
 
 
 @pytest.mark.parametrize("line", RUNS)
 def test_every_run_command_composes_and_validates(line, capsys):
     args = as_single_run(shlex.split(line)[1:])
-    assert main(["validate", *args]) == 0, capsys.readouterr().err
+    assert main(["validate", "--static", *args]) == 0, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("line", [c for c in commands("layerprobe") if shlex.split(c)[1] in COMMANDS])
@@ -59,10 +77,42 @@ def test_every_subcommand_exists_and_parses(line):
     assert e.value.code == 0
 
 
-def test_every_make_target_exists():
+def make_targets() -> set[str]:
     listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
-    for line in commands("make"):
-        assert f"make {line.split()[1]} " in listed
+    return {ln.split()[1] for ln in listed.splitlines() if ln.strip().startswith("make ")}
+
+
+def test_every_make_target_exists():
+    targets = make_targets()
+    assert {"run", "test", "ui", "venv"} <= targets
+    inline = re.findall(r"`make ([a-z-]+)", README.read_text())  # `make ui` in the prose too
+    assert len(inline) >= 5
+    for target in [line.split()[1] for line in commands("make")] + inline:
+        assert target in targets, target
+
+
+def test_cheap_readme_commands_run_as_shown_after_activation():
+    """Run from the checkout, in a shell that activated .venv as the README says."""
+    cheap = [*commands("layerprobe validate"), "layerprobe --help"]
+    assert len(cheap) == 3 and set(cheap) <= set(commands("layerprobe"))
+    for line in cheap:
+        r = subprocess.run(
+            ["bash", "-c", f"source .venv/bin/activate && {line}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, (line, r.stderr[-2000:])
+
+
+def assert_runs_as_printed(command: str, cwd: Path) -> None:
+    """A command the CLI prints is `make <target>`, or a path to an executable that exists."""
+    exe = command.split()[0]
+    if exe == "make":
+        assert command.split()[1] in make_targets(), command
+    else:
+        assert (cwd / exe).is_file() and os.access(cwd / exe, os.X_OK), command
 
 
 @pytest.mark.integration
@@ -77,9 +127,20 @@ def test_make_run_trains_probes_and_logs_the_run(tmp_path):
     r = subprocess.run(["make", "-s", "run", f"ARGS={args}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     run_id = re.search(r"^mlflow run: (\w+)$", r.stdout, re.M).group(1)  # type: ignore[union-attr]
-    assert f"open the UI: mlflow ui --backend-store-uri {uri}" in r.stdout
+    ui = re.search(r"^open the UI: (.+)$", r.stdout, re.M).group(1)  # type: ignore[union-attr]
+    assert ui == f".venv/bin/mlflow ui --backend-store-uri {uri}"  # not on PATH without activation
+    assert_runs_as_printed(ui, ROOT)
     link = f"this run in the UI: http://127.0.0.1:5000/#/experiments/1/runs/{run_id}?workflowType=machine_learning"
     assert link in r.stdout
     data = MlflowClient(tracking_uri=uri).get_run(run_id).data
     assert "eval/accuracy" in data.metrics and "probe/conv1/mean" in data.metrics
     assert data.params["model.name"] == "tiny_cnn"
+
+
+def test_the_license_is_an_spdx_string_that_the_build_backend_accepts():
+    """A TOML table makes setuptools >= 77 print a deprecation banner on every install."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "Apache-2.0"
+    assert "setuptools>=77" in meta["build-system"]["requires"]  # the first to accept the string

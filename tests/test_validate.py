@@ -163,7 +163,7 @@ def test_help_and_config_printing_do_not_import_tensorflow_or_mlflow():
     code = (
         "import sys, contextlib, io\n"
         "from layerprobe.cli import main\n"
-        "for args in (['--help'], ['--cfg', 'job'], ['validate']):\n"
+        "for args in (['--help'], ['--cfg', 'job'], ['validate', '--static']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
         "        try: main(args)\n"
         "        except SystemExit: pass\n"
@@ -180,3 +180,77 @@ def test_keras_object_names_are_checked(base):
     msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="glorot_unifrom")))
     assert "Did you mean 'glorot_uniform'?" in msg
     validate(broken(base, lambda c: c["model"]["layers"]["logits"].update(kernel_initializer="GlorotUniform")))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", 2])
+def test_a_layer_dtype_other_than_float32_is_refused(base, dtype):
+    """Keras builds such a layer, then the first training step dies in AddV2 (float64 vs float32)."""
+    msg = error_of(broken(base, lambda c: c["model"]["layers"]["logits"].update(dtype=dtype)))
+    assert msg.startswith(
+        "model.layers.logits.dtype: every layer computes in float32 (the data's dtype is "
+        f"model.inputs.<name>.dtype). Received: {dtype!r}."
+    )
+    assert msg.endswith(" Allowed: float32")
+    validate(broken(base, lambda c: c["model"]["layers"]["logits"].update(dtype="float32")))
+
+
+def test_an_unknown_key_force_added_to_the_schema_gets_the_closest_key(base):
+    """`+trainer.train_step=10` composes (Hydra's `+` adds past struct mode) and would be ignored."""
+    msg = error_of(broken(base, lambda c: c["trainer"].update(train_step=10)))
+    assert msg.startswith(
+        "trainer.train_step: trainer has no such key. Received: 'train_step'. Did you mean 'train_steps'? Allowed:"
+    )
+
+
+# --- `layerprobe validate`: everything a run checks before training ---------------------------
+
+
+def validate_cli(capsys, *args: str) -> tuple[int, str, str]:
+    from layerprobe.cli import main
+
+    rc = main(["validate", "model=tiny_cnn", "trainer=quick", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_validate_runs_the_deep_checks_and_names_them(capsys):
+    rc, out, err = validate_cli(capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "ok  config: schema, types, layer types and arguments, wiring, losses, metrics, names"
+    assert lines[1] == "ok  data: digits prepared (train 1438, eval 359 examples)"
+    assert lines[2] == "ok  data: every split has the model's inputs (image) and labels"
+    assert lines[3].startswith("ok  graph: training graph built (") and "losses fit their outputs" in lines[3]
+    assert lines[4] == "config OK: model tiny_cnn (5 layers), data digits"
+
+
+def test_validate_static_says_what_it_did_not_check(capsys):
+    rc, out, _ = validate_cli(capsys, "--static")
+    assert rc == 0
+    assert out.splitlines()[1].startswith("not checked (--static): the data against the model's inputs")
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (
+            ["data=iris"],
+            "layerprobe: error: model.inputs.image: the train split has no such feature. Received: 'image'.",
+        ),
+        (
+            ["+model.layers.add={type:Add,inputs:[conv1,gap]}"],
+            "layerprobe: error: model.layers.add: ",
+        ),
+        (
+            ["model.outputs.logits.loss=mean_squared_error"],
+            "layerprobe: error: model.outputs.logits.loss: needs one output value per example",
+        ),
+    ],
+    ids=["data-without-the-input", "add-of-mismatched-shapes", "loss-against-outputs"],
+)
+def test_validate_refuses_what_the_run_would_refuse(capsys, overrides, expect):
+    rc, out, err = validate_cli(capsys, *overrides)
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(expect), err
+    rc, _, err = validate_cli(capsys, "--static", *overrides)
+    assert rc == 0, err  # beyond what the config rules alone can see

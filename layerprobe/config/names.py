@@ -1,4 +1,5 @@
-"""Names a config may use for losses, metrics and optimizers; implemented in `layerprobe.engines.estimator.model_fn`."""
+"""Names a config may use for losses, metrics, optimizers and distribution strategies; the engines
+implement them (`layerprobe.engines.estimator.model_fn`)."""
 
 from __future__ import annotations
 

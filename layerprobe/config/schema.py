@@ -136,7 +136,7 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from layerprobe.config import EXPERIMENTS_DIR
+    from layerprobe.config.paths import EXPERIMENTS_DIR
 
     cs = ConfigStore.instance()
     cs.store(name="layerprobe_schema", node=LayerprobeConfig)

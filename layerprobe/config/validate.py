@@ -29,8 +29,10 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
         # A key missing or of the wrong kind (a plain dict that never met the schema): name it.
         _missing_keys(c, _against_schema(cfg), "")
         raise
-    if not isinstance(cfg, DictConfig):  # a plain dict never met the schema: every key must be there
-        _missing_keys(c, _against_schema(cfg, throw_on_missing=False), "")
+    # A plain dict never met the schema, and `+trainer.x=1` force-adds a key the schema lacks.
+    full = _against_schema(c, throw_on_missing=False)  # type: ignore[arg-type]
+    if not isinstance(cfg, DictConfig):  # every key must be there
+        _missing_keys(c, full, "")
 
 
 FREE_FORM = ("model.inputs", "model.layers", "data.params", "data.splits.eval_params")  # no fixed keys
@@ -50,13 +52,18 @@ def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str
 def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> dict[str, Any]:
     """A plain dict (from `run`, a logged config, a test) checked against the schema as Hydra would:
     missing keys and wrong types become one ConfigError naming the key, never a KeyError later."""
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     from layerprobe.config.schema import LayerprobeConfig
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), dict(cfg))
         out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=throw_on_missing)
+    except ConfigKeyError as e:  # a key the schema does not have: the closest one it has
+        full_key = str(e.full_key)
+        parent = full_key.rpartition(".")[0] or "the config"
+        known = [str(k) for k in e.parent_node.keys()] if e.parent_node is not None else None
+        raise ConfigError(full_key, e.key, f"{parent} has no such key", known) from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(key, getattr(e, "value", None), str(e).splitlines()[0]) from None
@@ -178,6 +185,7 @@ WINDOW_ARGS = ("kernel_size", "pool_size", "strides", "dilation_rate", "size")  
 RATE_ARGS = ("rate", "dropout", "recurrent_dropout")  # a fraction of units dropped: [0, 1)
 BOOL_ARGS = ("use_bias", "return_sequences", "return_state", "go_backwards", "stateful", "center", "scale")
 PADDINGS = ("valid", "same", "causal")
+LAYER_DTYPES = ("float32",)
 ACTIVATIONS = (
     "elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "log_softmax", "mish", "relu",
     "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign", "swish", "tanh",
@@ -211,6 +219,10 @@ def _check_arg_value(path: str, ltype: str, arg: str, value: Any) -> None:
         kind = arg.rsplit("_", 1)[1]
         if isinstance(value, str) and value not in KERAS_NAMES[kind] and _camel(value) not in KERAS_NAMES[kind]:
             raise ConfigError(path, value, f"unknown {kind}", KERAS_NAMES[kind])
+    elif arg == "dtype" and value not in LAYER_DTYPES:
+        # Keras would build such a layer and fail in the first training step (float64 meets float32).
+        rule = "every layer computes in float32 (the data's dtype is model.inputs.<name>.dtype)"
+        raise ConfigError(path, value, rule, LAYER_DTYPES)
     elif arg in ("momentum", "epsilon", "alpha", "stddev") and (
         isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
     ):

@@ -101,7 +101,7 @@ class ProbeSession:
         p = self.c["probe"]
         split = split or p["split"]
         max_examples = p["max_examples"] if max_examples is None else max_examples
-        size = data.splits[split].size
+        size = data.size(split)
         n = size if max_examples is None else min(max_examples, size)
         sample = choose_sample(n, p["reservoir_size"], p["sample_seed"]) if p["reservoir_size"] else None
         batch = p.get("batch_size") or self.c["data"]["batch_size"]

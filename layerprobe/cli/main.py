@@ -1,0 +1,256 @@
+"""`layerprobe [overrides]`: the Hydra app, and the entry point that dispatches the subcommands.
+
+The only module that runs a Hydra app. One path for every mode: Hydra's own argument parser, every
+override parsed by Hydra's grammar up front, one composition (with `--config-dir` on the search path),
+one validation before Hydra makes an output dir; then Hydra's job runner (a run) or its sweeper and
+launcher (`-m`). Every mistake in that input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from layerprobe.cli.commands import COMMANDS, SUBCOMMANDS
+from layerprobe.cli.report import fail, print_run
+from layerprobe.errors import LayerprobeError
+
+log = logging.getLogger("layerprobe")
+INTERRUPTED = 130  # what shells report for Ctrl-C
+# Errors writing where the user pointed (output dir, model_dir): one line, not a traceback.
+_USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `layerprobe ARGS` (default: sys.argv) and return the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in COMMANDS:
+            return COMMANDS[args[0]](args[1:])
+        return run_command(args)
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("layerprobe: interrupted; checkpoints written so far are kept, the MLflow run is KILLED", file=sys.stderr)
+        return INTERRUPTED
+
+
+def subcommand_help() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = ["usage: layerprobe [-m] [--config-dir DIR] [--config-name NAME] [--cfg job|hydra|all] [overrides ...]"]
+    lines.append("       layerprobe COMMAND [--help] [args ...]")
+    lines.append("")
+    lines.append("Without a command: train (or resume), evaluate, probe and log one run; -m: a sweep.")
+    lines.append("Commands:")
+    lines += [f"  {name:<{width}}  {line}" for name, (_, line) in SUBCOMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _hydra_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Hydra's own command line (`-m`, `--cfg`, `--config-dir`, ...); a mistake in it is one line."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise LayerprobeError(f"{message} (layerprobe --help lists the options)")
+
+    parser.error = error  # type: ignore[method-assign]
+    args = parser.parse_args(list(argv))
+    modes = {"--run": args.run, "--multirun": args.multirun, "--cfg": args.cfg, "--info": args.info}
+    chosen = [flag for flag, on in {**modes, "--shell-completion": args.shell_completion}.items() if on]
+    if len(chosen) > 1:
+        raise LayerprobeError(f"{' and '.join(chosen)}: give only one of --run, --multirun, --cfg, --info")
+    if args.resolve and args.cfg is None and not args.help:
+        raise LayerprobeError("--resolve: only with --cfg or --help")
+    if args.experimental_rerun is not None:
+        raise LayerprobeError("--experimental-rerun is not supported: rerun the overrides in .hydra/overrides.yaml")
+    return args
+
+
+def run_command(argv: Sequence[str]) -> int:
+    """`layerprobe [hydra flags] [overrides]`: compose once, validate once, run (or sweep)."""
+    from layerprobe.config import compose_in, hydra_session, parse_overrides
+
+    try:
+        args = _hydra_args(argv)
+        overrides = list(args.overrides)
+        parse_overrides(overrides)
+        name = args.config_name or "config"
+        with hydra_session(args.config_dir) as hydra:
+            if args.help or args.hydra_help:
+                return _help(hydra, name, args)
+            if args.cfg or args.info or args.shell_completion:
+                return _show(hydra, name, args)
+            if not any(o.startswith("hydra.mode=") for o in overrides):
+                overrides.append(f"hydra.mode={'MULTIRUN' if args.multirun else 'RUN'}")  # as hydra.main does
+            cfg = compose_in(hydra, overrides, name, multirun=args.multirun)
+            if args.multirun:
+                _check_sweep_values(hydra, overrides, name)
+            else:
+                _check_run(cfg)
+            return _launch(hydra, cfg, name, args.multirun)
+    except LayerprobeError as e:
+        return fail(e)
+
+
+def _check_run(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from layerprobe.config.validate import check_writable_dir, validate
+
+    validate({k: OmegaConf.to_container(cfg[k], resolve=True) for k in cfg if k != "hydra"})
+    check_writable_dir("hydra.run.dir", str(cfg.hydra.run.dir))
+
+
+def _check_sweep_values(hydra: Any, overrides: list[str], name: str, limit: int = 64) -> None:
+    """Hydra composes a sweep's values only in its jobs, after the sweep has started: compose each
+    value of each swept key once here (the other keys at their first value), so that an unknown key
+    or a value of the wrong type is one line before anything starts. Whether a composed job's config
+    passes validation stays the job's own outcome (a failed job, the others go on)."""
+    from layerprobe.config import compose_in, parse_overrides
+
+    base: list[str | None] = list(overrides)
+    others: list[tuple[int, str]] = []
+    for i, o in enumerate(parse_overrides(overrides)):
+        key = o.get_key_element()
+        if key == "hydra.mode":
+            base[i] = None
+        elif o.is_sweep_override() and not key.startswith("hydra."):
+            try:
+                values = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            except Exception:  # a sweeper's own search space (Optuna's interval): the sweeper reads it
+                values = [None]  # type: ignore[list-item]
+            base[i] = values[0]
+            others += [(i, v) for v in values[1:]]
+    points = [base] + [[*base[:i], v, *base[i + 1 :]] for i, v in others]
+    for point in points[:limit]:
+        try:
+            compose_in(hydra, [o for o in point if o], name)
+        except LayerprobeError as e:  # a suggestion names the sweep's values, not the one tried
+            text = str(e)
+            for tried, given in zip(point, overrides):
+                if tried and tried != given:
+                    text = text.replace(f"={tried.partition('=')[2]}?", f"={given.partition('=')[2]}?")
+            raise type(e)(text) from None
+
+
+def _help(hydra: Any, name: str, args: argparse.Namespace) -> int:
+    from hydra._internal.utils import get_args_parser
+
+    if args.help:
+        print(subcommand_help())
+        _reported(lambda: hydra.app_help(config_name=name, args_parser=get_args_parser(), args=args), args, name)
+    else:
+        _reported(lambda: hydra.hydra_help(config_name=name, args_parser=get_args_parser(), args=args), args, name)
+    return 0
+
+
+def _show(hydra: Any, name: str, args: argparse.Namespace) -> int:
+    if args.cfg:
+        show = lambda: hydra.show_cfg(name, args.overrides, args.cfg, args.package, args.resolve)  # noqa: E731
+    elif args.info:
+        show = lambda: hydra.show_info(args.info, config_name=name, overrides=args.overrides)  # noqa: E731
+    else:
+        show = lambda: hydra.shell_completion(config_name=name, overrides=args.overrides)  # noqa: E731
+    _reported(show, args, name)
+    return 0
+
+
+def _reported(fn: Any, args: argparse.Namespace, name: str) -> Any:
+    """A Hydra call that composes (help, --cfg, --info): its config errors as one line."""
+    from layerprobe.config.compose import folded_error
+
+    try:
+        return fn()
+    except (LayerprobeError, SystemExit):
+        raise
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        raise folded_error(e, args.overrides, name) from None
+
+
+def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
+    """What `Hydra.run` / `Hydra.multirun` do after composing: callbacks, then the job in its output
+    dir, or the sweeper that launches one job per point. An exception a job raises is a bug: Hydra
+    reports it (exit 1)."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.utils import run_and_report
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext
+
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    context = HydraContext(config_loader=hydra.config_loader, callbacks=callbacks)
+
+    def launch() -> None:
+        if multirun:
+            callbacks.on_multirun_start(config=cfg, config_name=name)
+            sweeper = Plugins.instance().instantiate_sweeper(config=cfg, hydra_context=context, task_function=task)
+            sweeper.sweep(arguments=list(cfg.hydra.overrides.task))
+            callbacks.on_multirun_end(config=cfg, config_name=name)
+        else:
+            callbacks.on_run_start(config=cfg, config_name=name)
+            ret = run_job(task, cfg, "hydra.run.dir", None, hydra_context=context)
+            callbacks.on_run_end(config=cfg, config_name=name, job_return=ret)
+            _ = ret.return_value  # raises what the job raised
+
+    run_and_report(launch)
+    return 0
+
+
+def task(cfg: Any) -> float | None:
+    """The Hydra task: one run, or one job of a sweep. A run's config was validated before Hydra
+    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    parent, run_name = None, None
+    if multirun:  # children are named by what the sweep varies
+        from layerprobe.runner import readable_run_name
+        from layerprobe.sweep import sweep_info
+
+        info = sweep_info(hc.sweep.dir)
+        parent = info["parent"]
+        run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
+    try:
+        c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        if run_name and not c["tracking"]["run_name"]:
+            c["tracking"]["run_name"] = run_name
+        from layerprobe.runner import run
+
+        # a single run's config was validated before Hydra made its output dir; a sweep job's is its own
+        result = run(c, hc.runtime.output_dir, overrides, parent_run_id=parent, validated=not multirun)
+    except Exception as e:
+        if not multirun:
+            if isinstance(e, LayerprobeError):
+                sys.exit(fail(e))
+            if isinstance(e, OSError) and e.errno in _USER_OS_ERRORS:  # a directory the user named
+                sys.exit(fail(LayerprobeError(f"cannot write {e.filename}: {e.strerror}")))
+            raise
+        # In a sweep a failed job is recorded (its MLflow run is FAILED) and the other jobs go on;
+        # the sweep callback makes the process exit non-zero at the end.
+        from pathlib import Path
+
+        from layerprobe.sweep import FAILED_FILE
+
+        out = Path(hc.runtime.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FAILED_FILE).write_text(f"{type(e).__name__}: {e}\n")
+        log.error("job %s failed: %s: %s", hc.job.num, type(e).__name__, e)
+        return None
+    print_run(result)
+    objective = c["tracking"]["objective"]
+    return result.eval_metrics.get(objective, result.probe_metrics.get(objective))
