@@ -33,6 +33,11 @@ def _library() -> tuple[Any, str]:
         return None, f"{LIBRARY.name} does not load ({str(e).splitlines()[0]})"
 
 
+def available() -> bool:
+    """Whether the op's library loads in this process."""
+    return _library()[0] is not None
+
+
 def choose() -> str:
     """ "fused" or "tf": the path the probe takes in this process now."""
     wanted = os.environ.get(ENV, "auto").strip().lower() or "auto"

@@ -62,16 +62,113 @@ REGISTER_OP("LayerprobeSummaries")
 namespace {
 
 constexpr uint32_t kExponent = 0x7F800000u;
-constexpr int kZeroLanes = 8;  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
+constexpr int kZeroLanes = 8;
+constexpr int64_t kBlock = 1024;  // values whose sketch slots are computed at once  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
 
 // The partial state of one shard of examples.
 struct Partial {
-  std::vector<double> shift, sum, sq, count, active, ex_sq, spatial;
+  std::vector<double> shift, sum, sq, spatial;  // per unit: sums of (x - shift) and of its square
   std::vector<float> max, min;
-  std::vector<int32_t> hist;  // sketch_size slots, then kZeroLanes counters of +0.0
+  std::vector<int32_t> nonfinite, active, hist;  // hist: sketch_size slots, then kZeroLanes counters of +0.0
+  double l2 = 0;
+  int64_t values = 0, nans = 0, infs = 0, saturated = 0;  // values: per unit, finite or not
+};
+
+struct Params {
+  float threshold, hi, lo;  // active above threshold; saturated at or above hi, at or below lo
+  uint32_t shift, spare;    // sketch slot = bits >> shift; spare = the first +0.0 counter
+};
+
+uint32_t Bits(const float* v) {
+  uint32_t bits;
+  std::memcpy(&bits, v, 4);
+  return bits;
+}
+
+// One example (positions, units) into p. kClean: the example holds no NaN or Inf, so no masks are needed.
+// The per-unit loop has no branches and no scatter: the compiler vectorises it.
+template <bool kClean, bool kSaturation, bool kSpatial>
+void Example(const float* row, int64_t positions, int64_t units, const Params& c, Partial* p) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  double* __restrict sum = p->sum.data();
+  double* __restrict sq = p->sq.data();
+  const double* __restrict shift = p->shift.data();
+  float* __restrict mx = p->max.data();
+  float* __restrict mn = p->min.data();
+  int32_t* __restrict nonfinite = p->nonfinite.data();
+  int32_t* __restrict active = p->active.data();
   double l2 = 0;
   int64_t nans = 0, infs = 0, saturated = 0;
-};
+  for (int64_t q = 0; q < positions; ++q) {
+    const float* __restrict r = row + q * units;
+    double* __restrict cell = p->spatial.data() + (kSpatial ? q * units : 0);
+#pragma omp simd reduction(+ : l2, nans, infs, saturated)
+    for (int64_t u = 0; u < units; ++u) {
+      const uint32_t bits = Bits(r + u);
+      const uint32_t exponent = bits & kExponent;
+      const bool finite = kClean || exponent != kExponent;
+      const float flushed = exponent != 0 ? r[u] : 0.0f;  // denormals count as zeros, as on TF's CPU
+      const float v = finite ? flushed : 0.0f;              // NaN and Inf out of the moments
+      if (!kClean) {
+        const bool mantissa = (bits & 0x007FFFFFu) != 0;
+        nans += (!finite) & mantissa;
+        infs += (!finite) & !mantissa;
+        nonfinite[u] += !finite;
+      }
+      const double centred = static_cast<double>(v) - shift[u];
+      const double d = finite ? centred : 0.0;
+      sum[u] += d;
+      sq[u] += d * d;
+      const float vmax = finite ? v : -kInf, vmin = finite ? v : kInf;
+      mx[u] = mx[u] < vmax ? vmax : mx[u];
+      mn[u] = vmin < mn[u] ? vmin : mn[u];
+      active[u] += finite & (v > c.threshold);
+      l2 += static_cast<double>(v) * v;
+      if (kSpatial) cell[u] += v;
+      if (kSaturation) saturated += (flushed >= c.hi) | (flushed <= c.lo);  // Inf too; NaN compares false
+    }
+  }
+  p->l2 += std::sqrt(l2);
+  p->nans += nans;
+  p->infs += infs;
+  p->saturated += saturated;
+  // The sketch: one scatter per value, the part that does not vectorise; the slots are computed a block
+  // at a time with vectors first. Branch-free: +0.0 (half of a ReLU layer) goes to a rotating spare
+  // counter instead of one long chain of slot-0 increments.
+  int32_t* hist = p->hist.data();
+  const int64_t n = positions * units;
+  uint32_t slots[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min<int64_t>(kBlock, n - start);
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) {
+      const uint32_t bits = Bits(row + start + i);
+      const uint32_t zero = 0u - static_cast<uint32_t>(bits == 0);
+      slots[i] = (bits >> c.shift) | (zero & (c.spare + static_cast<uint32_t>(i & (kZeroLanes - 1))));
+    }
+    for (int64_t i = 0; i < len; ++i) ++hist[slots[i]];
+  }
+}
+
+bool Clean(const float* row, int64_t n) {
+  uint32_t bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((Bits(row + i) & kExponent) == kExponent);
+  return bad == 0;
+}
+
+template <bool kSaturation, bool kSpatial>
+void Examples(const float* x, int64_t begin, int64_t end, int64_t positions, int64_t units, const Params& c,
+              Partial* p) {
+  for (int64_t e = begin; e < end; ++e) {
+    const float* row = x + e * positions * units;
+    if (Clean(row, positions * units)) {
+      Example<true, kSaturation, kSpatial>(row, positions, units, c, p);
+    } else {
+      Example<false, kSaturation, kSpatial>(row, positions, units, c, p);
+    }
+  }
+}
 
 class SummariesOp : public OpKernel {
  public:
@@ -93,17 +190,17 @@ class SummariesOp : public OpKernel {
     const int64_t batch = input.dim_size(0), positions = input.dim_size(1), units = input.dim_size(2);
     const float* x = input.flat<float>().data();
 
+    // One shard of examples per worker thread, each with its own partial state, merged at the end.
     const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(batch, workers->num_threads));
     std::vector<Partial> parts(shards);
-    const int64_t per_example = positions * units;
     auto run = [&](int64_t first, int64_t last) {
       for (int64_t s = first; s < last; ++s) {
         Shard(x, batch * s / shards, batch * (s + 1) / shards, positions, units, &parts[s]);
       }
     };
-    workers->workers->ParallelFor(shards, /*cost_per_unit=*/std::max<int64_t>(1, 20 * per_example * batch / shards),
-                                  run);
+    const int64_t cost = std::max<int64_t>(1, 20 * positions * units * (batch / shards));  // cycles, roughly
+    workers->workers->ParallelFor(shards, cost, run);
     Merge(ctx, parts, positions, units);
   }
 
@@ -112,82 +209,24 @@ class SummariesOp : public OpKernel {
     p->shift.assign(units, 0.0);
     p->sum.assign(units, 0.0);
     p->sq.assign(units, 0.0);
-    p->count.assign(units, 0.0);
-    p->active.assign(units, 0.0);
-    p->ex_sq.assign(units, 0.0);
+    p->nonfinite.assign(units, 0);
+    p->active.assign(units, 0);
     p->max.assign(units, -std::numeric_limits<float>::infinity());
     p->min.assign(units, std::numeric_limits<float>::infinity());
     p->hist.assign(size_ + kZeroLanes, 0);
-    p->spatial.assign(positions * units, 0.0);  // also without `spatial`: keeps the loop branch-free
+    p->spatial.assign(spatial_ ? positions * units : 0, 0.0);
+    p->values = (end - begin) * positions;
     if (begin == end) return;
     // Sums of (x - shift) and its square: with the shift near the data, the variance does not cancel.
     for (int64_t u = 0; u < units; ++u) {
       const float v = x[begin * positions * units + u];
-      p->shift[u] = std::isfinite(v) ? v : 0.0;
+      p->shift[u] = std::isfinite(v) && std::fpclassify(v) != FP_SUBNORMAL ? v : 0.0;
     }
-    const float threshold = threshold_, hi = sat_hi_, lo = sat_lo_;
-    double* __restrict sum = p->sum.data();
-    double* __restrict sq = p->sq.data();
-    double* __restrict count = p->count.data();
-    double* __restrict active = p->active.data();
-    double* __restrict ex_sq = p->ex_sq.data();
-    const double* __restrict shift = p->shift.data();
-    float* __restrict mx = p->max.data();
-    float* __restrict mn = p->min.data();
-    int32_t* hist = p->hist.data();
-    const uint32_t sh = static_cast<uint32_t>(shift_);
-    const uint32_t spare = static_cast<uint32_t>(size_);
-    int64_t nans = 0, infs = 0, saturated = 0;
-    for (int64_t e = begin; e < end; ++e) {
-      const float* row = x + e * positions * units;
-      std::fill(ex_sq, ex_sq + units, 0.0);
-      for (int64_t q = 0; q < positions; ++q) {
-        const float* __restrict r = row + q * units;
-        double* __restrict cell = p->spatial.data() + q * units;
-#pragma omp simd reduction(+ : nans, infs, saturated)
-        for (int64_t u = 0; u < units; ++u) {  // vectorised: no branches, no scatter
-          uint32_t bits;
-          std::memcpy(&bits, r + u, 4);
-          const uint32_t exponent = bits & kExponent;
-          const bool finite = exponent != kExponent;
-          const bool normal = finite & (exponent != 0);
-          const float v = normal ? r[u] : 0.0f;  // NaN/Inf out, denormals flushed
-          const bool mantissa = (bits & 0x007FFFFFu) != 0;
-          nans += (!finite) & mantissa;
-          infs += (!finite) & !mantissa;
-          const double centred = static_cast<double>(v) - shift[u];
-          const double d = finite ? centred : 0.0;
-          count[u] += finite ? 1.0 : 0.0;
-          sum[u] += d;
-          sq[u] += d * d;
-          const float vmax = finite ? v : -std::numeric_limits<float>::infinity();
-          const float vmin = finite ? v : std::numeric_limits<float>::infinity();
-          mx[u] = mx[u] < vmax ? vmax : mx[u];
-          mn[u] = vmin < mn[u] ? vmin : mn[u];
-          active[u] += (finite & (v > threshold)) ? 1.0 : 0.0;
-          ex_sq[u] += static_cast<double>(v) * v;
-          cell[u] += v;
-          // of every value, Inf too (NaN compares false); denormals as zeros
-          const float vs = exponent != 0 ? r[u] : 0.0f;
-          saturated += (vs >= hi) | (vs <= lo);
-        }
-      }
-      double norm = 0;
-      for (int64_t u = 0; u < units; ++u) norm += ex_sq[u];
-      p->l2 += std::sqrt(norm);
-      // The sketch: one scatter per value (the part that does not vectorise). Branch-free: +0.0 (half
-      // of a ReLU layer) goes to a rotating spare counter instead of one long chain of slot-0 increments.
-      const int64_t n = positions * units;
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, row + i, 4);
-        const uint32_t zero = 0u - static_cast<uint32_t>(bits == 0);
-        ++hist[(bits >> sh) | (zero & (spare + static_cast<uint32_t>(i & (kZeroLanes - 1))))];
-      }
-    }
-    p->nans = nans;
-    p->infs = infs;
-    p->saturated = saturated;
+    const Params c{threshold_, sat_hi_, sat_lo_, static_cast<uint32_t>(shift_), static_cast<uint32_t>(size_)};
+    if (saturation_ && spatial_) Examples<true, true>(x, begin, end, positions, units, c, p);
+    if (saturation_ && !spatial_) Examples<true, false>(x, begin, end, positions, units, c, p);
+    if (!saturation_ && spatial_) Examples<false, true>(x, begin, end, positions, units, c, p);
+    if (!saturation_ && !spatial_) Examples<false, false>(x, begin, end, positions, units, c, p);
   }
 
   void Merge(OpKernelContext* ctx, std::vector<Partial>& parts, int64_t positions, int64_t units) const {
@@ -204,7 +243,7 @@ class SummariesOp : public OpKernel {
       double n = 0, mean = 0, acc = 0, act = 0;
       float hi = -std::numeric_limits<float>::infinity(), lo = std::numeric_limits<float>::infinity();
       for (const Partial& p : parts) {
-        const double nb = p.count[u];
+        const double nb = static_cast<double>(p.values - p.nonfinite[u]);
         hi = std::max(hi, p.max[u]);
         lo = std::min(lo, p.min[u]);
         act += p.active[u];
