@@ -58,7 +58,7 @@ def _with(r: np.random.Generator, value: float, share: float) -> np.ndarray:
 
 CASES: dict[str, Any] = {
     "rank2": lambda r: r.normal(size=(33, 10)),
-    "rank3": lambda r: r.lognormal(0.0, 2.0, size=(9, 7, 5)),
+    "rank3": lambda r: r.lognormal(0.0, 2.0, size=(9, 7, 12)),  # 12 units: one register block of 8 + 4
     "rank4_relu": lambda r: _relu(r, (12, 6, 5, 8)),
     "rank5": lambda r: r.normal(1e3, 1e-2, size=(3, 4, 2, 3, 5)),  # mean >> std: no cancellation allowed
     "all_zero": lambda r: np.zeros((4, 3, 3, 2)),
@@ -67,7 +67,10 @@ CASES: dict[str, Any] = {
     "all_nan_unit": lambda r: np.concatenate([r.normal(size=(6, 3, 3, 1)), np.full((6, 3, 3, 1), np.nan)], axis=-1),
     "denormal": lambda r: np.concatenate([r.normal(size=(5, 4, 4, 2)) * 1e-39, r.normal(size=(5, 4, 4, 1))], axis=-1),
     "huge": lambda r: r.normal(size=(64, 4, 4, 3)) * 1e37,  # float32 sums overflow (partially or wholly)
-    "tanh_saturated": lambda r: np.tanh(r.normal(0, 3, size=(10, 4, 4, 3))),
+    "tanh_saturated": lambda r: np.tanh(r.normal(0, 3, size=(10, 4, 4, 11))),
+    "nan_in_one_example": lambda r: np.where(
+        np.arange(5)[:, None, None, None] == 2, np.nan, r.normal(size=(5, 3, 3, 16))
+    ),
 }
 
 

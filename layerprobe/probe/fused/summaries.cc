@@ -63,7 +63,8 @@ namespace {
 
 constexpr uint32_t kExponent = 0x7F800000u;
 constexpr int kZeroLanes = 8;
-constexpr int64_t kBlock = 1024;  // values whose sketch slots are computed at once  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
+constexpr int64_t kBlock = 1024;
+constexpr int kWidth = 8;  // units per register block  // values whose sketch slots are computed at once  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
 
 // The partial state of one shard of examples.
 struct Partial {
@@ -85,11 +86,60 @@ uint32_t Bits(const float* v) {
   return bits;
 }
 
+// Units [u0, u0 + kWidth) of an example without NaN or Inf: the accumulators stay in registers across
+// the positions (each position reads kWidth contiguous floats). Returns the sum of squares.
+template <bool kSaturation, bool kSpatial>
+double Block(const float* row, int64_t positions, int64_t units, int64_t u0, const Params& c, Partial* p) {
+  double s[kWidth], s2[kWidth], shift[kWidth], l2[kWidth];
+  float hi[kWidth], lo[kWidth];
+  int32_t active[kWidth], saturated[kWidth];
+  for (int j = 0; j < kWidth; ++j) {
+    s[j] = s2[j] = l2[j] = 0;
+    shift[j] = p->shift[u0 + j];
+    hi[j] = p->max[u0 + j];
+    lo[j] = p->min[u0 + j];
+    active[j] = saturated[j] = 0;
+  }
+  for (int64_t q = 0; q < positions; ++q) {
+    const float* __restrict r = row + q * units + u0;
+    double* __restrict cell = p->spatial.data() + (kSpatial ? q * units + u0 : 0);
+#pragma omp simd
+    for (int j = 0; j < kWidth; ++j) {
+      const float v = (Bits(r + j) & kExponent) != 0 ? r[j] : 0.0f;  // denormals count as zeros
+      const double d = static_cast<double>(v) - shift[j];
+      s[j] += d;
+      s2[j] += d * d;
+      hi[j] = hi[j] < v ? v : hi[j];
+      lo[j] = v < lo[j] ? v : lo[j];
+      active[j] += v > c.threshold;
+      l2[j] += static_cast<double>(v) * v;
+      if (kSpatial) cell[j] += v;
+      if (kSaturation) saturated[j] += (v >= c.hi) | (v <= c.lo);
+    }
+  }
+  double total = 0;
+  for (int j = 0; j < kWidth; ++j) {
+    p->sum[u0 + j] += s[j];
+    p->sq[u0 + j] += s2[j];
+    p->max[u0 + j] = hi[j];
+    p->min[u0 + j] = lo[j];
+    p->active[u0 + j] += active[j];
+    p->saturated += saturated[j];
+    total += l2[j];
+  }
+  return total;
+}
+
 // One example (positions, units) into p. kClean: the example holds no NaN or Inf, so no masks are needed.
-// The per-unit loop has no branches and no scatter: the compiler vectorises it.
+// The per-unit loops have no branches and no scatter: the compiler vectorises them.
 template <bool kClean, bool kSaturation, bool kSpatial>
 void Example(const float* row, int64_t positions, int64_t units, const Params& c, Partial* p) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
+  double l2 = 0;
+  int64_t u0 = 0;  // units below u0 are done in register blocks
+  if (kClean) {
+    for (; u0 + kWidth <= units; u0 += kWidth) l2 += Block<kSaturation, kSpatial>(row, positions, units, u0, c, p);
+  }
   double* __restrict sum = p->sum.data();
   double* __restrict sq = p->sq.data();
   const double* __restrict shift = p->shift.data();
@@ -97,13 +147,12 @@ void Example(const float* row, int64_t positions, int64_t units, const Params& c
   float* __restrict mn = p->min.data();
   int32_t* __restrict nonfinite = p->nonfinite.data();
   int32_t* __restrict active = p->active.data();
-  double l2 = 0;
   int64_t nans = 0, infs = 0, saturated = 0;
-  for (int64_t q = 0; q < positions; ++q) {
+  for (int64_t q = 0; u0 < units && q < positions; ++q) {  // the units left (all, for NaN or Inf)
     const float* __restrict r = row + q * units;
     double* __restrict cell = p->spatial.data() + (kSpatial ? q * units : 0);
 #pragma omp simd reduction(+ : l2, nans, infs, saturated)
-    for (int64_t u = 0; u < units; ++u) {
+    for (int64_t u = u0; u < units; ++u) {
       const uint32_t bits = Bits(r + u);
       const uint32_t exponent = bits & kExponent;
       const bool finite = kClean || exponent != kExponent;
