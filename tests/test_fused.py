@@ -174,3 +174,19 @@ def test_a_run_gives_the_same_probe_statistics_with_either_kernel(tiny, tmp_path
                 np.testing.assert_allclose(
                     np.asarray(value, np.float64), np.asarray(t[key], np.float64), rtol=1e-5, atol=1e-7
                 )
+
+
+def test_the_install_step_prints_one_line_and_never_fails(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "layerprobe.probe.fused.build"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout == f"fused probe kernel up to date: {build.LIBRARY}\n"
+    before = build.LIBRARY.stat().st_mtime
+    no_compiler = subprocess.run(cmd + ["--force"], capture_output=True, text=True, env={"PATH": str(tmp_path)})
+    assert no_compiler.returncode == 0
+    assert no_compiler.stdout == (
+        "fused probe kernel not built (no C++ compiler found): the probe uses its TensorFlow path\n"
+    )
+    assert build.LIBRARY.stat().st_mtime == before  # the library already built is left as it was

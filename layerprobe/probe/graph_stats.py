@@ -3,11 +3,13 @@
 Everything returned is O(units) or O(sketch buckets) per batch, never O(examples), except the
 sampled examples' raw activations (`reservoir_size` examples over the whole split).
 
-Cost matters here: these ops run beside the forward pass (benchmarks/opcost.py times each). A batch
-whose per-unit sums are finite (the common case) takes a branch without masks or masked copies; only
-a batch holding NaN or Inf pays for them. The quantile sketch is one bit shift and one bincount over
-the batch, and also gives the zero count. Extremes and counts reduce per example first (faster on
-CPU); column sums of a wide matrix go through a matmul.
+Two paths give the same outputs: the fused C++ op (probe/fused, one pass over the layer, the default
+where its library loads) and the pure-TensorFlow ops below (the fallback, and the fused op's reference).
+On the TensorFlow path, a batch whose per-unit sums are finite (the common case) takes a branch
+without masks or masked copies; only a batch holding NaN or Inf pays for them. The quantile sketch is
+one bit shift and one bincount over the batch, and also gives the zero count. Extremes and counts
+reduce per example first (faster on CPU); column sums of a wide matrix go through a matmul.
+benchmarks/opcost.py times each.
 """
 
 from __future__ import annotations
