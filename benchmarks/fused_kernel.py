@@ -117,7 +117,30 @@ def section(s: dict[str, list[float]], p: dict[str, list[float]], examples: int,
         f"alternating per repeat. Load average (1, 5, 15 min) at start {loads[0]}, at end {loads[1]}."
     )
     lines = [TITLE, "", how, "", "|  | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
-    return "\n".join(lines + [""] + [f"- {g.line()}" for g in goals]) + "\n"
+    lines += [""] + [f"- {g.line()}" for g in goals] + ["", where_the_time_goes(s, p, examples)]
+    return "\n".join(lines) + "\n"
+
+
+def where_the_time_goes(s: dict[str, list[float]], p: dict[str, list[float]], examples: int) -> str:
+    """A paragraph from this run's figures: the kernel's share of what the probe adds, and its floor."""
+    from benchmarks.configs import PROBE_BATCH
+
+    batches = -(-examples // PROBE_BATCH)
+    added = median(p["fused"]) - median(p["bare"])
+    kernel = batches * median(s["fused"]) / 1000
+    budget = 0.3 * median(p["bare"]) / batches * 1000
+    return (
+        f"Where the time goes: the probe phase adds {fmt(added)} s to a bare predict; the fused kernel "
+        f"accounts for {fmt(kernel)} s of it ({batches} batches x {fmt(median(s['fused']))} ms), the rest "
+        f"({fmt(added - kernel)} s) is outside it (the Estimator fetching ~15 outputs per layer per batch, "
+        "among them 3 sketches of 65,536 int32 slots, the reservoir's boolean_mask, the host merge, "
+        f"stats.json and reservoir.npz). Goal (a) leaves {fmt(budget)} ms per batch for all of that. In the "
+        "kernel (perf record on conv1 batches): about a third of its cycles is the sketch, one scatter "
+        "increment per value into a 256 KB table that vectorises only in computing the slots; the rest is "
+        "the single pass itself, which converts every value to double for the moments (two FMAs per value) "
+        "and keeps 8 units' sums, extremes and counts in registers across positions. One memory pass only "
+        "adds floats, so <= 2x it would need the sketch and the double-precision moments nearly free."
+    )
 
 
 def _ratio(a: list[float], b: list[float]) -> list[float]:
