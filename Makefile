@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,sweeps]"
+	$(BIN)/python -m layerprobe.probe.fused.build
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the pinned dependencies (CPU TensorFlow)

@@ -107,7 +107,8 @@ def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memor
         f"The 3-conv CNN (conv1 32x32x16, conv2 16x16x32, conv3 8x8x64: 28,672 activation floats per example) "
         f"trained {PROBE_TRAIN_STEPS} steps once; every measurement restores that model_dir. {n:,} synthetic "
         f"32x32x3 examples in the eval split, batch {PROBE_BATCH} ({batches} batches), 3 conv layers exposed. "
-        "*Probe phase* = `runner.probe(...)`, the call `runner.run` times as its probe stage (stream through "
+        "*Probe phase* = `ProbeSession.run` + `artifacts.probe_outcome`, what `runner.run` times as its "
+        "probe stage (stream through "
         "`Estimator.predict`, merge on the host, write stats.json and reservoir.npz with the default "
         "512-example reservoir; plots and the representation analysis off, their cost is one row apart). "
         "*Bare predict* "
@@ -117,7 +118,7 @@ def _probe_section(plan, by_size, naive, naive_np, naive_mem, naive_ratio, memor
         "`yield_single_examples=True`, every example appended to lists, then numpy statistics over the "
         "stacked arrays (mean, std, min, max, zero fraction, percentiles, per-unit mean/std/max/active, L2 "
         "norms, 60-bin histogram, spatial mean). Memory: one fresh subprocess per size; peak RSS during "
-        "`runner.probe` minus RSS just before it, peak = max(VmHWM after resetting it through "
+        "the probe phase minus RSS just before it, peak = max(VmHWM after resetting it through "
         "`/proc/self/clear_refs`, VmRSS sampled every 5 ms in a thread). The naive RSS growth is sampled "
         "the same way in the main process.",
         ["", "value"],

@@ -3,11 +3,13 @@
 Everything returned is O(units) or O(sketch buckets) per batch, never O(examples), except the
 sampled examples' raw activations (`reservoir_size` examples over the whole split).
 
-Cost matters here: these ops run beside the forward pass (benchmarks/opcost.py times each). A batch
-whose per-unit sums are finite (the common case) takes a branch without masks or masked copies; only
-a batch holding NaN or Inf pays for them. The quantile sketch is one bit shift and one bincount over
-the batch, and also gives the zero count. Extremes and counts reduce per example first (faster on
-CPU); column sums of a wide matrix go through a matmul.
+Two paths give the same outputs: the fused C++ op (probe/fused, one pass over the layer, the default
+where its library loads) and the pure-TensorFlow ops below (the fallback, and the fused op's reference).
+On the TensorFlow path, a batch whose per-unit sums are finite (the common case) takes a branch
+without masks or masked copies; only a batch holding NaN or Inf pays for them. The quantile sketch is
+one bit shift and one bincount over the batch, and also gives the zero count. Extremes and counts
+reduce per example first (faster on CPU); column sums of a wide matrix go through a matmul.
+benchmarks/opcost.py times each.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from layerprobe._tf import tf
+from layerprobe.probe.fused import kernel as fused
 from layerprobe.probe.sketch import SketchLayout
 
 
@@ -48,6 +51,31 @@ def batch_summaries(
     x = tf.cast(x, tf.float32)
     if x.shape.rank == 1:
         x = x[:, None]
+    if fused.choose() == "fused":
+        out = fused.summaries(x, spec.layout.shift, spec.layout.size, spec.active_threshold, _saturation(spec))
+    else:
+        out = _tf_summaries(x, spec)
+    out["examples"] = tf.shape(x)[0]
+    if spec.reservoir_size > 0 and sample is not None:
+        in_sample, index = sample
+        out["res_keys"] = tf.boolean_mask(index, in_sample)
+        out["res_values"] = tf.boolean_mask(x, in_sample)
+        if labels is not None:
+            out["res_labels"] = tf.boolean_mask(labels, in_sample)
+    return out
+
+
+def _saturation(spec: LayerProbeSpec) -> tuple[float, float] | None:
+    """(lo, hi): values at or below lo, or at or above hi, are saturated; None without bounds."""
+    if spec.bounds is None:
+        return None
+    lo, hi = spec.bounds
+    m = spec.saturation_margin * (hi - lo)
+    return lo + m, hi - m
+
+
+def _tf_summaries(x: tf.Tensor, spec: LayerProbeSpec) -> dict[str, tf.Tensor]:
+    """The pure-TensorFlow path: one op per statistic (the fused kernel's reference, and its fallback)."""
     units = x.shape[-1]
     batch = tf.shape(x)[0]
     flat = tf.reshape(x, [-1, units])  # (batch * positions, units)
@@ -100,18 +128,11 @@ def batch_summaries(
     # NaN and Inf propagate into the per-unit sums, so finite sums mean a batch without them (a sum
     # that overflows float32 takes the masked branch too, which is exact for finite values as well).
     out = tf.cond(tf.reduce_all(tf.math.is_finite(unit_sum)), all_finite, masked)
-    out["examples"] = batch
     out["sketch"] = sketch_counts(flat, spec.layout)
-    if spec.bounds is not None:
-        lo, hi = spec.bounds
-        m = spec.saturation_margin * (hi - lo)
-        out["saturated"] = tf.reduce_sum(tf.cast((flat >= hi - m) | (flat <= lo + m), tf.float32))
-    if spec.reservoir_size > 0 and sample is not None:
-        in_sample, index = sample
-        out["res_keys"] = tf.boolean_mask(index, in_sample)
-        out["res_values"] = tf.boolean_mask(x, in_sample)
-        if labels is not None:
-            out["res_labels"] = tf.boolean_mask(labels, in_sample)
+    saturation = _saturation(spec)
+    if saturation is not None:
+        lo, hi = saturation
+        out["saturated"] = tf.reduce_sum(tf.cast((flat >= hi) | (flat <= lo), tf.float32))
     return out
 
 
