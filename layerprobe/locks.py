@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import socket
 import sys
 import time
@@ -75,17 +74,26 @@ def _holder_file(path: Path) -> Path:
 
 
 def _write_holder(holder: Path) -> None:
-    argv = getattr(sys, "orig_argv", sys.argv)  # 3.10+: with the interpreter and its -m / -c
-    command = shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else ""
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": command[:300],
+        "command": _command(),
     }
     tmp = holder.with_name(f"{holder.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(holder)  # whole or absent to a reader, never half-written
+
+
+def _command() -> str:
+    """How this process was started, as typed (`layerprobe trainer.seed=3`), on one line."""
+    argv = list(sys.argv) or [""]
+    name = Path(argv[0]).name
+    if name == "__main__.py":  # python -m <package>
+        name = Path(argv[0]).parent.name
+    elif name == "-c":
+        name = "python -c"
+    return " ".join(" ".join([name, *argv[1:]]).split())[:300]
 
 
 def _holder(path: Path) -> str:
