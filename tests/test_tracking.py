@@ -53,7 +53,8 @@ def test_run_status_follows_how_the_run_ended(tmp_path, exc, status):
 def public_interface(cls: type) -> dict[str, inspect.Signature | None]:
     """Public methods (with their signatures; __init__ aside) and annotated public attributes."""
     names = {n: getattr(cls, n) for n in dir(cls) if not n.startswith("_") or n in ("__enter__", "__exit__")}
-    out: dict[str, inspect.Signature | None] = {n: None for n in inspect.get_annotations(cls) if not n.startswith("_")}
+    annotated = vars(cls).get("__annotations__", {})
+    out: dict[str, inspect.Signature | None] = {n: None for n in annotated if not n.startswith("_")}
     for name, member in names.items():
         if callable(member) and not isinstance(member, type):
             out[name] = inspect.signature(member).replace(return_annotation=inspect.Signature.empty)

@@ -25,10 +25,10 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between attempts of one call befo
 # Creating a fresh sqlite store runs MLflow's migrations (~3 s alone, longer with several processes
 # queued behind the lock); ten minutes means the holder is stuck. LAYERPROBE_LOCK_TIMEOUT overrides it.
 STORE_LOCK_SECONDS = 600.0
-# MLflow's own HTTP retries default to 7 with backoff factor 2 (minutes per call against a dead
-# server); layerprobe retries and buffers itself, so it keeps MLflow's short unless the user set them.
-# MLflow draws a tqdm bar per artifact download into the log of every sweep and re-probe;
-# mlflow.environment_variables reads MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR at each download.
+# Set unless the user set them. HTTP: MLflow's own retries default to 7 with backoff factor 2
+# (minutes per call against a dead server); layerprobe retries and buffers itself, so it keeps
+# MLflow's short. Progress bar: MLflow draws a tqdm bar per artifact download into the log of every
+# sweep and re-probe; it reads MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR at each download (3.17).
 MLFLOW_ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
