@@ -123,23 +123,19 @@ def train_in_cluster(
 
 
 @contextmanager
-def model_dir_lock(model_dir: str | Path) -> Iterator[None]:
+def model_dir_lock(model_dir: str | Path, wait: float = 6 * 3600.0) -> Iterator[None]:
     """Exclusive use of a model_dir across processes (parallel sweep jobs on one machine or on a
-    shared file system that supports flock). Not taken inside a cluster, whose tasks share it by design."""
-    import fcntl
+    shared file system that supports flock). Not taken inside a cluster, whose tasks share it by design.
+
+    A job whose twin trains the same model_dir waits for it (then resumes from its checkpoint), at
+    most `wait` seconds (a twin's whole training run; finite, so that a hung holder ends in a
+    message) or $LAYERPROBE_LOCK_TIMEOUT; then it stops with one line naming the holder's process."""
+    from layerprobe import locks
 
     path = Path(model_dir) / ".layerprobe.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("model_dir %s is in use by another process; waiting for it", model_dir)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with locks.exclusive(path, f"model_dir {model_dir}", locks.timeout(wait)):
+        yield
 
 
 # --- the localhost launcher -------------------------------------------------------------------------------

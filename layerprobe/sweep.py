@@ -10,14 +10,20 @@ best child to the parent, and makes the process exit non-zero when a job failed.
 from __future__ import annotations
 
 import atexit
+import csv
 import json
 import logging
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from layerprobe.tracking import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,55 @@ def swept_keys(overrides: list[str]) -> list[str]:
 
 def _failed_jobs(sweep_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in sweep_dir.glob(f"*/{FAILED_FILE}"))
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What the parent run gets: every child's overrides and eval metrics, and the best child."""
+
+    header: list[str]  # run_id, name, status, overrides, then every eval/ metric of any child
+    rows: list[list[str]]  # one per child, oldest first; "" where a child lacks a metric
+    tags: dict[str, str]
+    metrics: dict[str, float]  # best/<objective>, when any child has the objective
+    best: tuple[str, float] | None  # (run id, objective value) of the best child
+
+
+def summarize(children: Sequence[RunSummary], objective: str, direction: str) -> SweepSummary:
+    """The sweep's table and its best child by `objective` (`direction`: maximize or minimize)."""
+    keys = sorted({k for r in children for k in r.metrics if k.startswith("eval/")})
+    rows = [
+        [r.run_id, r.name, r.status, r.tags.get("layerprobe.overrides", "")]
+        + [f"{r.metrics[k]:.6g}" if k in r.metrics else "" for k in keys]
+        for r in sorted(children, key=lambda r: r.start_time)
+    ]
+    scored = [(r.run_id, r.metrics[objective]) for r in children if objective in r.metrics]
+    best = (max if direction == "maximize" else min)(scored, key=lambda x: x[1]) if scored else None
+    tags = {
+        "layerprobe.children": str(len(children)),
+        "layerprobe.failed_children": str(sum(r.status == "FAILED" for r in children)),
+    }
+    metrics = {}
+    if best:
+        tags |= {"layerprobe.best_run_id": best[0], "layerprobe.best_objective": f"{objective}={best[1]:.6g}"}
+        metrics[f"best/{objective}"] = best[1]
+    return SweepSummary(["run_id", "name", "status", "overrides", *keys], rows, tags, metrics, best)
+
+
+def finish_parent(
+    uri: str, parent_id: str, objective: str, direction: str, out_dir: Path, error: str | None = None
+) -> tuple[str, float] | None:
+    """Log the children's table (`out_dir`/sweep_summary.csv) and the best child to the parent, then
+    end the parent run: FAILED with `error` as a tag when the sweep itself stopped early, FINISHED
+    otherwise. Returns the best child's (run id, objective value)."""
+    from layerprobe import tracking
+
+    summary = summarize(tracking.child_run_summaries(uri, parent_id), objective, direction)
+    table = Path(out_dir) / "sweep_summary.csv"
+    with table.open("w", newline="") as f:
+        csv.writer(f).writerows([summary.header, *summary.rows])
+    tags = summary.tags | ({"error": error} if error else {})
+    tracking.finish_sweep_parent(uri, parent_id, tags, summary.metrics, [table], failed=bool(error))
+    return summary.best
 
 
 class SweepCallback(Callback):
@@ -104,7 +159,7 @@ class SweepCallback(Callback):
         failed = _failed_jobs(sweep_dir)
         error = f"the sweeper stopped before the sweep's end; {len(failed)} job(s) failed: {', '.join(failed)}"
         try:
-            tracking.finish_sweep_parent(
+            finish_parent(
                 tracking.resolve_uri(config.tracking.uri),
                 sweep_info(sweep_dir)["parent"],
                 config.tracking.objective,
@@ -124,9 +179,7 @@ class SweepCallback(Callback):
             from layerprobe import tracking
 
             uri = tracking.resolve_uri(config.tracking.uri)
-            best = tracking.finish_sweep_parent(
-                uri, run_id, config.tracking.objective, config.tracking.direction, sweep_dir
-            )
+            best = finish_parent(uri, run_id, config.tracking.objective, config.tracking.direction, sweep_dir)
             if best:
                 log.info("best child run: %s (%s = %s)", best[0], config.tracking.objective, best[1])
             self._compare_children(uri, run_id, config, sweep_dir)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from layerprobe import tracking
 from layerprobe.cli import main
+from layerprobe.tracking import outbox, store
 from tests.servers import free_port, start_server, stop_server
 
 
@@ -29,7 +30,7 @@ def store_down(monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky)
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)  # no real backoff in unit tests
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)  # no real backoff in unit tests
     state["up"] = lambda: state.update(down=False)
     return state
 
@@ -63,7 +64,7 @@ def test_a_store_down_for_the_whole_run_loses_nothing_after_upload_pending(tmp_p
 
 
 def test_a_store_that_comes_back_mid_run_gets_the_buffer_first(tmp_path, store_down, monkeypatch):
-    monkeypatch.setattr(tracking, "OFFLINE_PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(outbox, "OFFLINE_PROBE_SECONDS", 0.0)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     t = tracking.Tracker(uri, "exp", "r", pending_dir=tmp_path / "out")
     t.log_metric_records(records(50))

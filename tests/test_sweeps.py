@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -45,6 +46,60 @@ def test_every_shipped_sweep_config_composes(sweep, launcher, sweeper):
 def test_the_optuna_direction_follows_tracking_direction(direction):
     h = hydra_cfg("+sweep=optuna", f"tracking.direction={direction}")
     assert h.sweeper.direction == direction and h.sweeper.storage is None
+
+
+def sweep_of_three(tmp_path: Path) -> tuple[str, str, list[str]]:
+    """A parent with three children in a real store: accuracies 0.5 and 0.9, then one that failed
+    before its evaluation."""
+    from layerprobe import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep_parent(uri, "layerprobe", "sweep: x=1,2,3", {"layerprobe.sweep": "parent"})
+    ids = []
+    for x, accuracy in ((1, 0.5), (2, 0.9), (3, None)):
+        child = tracking.Tracker(uri, "layerprobe", f"x={x}", {"layerprobe.overrides": f"x={x}"}, parent)
+        try:
+            with child:
+                child.log_metrics({"eval/loss": 1.0 / x}, step=10)
+                if accuracy is None:
+                    raise RuntimeError("diverged")
+                child.log_metrics({"eval/accuracy": accuracy}, step=10)
+        except RuntimeError:
+            pass
+        ids.append(child.run_id)
+    return uri, parent, ids
+
+
+@pytest.mark.parametrize(("direction", "best"), [("maximize", 1), ("minimize", 0)])
+def test_the_parent_gets_the_table_and_the_best_child(tmp_path, direction, best):
+    from layerprobe.sweep import finish_parent
+
+    uri, parent, ids = sweep_of_three(tmp_path)
+    assert finish_parent(uri, parent, "eval/accuracy", direction, tmp_path) == (ids[best], (0.5, 0.9)[best])
+    run = MlflowClient(tracking_uri=uri).get_run(parent)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    assert run.data.tags["layerprobe.best_run_id"] == ids[best]
+    assert run.data.tags["layerprobe.best_objective"] == f"eval/accuracy={(0.5, 0.9)[best]}"
+    assert (run.data.tags["layerprobe.children"], run.data.tags["layerprobe.failed_children"]) == ("3", "1")
+    assert run.data.metrics == {"best/eval/accuracy": (0.5, 0.9)[best]}
+    rows = list(csv.reader((tmp_path / "sweep_summary.csv").open()))
+    assert rows == [
+        ["run_id", "name", "status", "overrides", "eval/accuracy", "eval/loss"],
+        [ids[0], "x=1", "FINISHED", "x=1", "0.5", "1"],
+        [ids[1], "x=2", "FINISHED", "x=2", "0.9", "0.5"],
+        [ids[2], "x=3", "FAILED", "x=3", "", "0.333333"],
+    ]
+    assert [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)] == ["sweep_summary.csv"]
+
+
+def test_a_sweep_stopped_early_ends_its_parent_failed_with_the_reason(tmp_path):
+    from layerprobe.sweep import finish_parent
+
+    uri, parent, ids = sweep_of_three(tmp_path)
+    assert finish_parent(uri, parent, "eval/f1", "maximize", tmp_path, error="the sweeper stopped") is None
+    run = MlflowClient(tracking_uri=uri).get_run(parent)
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "the sweeper stopped"
+    assert "layerprobe.best_run_id" not in run.data.tags and run.data.metrics == {}
 
 
 def runs(tmp_path: Path) -> tuple:

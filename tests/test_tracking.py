@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import csv
+import inspect
 import json
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from layerprobe.tracking import Tracker, flatten, sanitize_key
+from layerprobe.tracking import NullTracker, Tracker, download_artifact, flatten, sanitize_key
 from tests.servers import free_port, start_server, stop_server
 
 
@@ -46,6 +48,85 @@ def test_run_status_follows_how_the_run_ended(tmp_path, exc, status):
     assert len(run.data.params) == 250
     if status == "FAILED":
         assert run.data.tags["error"] == "RuntimeError: boom"
+
+
+def public_interface(cls: type) -> dict[str, inspect.Signature | None]:
+    """Public methods (with their signatures; __init__ aside) and annotated public attributes."""
+    names = {n: getattr(cls, n) for n in dir(cls) if not n.startswith("_") or n in ("__enter__", "__exit__")}
+    annotated = vars(cls).get("__annotations__", {})
+    out: dict[str, inspect.Signature | None] = {n: None for n in annotated if not n.startswith("_")}
+    for name, member in names.items():
+        if callable(member) and not isinstance(member, type):
+            out[name] = inspect.signature(member).replace(return_annotation=inspect.Signature.empty)
+    return out
+
+
+def test_null_tracker_has_exactly_the_public_interface_of_tracker(tmp_path):
+    tracker, null = public_interface(Tracker), public_interface(NullTracker)
+    live = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp", "r", pending_dir=tmp_path)
+    unannounced = {n for n in vars(live) if not n.startswith("_")} - set(tracker)
+    assert not unannounced, f"annotate Tracker's public attributes (and give NullTracker them): {unannounced}"
+    assert {"log_params", "set_tags", "log_metric_records", "run_id", "seconds", "__exit__"} <= set(tracker)
+    assert set(null) == set(tracker), set(tracker) ^ set(null)
+    for name, signature in tracker.items():
+        assert null[name] == signature, name
+
+
+def test_null_tracker_takes_every_call_and_refuses_misspelt_ones():
+    with NullTracker() as t:
+        t.log_params({"a": "1"})
+        t.log_metric_records([({"train/loss": 1.0}, 1)])
+        t.set_tags({"x": "y"})
+        t.log_artifacts("nowhere", "config")
+    assert (t.run_id, t.uri, t.experiment_id, t.seconds) == (None, None, None, 0.0)
+    with pytest.raises(AttributeError, match="log_metric_record"):
+        t.log_metric_record([({"train/loss": 1.0}, 1)])  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        t.log_param({"a": "1"})  # type: ignore[attr-defined]
+
+
+def test_null_tracker_and_the_sweep_callback_import_no_mlflow():
+    code = (
+        "import sys\n"
+        "from layerprobe.tracking import NullTracker\n"
+        "import layerprobe.sweep\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout == "[]\n", r.stderr[-2000:]
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    root = Path(__file__).parent.parent / "layerprobe"
+    importers = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] == "mlflow" for n in names):
+                importers.append(path.relative_to(root).as_posix())
+    assert importers and all(p.startswith("tracking/") for p in importers), sorted(set(importers))
+    assert "tracking/null.py" not in importers
+
+
+@pytest.mark.parametrize("setting", [None, "true"])
+def test_downloading_an_artifact_draws_no_progress_bar_unless_asked(tmp_path, capfd, monkeypatch, setting):
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    if setting:
+        monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", setting)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    (tmp_path / "probe").mkdir()
+    for i in range(3):
+        (tmp_path / "probe" / f"stats{i}.json").write_text(json.dumps({"i": i}))
+    with Tracker(uri, "exp", "r", pending_dir=tmp_path / "out") as t:
+        t.log_artifacts(tmp_path / "probe", "probe")
+    capfd.readouterr()
+    local = download_artifact(uri, t.run_id, "probe", tmp_path / "down")
+    err = capfd.readouterr().err
+    assert sorted(p.name for p in local.iterdir()) == ["stats0.json", "stats1.json", "stats2.json"]
+    assert json.loads((local / "stats2.json").read_text()) == {"i": 2}
+    assert ("Downloading artifacts" in err) == (setting == "true"), err
 
 
 def cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from layerprobe.errors import LayerprobeError
+from layerprobe.shell import installed_command
 
 USER_ERROR = 2
 
@@ -18,17 +18,6 @@ def fail(e: LayerprobeError) -> int:
         raise e
     print(f"layerprobe: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
     return USER_ERROR
-
-
-def installed_command(name: str) -> str:
-    """How to call a console script of this environment so that it runs as printed, activated or
-    not: its path beside this Python (`.venv/bin/mlflow` from the checkout), relative when shorter."""
-    exe = Path(sys.executable).parent / name
-    try:
-        rel = exe.relative_to(Path.cwd())
-    except ValueError:
-        return str(exe)
-    return str(rel) if rel.parts[0] != ".." else str(exe)
 
 
 def print_stats(stats: dict[str, Any]) -> None:

@@ -1,0 +1,92 @@
+"""Reading runs back: their data, their status and parent, their children, their artifacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from layerprobe.errors import LayerprobeError
+from layerprobe.tracking.store import client, use_layerprobe_defaults
+
+MAX_CHILDREN = 10000  # one search; a sweep has far fewer jobs
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a sweep's summary needs of one run."""
+
+    run_id: str
+    name: str
+    status: str  # FINISHED, FAILED, KILLED, RUNNING
+    start_time: int  # ms since the epoch; 0 when unknown
+    tags: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each
+
+
+def download_artifact(uri: str, run_id: str, path: str, dst: str | Path) -> Path:
+    """Download the run's artifact `path` (a file or a directory) into `dst`; returns the local path."""
+    use_layerprobe_defaults()  # no tqdm progress bar in the log
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=uri)
+    )
+
+
+def _get_run(uri: str, run_id: str) -> Any:
+    try:
+        return client(uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException as e:
+        raise LayerprobeError(f"run {run_id!r} not found in {uri}: {str(e).splitlines()[0]}") from None
+
+
+def run_data(uri: str, run_id: str) -> Any:
+    """The run's data (latest metric values, params, tags); one line when the run is unknown."""
+    return _get_run(uri, run_id).data
+
+
+def run_info(uri: str, run_id: str) -> dict[str, Any]:
+    """Name, status, experiment and parent of a run."""
+    run = _get_run(uri, run_id)
+    return {
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "experiment_id": run.info.experiment_id,
+        "parent": run.data.tags.get("mlflow.parentRunId"),
+    }
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str]:
+    return dict(run_data(uri, run_id).tags)
+
+
+def child_run_summaries(uri: str, parent_id: str) -> list[RunSummary]:
+    """The runs nested under `parent_id`, oldest first."""
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(parent_id)
+    runs = mlflow_client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=MAX_CHILDREN
+    )
+    summaries = [
+        RunSummary(
+            run_id=r.info.run_id,
+            name=r.info.run_name or "",
+            status=r.info.status,
+            start_time=r.info.start_time or 0,
+            tags=dict(r.data.tags),
+            metrics=dict(r.data.metrics),
+        )
+        for r in runs
+    ]
+    return sorted(summaries, key=lambda r: r.start_time)
+
+
+def child_runs(uri: str, parent_id: str) -> list[str]:
+    """Ids of the runs nested under `parent_id`, oldest first."""
+    return [r.run_id for r in child_run_summaries(uri, parent_id)]
+
+
+def latest_metric_points(uri: str, run_id: str) -> dict[str, tuple[int, float]]:
+    """Each metric's latest point in the run: key -> (step, value)."""
+    return {m.key: (int(m.step), float(m.value)) for m in run_data(uri, run_id)._metric_objs}
