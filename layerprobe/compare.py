@@ -55,7 +55,7 @@ def compare_runs(
     """CKA matrix of `layer` across `run_ids`: cka_across.json and cka_across.png, optionally logged
     to run `log_to` (a sweep's parent) under `compare/<layer>/`."""
     from layerprobe import tracking
-    from layerprobe.analysis import cka_across
+    from layerprobe.analysis import cka_matrix
     from layerprobe.analysis.plots import cka_heatmap
 
     samples: dict[str, dict[str, np.ndarray]] = {}
@@ -75,7 +75,7 @@ def compare_runs(
             names.append(name)
             ids.append(run_id)
     aligned, n = _aligned(samples)
-    matrix = cka_across(aligned)
+    matrix = cka_matrix(aligned)  # one layer across runs: the same examples in the same order
     out = Path(out_dir) / "compare" / layer
     out.mkdir(parents=True, exist_ok=True)
     (out / "cka_across.json").write_text(json.dumps({**matrix.to_dict(), "run_ids": ids, "examples": n}, indent=1))

@@ -13,6 +13,7 @@ import yaml
 
 from layerprobe.cli import main
 from tests.bad_configs import CASES, FILES, Case
+from tests.hang import HANG_GUARD
 from tests.test_tracking import free_port
 
 TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false"]
@@ -123,7 +124,12 @@ def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
     r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
     )
     assert_clean_failure(r.returncode, r.stderr, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
 
@@ -139,7 +145,7 @@ def test_a_duplicate_key_in_an_experiment_file_is_one_line(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD,
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "twice.yaml" in r.stderr and "duplicate key train_steps" in r.stderr

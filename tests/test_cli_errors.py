@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from layerprobe.cli import COMMANDS, main
+from tests.hang import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_GRAMMAR = (
@@ -106,7 +107,12 @@ def test_a_command_line_mistake_is_one_exact_line_and_writes_nothing(argv, line,
 def test_in_a_real_process_too(argv):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
     )
     assert (r.returncode, r.stderr) == (2, BAD_GRAMMAR + "\n")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from layerprobe.cli import COMMANDS, main
+from tests.hang import HANG_GUARD
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROOT = README.parent
@@ -101,7 +102,7 @@ def test_cheap_readme_commands_run_as_shown_after_activation():
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_GUARD,
         )
         assert r.returncode == 0, (line, r.stderr[-2000:])
 
@@ -124,7 +125,9 @@ def test_make_run_trains_probes_and_logs_the_run(tmp_path):
         f"model=tiny_cnn trainer=quick probe.plots=false tracking.uri={uri} "
         f"trainer.model_dir={tmp_path / 'model'} hydra.run.dir={tmp_path / 'out'}"
     )
-    r = subprocess.run(["make", "-s", "run", f"ARGS={args}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["make", "-s", "run", f"ARGS={args}"], cwd=ROOT, capture_output=True, text=True, timeout=HANG_GUARD
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     run_id = re.search(r"^mlflow run: (\w+)$", r.stdout, re.M).group(1)  # type: ignore[union-attr]
     ui = re.search(r"^open the UI: (.+)$", r.stdout, re.M).group(1)  # type: ignore[union-attr]

@@ -15,6 +15,7 @@ from layerprobe.data.pipeline import prepare
 from layerprobe.errors import LayerprobeError
 from layerprobe.reprobe import MODEL_DIR_CONFIG, probe_existing
 from layerprobe.runner import run
+from tests.hang import HANG_GUARD
 from tests.reference import activations
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def test_probe_a_model_dir_through_the_cli(trained, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
     assert r.returncode == 0, r.stderr
     assert "probe/gap: mean" in r.stdout

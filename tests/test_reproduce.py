@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from layerprobe.provenance import checkpoint_digest
 from layerprobe.reproduce import reproduce
 from layerprobe.runner import run
+from tests.hang import HANG_GUARD
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def test_reproduce_fails_with_a_readable_diff_when_a_metric_was_tampered_with(lo
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
     assert r.returncode == 1, r.stderr[-2000:]
     assert "FAIL: eval/accuracy: 0.999 ->" in r.stdout
@@ -99,7 +100,7 @@ def check(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from layerprobe.tracking import NullTracker, Tracker, download_artifact, flatten, sanitize_key
+from tests.hang import HANG_GUARD
 from tests.servers import free_port, start_server, stop_server
 
 
@@ -92,7 +93,7 @@ def test_null_tracker_and_the_sweep_callback_import_no_mlflow():
         "import layerprobe.sweep\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD)
     assert r.stdout == "[]\n", r.stderr[-2000:]
 
 
@@ -231,7 +232,7 @@ def test_a_run_logged_to_a_real_tracking_server_reads_back_whole(tiny, tmp_path,
 
 @pytest.mark.integration
 def test_an_unreachable_store_is_one_line_before_training(tmp_path):
-    r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}"], tmp_path, timeout=120)
+    r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}"], tmp_path, timeout=HANG_GUARD)
     assert r.returncode == 2
     assert r.stderr.startswith("layerprobe: error: tracking store http://127.0.0.1:")
     assert "cannot be reached" in r.stderr and r.stderr.strip().count("\n") == 0
@@ -259,7 +260,7 @@ def test_a_store_that_answers_health_but_fails_the_run_is_one_line_before_traini
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{server.server_port}"], tmp_path, timeout=120)
+        r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{server.server_port}"], tmp_path, timeout=HANG_GUARD)
     finally:
         server.shutdown()
         server.server_close()

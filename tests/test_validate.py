@@ -13,6 +13,7 @@ from layerprobe.config.layer_table import load_table
 from layerprobe.config.validate import validate
 from layerprobe.errors import ConfigError
 from tests.conftest import plain
+from tests.hang import HANG_GUARD
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_layer_table_matches_installed_keras():
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "layerprobe", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "layerprobe", *args], capture_output=True, text=True, timeout=HANG_GUARD, cwd=cwd
     )
 
 
@@ -169,7 +170,9 @@ def test_help_and_config_printing_do_not_import_tensorflow_or_mlflow():
         "        except SystemExit: pass\n"
         "print(json.dumps(sorted(m for m in ('tensorflow', 'mlflow') if m in sys.modules)))\n"
     )
-    r = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, timeout=HANG_GUARD
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
 

@@ -4,7 +4,7 @@ numpy, scikit-learn and matplotlib only: nothing here imports TensorFlow, mlflow
 """
 
 from layerprobe.analysis.analyze import AnalysisResult, analyze
-from layerprobe.analysis.cka import CKAMatrix, cka_across, cka_matrix, linear_cka
+from layerprobe.analysis.cka import CKAMatrix, cka_matrix, linear_cka
 from layerprobe.analysis.linear_probe import ProbeScore, linear_probe
 from layerprobe.analysis.report import write_report
 
@@ -13,7 +13,6 @@ __all__ = [
     "CKAMatrix",
     "ProbeScore",
     "analyze",
-    "cka_across",
     "cka_matrix",
     "linear_cka",
     "linear_probe",

@@ -38,14 +38,6 @@ class AnalysisResult:
     notes: dict[str, str] = field(default_factory=dict)  # layer or "cka" -> why it was skipped
     files: dict[str, Path] = field(default_factory=dict)  # "cka.json", "cka.png", "linear_probe.png", ...
 
-    def metrics(self) -> dict[str, float]:
-        """Flat numbers for a tracker: analysis/<layer>/linear_probe_acc and _chance."""
-        out = {}
-        for name, s in self.probes.items():
-            out[f"analysis/{name}/linear_probe_acc"] = s.accuracy
-            out[f"analysis/{name}/linear_probe_chance"] = s.chance
-        return out
-
 
 def analyze(
     samples: Mapping[str, Sample],

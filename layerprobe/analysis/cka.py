@@ -111,8 +111,3 @@ def cka_matrix(reps: Mapping[str, np.ndarray]) -> CKAMatrix:
     if constant:
         log.warning("CKA undefined (NaN) for constant representations: %s", ", ".join(constant))
     return CKAMatrix(names, out)
-
-
-def cka_across(runs: Mapping[str, np.ndarray]) -> CKAMatrix:
-    """CKA of one layer across runs (run name -> (n, ...)); every run must see the same examples in order."""
-    return cka_matrix(runs)

@@ -86,10 +86,6 @@ def check_writable_dir(path: str, directory: str) -> None:
         raise ConfigError(path, directory, f"is not writable ({probe} does not allow writing)")
 
 
-def layer_order(model: Mapping[str, Any]) -> list[str]:
-    return list(model["layers"] or {})
-
-
 MAX_NAME = 64  # a layer name is a file name and part of metric keys (<= 250 characters in MLflow)
 
 
