@@ -45,7 +45,7 @@ def check_application(path: str, type_name: str, args: Mapping[str, Any]) -> Non
     name = application_name(type_name)
     table = load_table()["applications"]
     if name not in table:
-        raise ConfigError(f"{path}.type", type_name, "unknown Keras application", table)
+        raise ConfigError(f"{path}.type", name, f"unknown Keras application ({type_name})", table)
     known = [a for a in table[name]["args"] if a not in FROM_GRAPH] + ["trainable"]
     for arg in args:
         if arg in FROM_GRAPH:
