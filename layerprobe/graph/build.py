@@ -74,7 +74,7 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], tr
         args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
         names = spec.get("inputs") or [previous]
         names = [names] if isinstance(names, str) else list(names)
-        if not inspect.isclass(cls):  # a whole model as one layer
+        if inspect.isfunction(cls) or not isinstance(cls, type):  # a whole model as one layer
             _add_nested(graph, name, path, cls, args, [tensors[n] for n in names], training, keras)
             previous = name
             continue
