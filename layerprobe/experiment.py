@@ -7,10 +7,11 @@ Everything that can fail on the user's input fails here, before a run or a model
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.archs import resolve_exposed
 from layerprobe.engines import make_engine
 from layerprobe.engines.base import Engine, ModelSummary
 from layerprobe.engines.spec import ModelSpec, model_spec
@@ -44,10 +45,34 @@ def prepare(c: Mapping[str, Any], model_dir: str | None = None, exposed: Sequenc
     from layerprobe.data.pipeline import check_against_inputs
     from layerprobe.data.pipeline import prepare as prepare_data
 
-    exposed = tuple(exposed_layers(c) if exposed is None else exposed)
+    requested = tuple(exposed_layers(c) if exposed is None else exposed)
     data = prepare_data(c["data"])
     spec = model_spec(c)
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
-    engine = make_engine(spec, model_dir or model_dir_for(c), c["trainer"], c["data"])
-    summary = engine.summary(data, set(exposed))
-    return Experiment(c, data, spec, engine, summary, exposed)
+    engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c["data"])
+    summary = engine.summary(data, set(requested))
+    # Inner layers of nested models and glob patterns resolve against the built model's names.
+    names = tuple(resolve_exposed(requested, [r.name for r in summary.rows]))
+    rows = [replace(r, exposed=r.name in names) for r in summary.rows if "/" not in r.name or r.name in names]
+    return Experiment(c, data, spec, engine, ModelSummary(rows), names)
+
+
+def with_warm_start_dir(c: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The trainer config, with a warm start from an MLflow run id replaced by that run's model_dir."""
+    from layerprobe.config.archs import RUN_ID
+
+    t = c["trainer"]
+    source = (t.get("warm_start") or {}).get("source")
+    if not source or Path(source).exists() or not RUN_ID.match(source):
+        return t
+    from layerprobe import tracking
+    from layerprobe.errors import ConfigError
+
+    uri = tracking.resolve_uri(c["tracking"]["uri"])
+    try:
+        model_dir = tracking.run_tags(uri, source).get("model_dir")
+    except Exception as e:  # noqa: BLE001 - the store's own error, folded to one line
+        raise ConfigError("trainer.warm_start.source", source, f"cannot read this run from {uri}: {e}") from None
+    if not model_dir:
+        raise ConfigError("trainer.warm_start.source", source, "the run records no model_dir")
+    return {**t, "warm_start": {**t["warm_start"], "source": model_dir}}

@@ -10,11 +10,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.blocks import expand_model
+
 
 def exposed_layers(c: Mapping[str, Any]) -> list[str]:
-    """Layers with `expose: true` or listed in probe.layers, in model order."""
-    extra = set(c["probe"].get("layers") or [])
-    return [n for n, s in c["model"]["layers"].items() if s.get("expose", False) or n in extra]
+    """Layers with `expose: true` or listed in probe.layers, in model order; then the entries of
+    probe.layers that only the built model resolves (`backbone/conv4_block6_out`, glob patterns)."""
+    from layerprobe.config.archs import is_pattern
+
+    extra = list(c["probe"].get("layers") or [])
+    layers = expand_model(c["model"])["layers"]
+    named = [n for n, s in layers.items() if s.get("expose", False) or n in extra]
+    return named + [e for e in extra if e not in layers and ("/" in e or is_pattern(e))]
 
 
 # trainer keys that say how long or how visibly to train, not what the model becomes
@@ -24,8 +31,10 @@ NOT_SHAPING_TRAINING = ("model_dir", "log_every_steps", "train_steps", "eval_ste
 def training_digest(c: Mapping[str, Any]) -> str:
     """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
     and neither does the step budget or the checkpoint/log cadence: raising train_steps continues."""
-    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c["model"]["layers"].items()}
+    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in expand_model(c["model"])["layers"].items()}
     trainer = {k: v for k, v in c["trainer"].items() if k not in NOT_SHAPING_TRAINING}
+    if not (trainer.get("warm_start") or {}).get("source"):  # digests of configs from before warm starts stay
+        trainer.pop("warm_start", None)
     blob = {
         "data": c["data"],
         "inputs": c["model"]["inputs"],
@@ -92,7 +101,31 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
         "tensorflow.version": tf.__version__,
         "git.commit": commit,
         "git.dirty": dirty,
+        **warm_start_tags(c),
     }
+
+
+def warm_start_tags(c: Mapping[str, Any]) -> dict[str, str]:
+    """Where initial weights came from: trainer.warm_start and nested models' weights files, each a
+    path and a sha256 (of the file, or of the checkpoint's files) or an MLflow run id."""
+    sources = {"layerprobe.warm_start": (c["trainer"].get("warm_start") or {}).get("source")}
+    for name, spec in expand_model(c["model"])["layers"].items():
+        if isinstance(spec.get("weights"), str):
+            sources[f"layerprobe.weights.{name}"] = spec["weights"]
+    tags: dict[str, str] = {}
+    for key, source in sources.items():
+        if not source:
+            continue
+        p = Path(source)
+        if p.is_file():
+            tags[key], tags[f"{key}.sha256"] = str(p.resolve()), file_digest(source)
+        elif p.is_dir() or Path(source + ".index").is_file():
+            prefix = source if not p.is_dir() else None
+            tags[key] = str(p.resolve())
+            tags[f"{key}.sha256"] = checkpoint_digest(str(p if p.is_dir() else p.parent), prefix)
+        else:
+            tags[f"{key}.run_id"] = source
+    return tags
 
 
 def _git_state(root: Path | None = None) -> tuple[str, str]:
@@ -122,6 +155,14 @@ def frozen_requirements() -> str:
 
     pins = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
     return "\n".join(sorted(pins, key=str.lower)) + "\n"
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def checkpoint_digest(model_dir: str, checkpoint: str | None = None) -> str:

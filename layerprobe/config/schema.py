@@ -28,8 +28,11 @@ class HeadSpec:
 class ModelConfig:
     name: str = MISSING
     inputs: Dict[str, InputSpec] = MISSING
-    # Ordered mapping: layer name -> {type, inputs?, expose?, **constructor args}.
+    # Ordered mapping: layer name -> {type, inputs?, expose?, **constructor args}, or a block instance
+    # {block, repeat?, inputs?, expose?, trainable?, **block parameters} (layerprobe/config/blocks.py).
     layers: Dict[str, Any] = MISSING
+    # Block name -> {params: {name: default, null = required}, inputs?, layers, output?}.
+    blocks: Dict[str, Any] = field(default_factory=dict)
     # Output layer name -> head; empty means the last layer with the default head.
     outputs: Dict[str, HeadSpec] = field(default_factory=dict)
 
@@ -74,6 +77,15 @@ class OptimizerConfig:
 
 
 @dataclass
+class WarmStartConfig:
+    """Initial values of the model's variables from elsewhere (only when model_dir has no checkpoint)."""
+
+    source: Optional[str] = None  # a checkpoint prefix | a model_dir | an MLflow run id | a Keras .h5 file
+    variables: str = ".*"  # regex over variable names (`conv1/kernel`, `backbone/.*`): which start warm
+    rename: Dict[str, str] = field(default_factory=dict)  # model variable -> its name in the source
+
+
+@dataclass
 class TrainerConfig:
     seed: int = 42
     deterministic: bool = True  # op determinism: reruns are bitwise identical on CPU
@@ -89,6 +101,7 @@ class TrainerConfig:
     # parameter_server (both across the processes named in TF_CONFIG: `layerprobe cluster --workers N`)
     distribute: str = "none"
     cpu_replicas: int = 2  # distribute=mirrored on a machine without GPUs: CPU devices used as replicas
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
 
 
 @dataclass

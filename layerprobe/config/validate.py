@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from layerprobe.config.applications import application_name, check_application
+from layerprobe.config.archs import check_expanded, check_probe_layers, check_warm_start
 from layerprobe.config.layer_table import load_table
 from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
 from layerprobe.errors import ConfigError
@@ -20,10 +22,10 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(c, dict)
     try:
-        _check_model(c["model"])
+        model = check_expanded(c["model"], _check_model)  # block instances -> their layers
         _check_trainer(c["trainer"])
         _check_data(c["data"])
-        _check_probe(c["probe"], c["model"])
+        _check_probe(c["probe"], model)
         _check_tracking(c["tracking"])
     except (KeyError, TypeError, AttributeError, IndexError):
         # A key missing or of the wrong kind (a plain dict that never met the schema): name it.
@@ -36,6 +38,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
 
 
 FREE_FORM = ("model.inputs", "model.layers", "data.params", "data.splits.eval_params")  # no fixed keys
+ADDED_LATER = ("model.blocks", "trainer.warm_start")  # configs logged before these keys existed still load
 
 
 def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str) -> None:
@@ -43,9 +46,9 @@ def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str
     engine reads what it was given, not the default."""
     for key, value in full.items():
         path = f"{prefix}{key}"
-        if key not in given:
+        if key not in given and path not in ADDED_LATER:
             raise ConfigError(path, None, "missing: every key of the schema must be given")
-        if isinstance(value, Mapping) and isinstance(given[key], Mapping) and path not in FREE_FORM:
+        if isinstance(value, Mapping) and isinstance(given.get(key), Mapping) and path not in FREE_FORM:
             _missing_keys(given[key], value, path + ".")
 
 
@@ -155,6 +158,9 @@ def _check_layer_type_and_args(path: str, spec: Mapping[str, Any], table: Mappin
     args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
     if "name" in args:
         raise ConfigError(f"{path}.name", args["name"], "the layer's name is its key in model.layers")
+    if application_name(ltype) is not None:  # a whole Keras model as one layer
+        check_application(path, ltype, args)
+        return
     if "." in ltype:  # a user's own class, checked when it is imported
         module, _, cls = ltype.rpartition(".")
         if not module or not cls.isidentifier():
@@ -179,7 +185,7 @@ MAX_SIZE = 2**24  # a layer or input size above this is a typo, and would overfl
 SIZE_ARGS = ("units", "filters", "num_heads", "key_dim", "output_dim", "input_dim", "depth_multiplier", "n")
 WINDOW_ARGS = ("kernel_size", "pool_size", "strides", "dilation_rate", "size")  # int or list of ints
 RATE_ARGS = ("rate", "dropout", "recurrent_dropout")  # a fraction of units dropped: [0, 1)
-BOOL_ARGS = ("use_bias", "return_sequences", "return_state", "go_backwards", "stateful", "center", "scale")
+BOOL_ARGS = ("use_bias", "return_sequences", "return_state", "go_backwards", "stateful", "center", "scale", "trainable")
 PADDINGS = ("valid", "same", "causal")
 LAYER_DTYPES = ("float32",)
 ACTIVATIONS = (
@@ -299,6 +305,7 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
     if trainer.get("distribute", "none") not in STRATEGIES:
         raise ConfigError("trainer.distribute", trainer["distribute"], "unknown distribution strategy", STRATEGIES)
     _positive_int("trainer.cpu_replicas", trainer.get("cpu_replicas", 1))
+    check_warm_start(trainer.get("warm_start") or {})
 
 
 def _check_data(data: Mapping[str, Any]) -> None:
@@ -308,10 +315,7 @@ def _check_data(data: Mapping[str, Any]) -> None:
 
 
 def _check_probe(probe: Mapping[str, Any], model: Mapping[str, Any]) -> None:
-    layers = list(model["layers"])
-    for i, name in enumerate(probe.get("layers") or []):
-        if name not in layers:
-            raise ConfigError(f"probe.layers[{i}]", name, "can only expose a layer of the model", layers)
+    check_probe_layers(probe.get("layers") or [], model)
     if probe["split"] not in ("train", "eval"):
         raise ConfigError("probe.split", probe["split"], "unknown split", ("train", "eval"))
     for i, q in enumerate(probe["percentiles"]):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from layerprobe.config.blocks import expand_model
 from layerprobe.config.names import LOSSES
 
 
@@ -52,10 +53,11 @@ def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
 
 def model_spec(c: Mapping[str, Any], raw: tuple[str, ...] = ()) -> ModelSpec:
     t = c["trainer"]
+    model = expand_model(c["model"])  # block instances -> their layers
     return ModelSpec(
-        inputs=c["model"]["inputs"],
-        layers=c["model"]["layers"],
-        heads=heads_from_config(c["model"]),
+        inputs=model["inputs"],
+        layers=model["layers"],
+        heads=heads_from_config(model),
         optimizer=t["optimizer"]["name"],
         learning_rate=float(t["optimizer"]["learning_rate"]),
         seed=t["seed"],

@@ -41,10 +41,13 @@ def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple[Any, ...]
 
     p = c["probe"]
     layout = SketchLayout(p["relative_accuracy"])
+    from layerprobe.config.blocks import expand_model
+
+    layers = expand_model(c["model"])["layers"]
     specs = []
     for name in exposed:
-        layer = c["model"]["layers"][name]
-        act = layer.get("activation") if layer["type"] != "Softmax" else "softmax"
+        layer = layers.get(name, {})  # an inner layer of a nested model (`backbone/conv1_relu`) has no spec
+        act = layer.get("activation") if layer.get("type") != "Softmax" else "softmax"
         specs.append(
             LayerProbeSpec(
                 name=name,
@@ -111,7 +114,7 @@ class ProbeSession:
         for item in self.engine.predict(data, request, self.outputs, checkpoint):
             per_layer: dict[str, dict[str, np.ndarray]] = {name: {} for name in accs}
             for key, value in item.items():
-                layer, _, stat = key.partition("/")
+                layer, _, stat = key.rpartition("/")  # layer names may hold `/` (backbone/conv1_relu)
                 if layer in per_layer and stat:
                     per_layer[layer][stat] = value
             for name, acc in accs.items():

@@ -24,6 +24,7 @@ from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn,
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
+from layerprobe.graph.warm import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ class EstimatorEngine:
         )
         self._cluster_kwargs: dict[str, Any] | None = None
         self._run_config_kwargs = run_config_kwargs
+        ws = trainer.get("warm_start") or {}
+        self.warm_start = (  # the Estimator's WarmStartSettings would also warm global_step and slots
+            WarmStart("trainer.warm_start.source", ws["source"], ws.get("variables", ".*"), ws.get("rename") or {})
+            if ws.get("source")
+            else None
+        )
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -59,7 +66,8 @@ class EstimatorEngine:
         return tf.estimator.RunConfig(**self._config_kwargs, **self._cluster_kwargs)
 
     def estimator(self, extra: ExtraOutputs | None = None) -> tf.estimator.Estimator:
-        return tf.estimator.Estimator(make_model_fn(self.spec, extra=extra), config=self.config)
+        model_fn = make_model_fn(self.spec, extra=extra, warm_start=self.warm_start)
+        return tf.estimator.Estimator(model_fn, config=self.config)
 
     def summary(self, data: Any, exposed: set[str]) -> ModelSummary:
         with tf.Graph().as_default():
@@ -69,7 +77,7 @@ class EstimatorEngine:
             feats = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_f.items()}
             labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_l.items()}
             built: list[Graph] = []
-            make_model_fn(self.spec, on_build=built.append)(feats, labels, ModeKeys.TRAIN)
+            make_model_fn(self.spec, on_build=built.append, warm_start=self.warm_start)(feats, labels, ModeKeys.TRAIN)
             graph = built[0]
             rows = []
             for name, layer in graph.layers.items():
@@ -77,6 +85,9 @@ class EstimatorEngine:
                 shape = graph.tensors[name].shape.as_list()[1:]
                 weights = tuple(w.name.split(":")[0] for w in layer.weights)
                 rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
+            for name, layer in graph.inner.items():  # a nested model's weights count in its own row
+                shape = graph.tensors[name].shape.as_list()[1:]
+                rows.append(LayerRow(name, type(layer).__name__, shape, 0, name in exposed))
         return ModelSummary(rows)
 
     def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:

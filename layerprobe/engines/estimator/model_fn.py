@@ -15,15 +15,20 @@ from layerprobe.engines.estimator.inputs import INDEX_FEATURE, LABEL_FEATURE, SA
 from layerprobe.engines.spec import Head, ModelSpec
 from layerprobe.errors import ConfigError
 from layerprobe.graph import Graph, build
+from layerprobe.graph.warm import WarmStart, init_from
 
 ModeKeys = tf.estimator.ModeKeys
 LOSS_TENSOR = "layerprobe_loss:0"  # the total loss, named so that training hooks can fetch it
 
 
 def make_model_fn(
-    spec: ModelSpec, on_build: Callable[[Graph], None] | None = None, extra: ExtraOutputs | None = None
+    spec: ModelSpec,
+    on_build: Callable[[Graph], None] | None = None,
+    extra: ExtraOutputs | None = None,
+    warm_start: WarmStart | None = None,
 ) -> Callable[..., tf.estimator.EstimatorSpec]:
-    """`on_build` sees the built graph (the layer table is read off it); `extra` adds PREDICT outputs."""
+    """`on_build` sees the built graph (the layer table is read off it); `extra` adds PREDICT outputs;
+    `warm_start` (trainer.warm_start) and the nested models' weights files give initial values."""
 
     def model_fn(
         features: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor] | None, mode: str
@@ -33,6 +38,10 @@ def make_model_fn(
         tf.keras.utils.set_random_seed(spec.seed)
         inputs = {n: tf.cast(features[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
         graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN, keras=tf.keras)
+        if mode == ModeKeys.TRAIN:  # initial values only: a model_dir's own checkpoint restores over them
+            layer_vars = {v.name.split(":")[0]: v for layer in graph.layers.values() for v in layer.weights}
+            for ws in [*graph.warm, *([warm_start] if warm_start else [])]:
+                init_from(ws, layer_vars)
         if on_build is not None:
             on_build(graph)
         outputs = {n: graph.tensors[n] for n in spec.heads}
@@ -62,10 +71,14 @@ def make_model_fn(
         if mode == ModeKeys.EVAL:
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
 
-        # BatchNorm moving averages are not in UPDATE_OPS here; each layer's own `updates` are.
-        updates = [u for layer in graph.layers.values() for u in layer.updates]
-        with tf.control_dependencies(updates):
-            train_op = _optimizer(spec).minimize(loss, global_step=tf.compat.v1.train.get_global_step())
+        # Only trainable weights: `trainable: false` on a layer, block or nested model freezes it.
+        var_list = [v for layer in graph.layers.values() for v in layer.trainable_weights]
+        with tf.control_dependencies(graph.updates):
+            step = tf.compat.v1.train.get_global_step()
+            if var_list:
+                train_op = _optimizer(spec).minimize(loss, global_step=step, var_list=var_list)
+            else:  # everything frozen: training only counts steps (and runs the updates)
+                train_op = tf.compat.v1.assign_add(step, 1)
         return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
     return model_fn
