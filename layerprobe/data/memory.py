@@ -57,6 +57,19 @@ class InMemorySource(Served):
     def _shuffle_buffer(self, split: str) -> int:
         return self.splits[split].size  # the whole split: a full shuffle
 
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, shard: tuple[int, int] | None
+    ) -> tf.data.Dataset:
+        """The key of an example is its index in the split; shard (i, n) keeps the indexes i mod n."""
+        part = self.splits[split]
+        rows = np.arange(part.size if max_examples is None else min(max_examples, part.size), dtype=np.int64)
+        if shard is not None:
+            rows = rows[rows % shard[1] == shard[0]]
+        if len(rows) < part.size:
+            part = part.take(rows)
+        keyed = tf.data.Dataset.zip((array_dataset(part), tf.data.Dataset.from_tensor_slices(rows)))
+        return keyed.map(lambda fy, k: (fy[0], fy[1], k))
+
 
 def array_dataset(part: ArraySet) -> tf.data.Dataset:
     """One (features, labels) element per example: graph constants when small, else a chunked generator."""

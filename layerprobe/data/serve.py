@@ -38,6 +38,24 @@ class Served:
         """The train shuffle buffer when the config gives 0."""
         raise NotImplementedError
 
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, shard: tuple[int, int] | None
+    ) -> tf.data.Dataset:
+        """Unbatched (features, labels, key) of one pass over a split in order, before any transform;
+        a shard keeps its part of the first `max_examples` (see `keys`)."""
+        raise NotImplementedError
+
+    def probe_dataset(
+        self, split: str, *, batch_size: int, max_examples: int | None = None, shard: tuple[int, int] | None = None
+    ) -> tf.data.Dataset:
+        """See `DataSource.probe_dataset`."""
+        ds = self._keyed_examples(split, max_examples=max_examples, shard=shard)
+        if self.transforms:
+            n = len(self.transforms)
+            fn = functools.partial(self._apply_range, lo=0, hi=n, training=False, seed=0)
+            ds = ds.map(lambda f, y, k: (*fn(f, y), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
     def spec_of(self, split: str) -> ElementSpec:
         """Per-example (features, labels) specs after the eval transforms."""
         ds = self.tf_dataset(split, training=False, batch_size=1, seed=0, max_examples=1, cache=False)
