@@ -58,13 +58,14 @@ class InMemorySource(Served):
         return self.splits[split].size  # the whole split: a full shuffle
 
     def _keyed_examples(
-        self, split: str, *, max_examples: int | None, shard: tuple[int, int] | None
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
     ) -> tf.data.Dataset:
-        """The key of an example is its index in the split; shard (i, n) keeps the indexes i mod n."""
+        """The key of an example is its index in the split."""
         part = self.splits[split]
         rows = np.arange(part.size if max_examples is None else min(max_examples, part.size), dtype=np.int64)
-        if shard is not None:
-            rows = rows[rows % shard[1] == shard[0]]
+        if blocks is not None:
+            i, n, size = blocks
+            rows = rows[(rows // size) % n == i]
         if len(rows) < part.size:
             part = part.take(rows)
         keyed = tf.data.Dataset.zip((array_dataset(part), tf.data.Dataset.from_tensor_slices(rows)))

@@ -39,17 +39,21 @@ class Served:
         raise NotImplementedError
 
     def _keyed_examples(
-        self, split: str, *, max_examples: int | None, shard: tuple[int, int] | None
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
     ) -> tf.data.Dataset:
-        """Unbatched (features, labels, key) of one pass over a split in order, before any transform;
-        a shard keeps its part of the first `max_examples` (see `keys`)."""
+        """Unbatched (features, labels, key) of one pass over a split in order (its first
+        `max_examples`), before any transform; blocks (i, n, size): only the examples at positions p
+        of that order with (p // size) mod n = i, picked before they are parsed."""
         raise NotImplementedError
 
     def probe_dataset(
         self, split: str, *, batch_size: int, max_examples: int | None = None, shard: tuple[int, int] | None = None
     ) -> tf.data.Dataset:
-        """See `DataSource.probe_dataset`."""
-        ds = self._keyed_examples(split, max_examples=max_examples, shard=shard)
+        """See `DataSource.probe_dataset`. A shard is made of whole batches of the one-pass order
+        (batch j goes to shard j mod n): each batch's summaries are those of one pass, so the merged
+        shards equal it to float64 rounding (float32 batch sums over other batches would not)."""
+        blocks = None if shard is None else (*shard, batch_size)
+        ds = self._keyed_examples(split, max_examples=max_examples, blocks=blocks)
         if self.transforms:
             n = len(self.transforms)
             fn = functools.partial(self._apply_range, lo=0, hi=n, training=False, seed=0)

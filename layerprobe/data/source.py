@@ -75,5 +75,5 @@ class DataSource(Protocol):
     ) -> tf.data.Dataset:
         """Batches of (features, labels, keys) of one pass over `split` in a fixed order, eval
         transforms applied; keys (batch,) int64 are stable example keys (see `keys`). shard (i, n):
-        only the i-th of n disjoint parts, which together are the split (or its first max_examples)."""
+        only the batches j of that pass with j mod n = i: n shards are the pass, batch for batch."""
         ...

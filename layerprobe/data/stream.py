@@ -78,11 +78,9 @@ class TFRecordStream(Served):
     def element_spec(self) -> ElementSpec:
         return self.spec_of("train")
 
-    def _records(
-        self, split: str, *, training: bool, seed: int = 0, files: list[str] | None = None, keyed: bool = False
-    ) -> tf.data.Dataset:
+    def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
         """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
-        paths = self._files[split] if files is None else files
+        paths = self._files[split]
         file_ds = tf.data.Dataset.from_tensor_slices(paths)
         if training:  # a seeded file order; the shuffle buffer mixes records within it
             order_seed = seed if self.shuffle_seed is None else self.shuffle_seed  # as the record shuffle
@@ -105,19 +103,15 @@ class TFRecordStream(Served):
         return file_ds.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
 
     def _keyed_examples(
-        self, split: str, *, max_examples: int | None, shard: tuple[int, int] | None
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
     ) -> tf.data.Dataset:
-        """A shard of a whole split reads only its files (every n-th) when there are enough of them;
-        otherwise every shard reads the split and keeps the keys i mod n."""
-        files = self._files[split]
-        if shard is not None and max_examples is None and len(files) >= shard[1]:
-            ds = self._records(split, training=False, files=files[shard[0] :: shard[1]], keyed=True)
-        else:
-            ds = self._records(split, training=False, keyed=True)
-            if max_examples is not None:
-                ds = ds.take(max_examples)
-            if shard is not None:
-                ds = ds.filter(lambda r, k: k % shard[1] == shard[0])
+        """A shard reads every record but parses and decodes only its own."""
+        ds = self._records(split, training=False, keyed=True)
+        if max_examples is not None:
+            ds = ds.take(max_examples)
+        if blocks is not None:
+            i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
+            ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
         ds = ds.map(lambda r, k: (*self._pair(r), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.ignore_errors() if self.skip_corrupt else ds
 
@@ -202,7 +196,7 @@ class TFRecordStream(Served):
 
         def step(acc: Any, e: Any) -> Any:
             ok, evals, first = acc
-            first = tf.where(tf.logical_and(first < 0, e[0] != ok), ok, first)
+            first = tf.where(tf.logical_and(first < 0, tf.not_equal(e[0], ok)), ok, first)
             return ok + 1 + e[2], evals + e[1], first
 
         ok, evals, first = checked.reduce((np.int64(0), np.int64(0), np.int64(-1)), step)
