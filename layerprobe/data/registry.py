@@ -31,6 +31,7 @@ ARRAY_LOADERS: dict[str, str] = {
 STREAMS: dict[str, str] = {
     "tfrecord": "layerprobe.data.stream:TFRecordStream",
     "tfrecord_stream": "layerprobe.data.stream:TFRecordStream",  # the name it had before tfrecord streamed
+    "image_folder": "layerprobe.data.images:ImageFolder",
 }
 SOURCE_NAMES = (*ARRAY_LOADERS, *STREAMS)
 
