@@ -23,8 +23,7 @@ from layerprobe.data.digests import files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.records import tf_message
-from layerprobe.data.serve import Served
-from layerprobe.data.source import ElementSpec
+from layerprobe.data.serve import Streamed
 from layerprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -34,11 +33,9 @@ HASH_BUCKETS = 1 << 20
 SHUFFLE_BUFFER = 10_000
 
 
-class ImageFolder(Served):
+class ImageFolder(Streamed):
     """params = {path, image_size: [height, width], channels: 1|3}: features {image: uint8 (h, w, c)},
     labels {label: int64 class index}."""
-
-    caches_in_memory = False
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         params = dict(data_cfg.get("params") or {})
@@ -78,19 +75,6 @@ class ImageFolder(Served):
         self.digest = hashlib.sha256(files_digest(every, self.cache_dir).encode() + split_def).hexdigest()
         self._sizes = {split: self._checked(split) for split in self._files}
         self.fitted: dict[str, Any] = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
-
-    def split_names(self) -> tuple[str, ...]:
-        return tuple(self._files)
-
-    def size(self, split: str) -> int:
-        return self._sizes[split]
-
-    def sizes(self) -> dict[str, int]:
-        return dict(self._sizes)
-
-    @property
-    def element_spec(self) -> ElementSpec:
-        return self.spec_of("train")
 
     def _listed(self, split: str) -> tf.data.Dataset:
         paths, labels, rels = zip(*self._files[split])

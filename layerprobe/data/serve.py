@@ -110,3 +110,24 @@ class Served:
         key = json.dumps([self.digest, split, self.transforms[:cut], max_examples], sort_keys=True, default=str)
         Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(self.cache_dir) / f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+
+
+class Streamed(Served):
+    """A source of files streamed through tf.data: split sizes counted when it opens, nothing held."""
+
+    caches_in_memory = False
+    _files: dict[str, Any]  # split -> what it reads
+    _sizes: dict[str, int]
+
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(self._files)
+
+    def size(self, split: str) -> int:
+        return self._sizes[split]
+
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    @property
+    def element_spec(self) -> ElementSpec:
+        return self.spec_of("train")

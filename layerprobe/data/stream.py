@@ -24,8 +24,7 @@ from layerprobe.data.digests import files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.records import parser, tf_message
-from layerprobe.data.serve import Served
-from layerprobe.data.source import ElementSpec
+from layerprobe.data.serve import Streamed
 from layerprobe.data.tfrecord import COMPRESSION, files_of
 from layerprobe.errors import ConfigError
 
@@ -36,10 +35,8 @@ SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0: memory stays bound
 CYCLE_LENGTH = 8  # shards read at once
 
 
-class TFRecordStream(Served):
+class TFRecordStream(Streamed):
     """params = {path, compression, features, labels} as for `tfrecord` (see `records` for the specs)."""
-
-    caches_in_memory = False
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         params = dict(data_cfg.get("params") or {})
@@ -64,19 +61,6 @@ class TFRecordStream(Served):
         self.digest = hashlib.sha256(files_digest(every, self.cache_dir).encode() + split_def).hexdigest()
         self._sizes = self._count()
         self.fitted: dict[str, Any] = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
-
-    def split_names(self) -> tuple[str, ...]:
-        return tuple(self._files)
-
-    def size(self, split: str) -> int:
-        return self._sizes[split]
-
-    def sizes(self) -> dict[str, int]:
-        return dict(self._sizes)
-
-    @property
-    def element_spec(self) -> ElementSpec:
-        return self.spec_of("train")
 
     def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
         """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
