@@ -113,14 +113,6 @@ class TFRecordStream(Streamed):
         bucket = tf.strings.to_hash_bucket_strong(key, HASH_BUCKETS, [self._split_seed, 0])
         return bucket < int(round(float(self._fraction or 0) * HASH_BUCKETS))
 
-    def _eval_flags(self, path: str) -> tf.data.Dataset:
-        """Per record of a file: 1 when it is an eval record of a fraction split, else 0."""
-        records = tf.data.TFRecordDataset(path, compression_type=self._compression)
-        if self._fraction is None:
-            return records.map(lambda r: tf.constant(0, tf.int64))
-        name = tf.constant(Path(path).name)
-        return records.enumerate().map(lambda i, r: tf.cast(self._in_eval(name, i), tf.int64))
-
     def _where(self, split: str) -> str:
         """The config path that names a split's files."""
         return "data.splits.eval_params.path" if split == "eval" and self._fraction is None else "data.params.path"
