@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from layerprobe.config.blocks import expand_model
 
 
@@ -51,22 +53,28 @@ def config_digest(c: Mapping[str, Any]) -> str:
 
 def data_tags(data: Any) -> dict[str, str]:
     sizes = data.sizes()
-    return {
+    tags = {
         "data.name": data.name,
         "data.sha256": data.digest,
         **{f"data.size.{k}": str(v) for k, v in sizes.items()},
     }
+    if getattr(data, "skipped", 0):  # records a stream skipped (data.skip_corrupt): never silently
+        tags["data.skipped_records"] = str(data.skipped)
+    return tags
 
 
 def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any]]:
     """One MLflow dataset input per split (the context): the data's name, a digest of this split of
-    this data, where it came from, its rows and the features' and labels' dtypes and shapes."""
+    this data, where it came from, its rows and the features' and labels' dtypes and shapes, all
+    asked of the `DataSource` protocol (a stream is not read for them)."""
     source = {"layerprobe.data.source": str(data_cfg.get("source", ""))}
     for key, value in (data_cfg.get("params") or {}).items():
         source[f"layerprobe.data.params.{key}"] = str(value)[:500]
+    features, labels = data.element_spec
 
     def specs(group: Mapping[str, Any]) -> dict[str, list[Any]]:
-        return {k: [str(v.dtype), list(v.shape[1:])] for k, v in group.items()}
+        # numpy's dtype names, as MLflow's schema wants them (a bytes feature is "object")
+        return {k: [np.dtype(v.dtype.as_numpy_dtype).name, v.shape.as_list()] for k, v in group.items()}
 
     return [
         {
@@ -74,11 +82,11 @@ def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any
             "digest": hashlib.sha256(f"{data.digest}:{split}".encode()).hexdigest()[:16],
             "context": split,
             "source": source,
-            "rows": part.size,
-            "features": specs(part.features),
-            "targets": specs(part.labels),
+            "rows": data.size(split),
+            "features": specs(features),
+            "targets": specs(labels),
         }
-        for split, part in data.splits.items()
+        for split in data.split_names()
     ]
 
 

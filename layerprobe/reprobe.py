@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from omegaconf import OmegaConf
 
 from layerprobe.config.schema import LayerprobeConfig
 from layerprobe.errors import LayerprobeError
-from layerprobe.provenance import exposed_layers
+from layerprobe.probe.state import load_state, save_state
+from layerprobe.provenance import config_digest, exposed_layers
 from layerprobe.runner import MODEL_DIR_CONFIG
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,64 @@ def probe_existing(
 
     Returns (layer -> LayerStats, run id logged into or None).
     """
+    p = _prepared(source, overrides, allow_imports)
+    state = p.x.session().run(p.x.data, checkpoint=p.checkpoint)
+    return _log_outcome(p, state, output_dir)
+
+
+def probe_shard(
+    source: str, overrides: Sequence[str], shard: tuple[int, int], state_dir: str | Path, allow_imports: bool = False
+) -> Path:
+    """Probe shard (i, n) of the split and write its mergeable state to `state_dir`; nothing is
+    logged until `merge_shards` folds the n states. Returns the state file."""
+    p = _prepared(source, overrides, allow_imports)
+    state = p.x.session().run(p.x.data, checkpoint=p.checkpoint, shard=shard)
+    meta = {"shard": list(shard), "step": p.step, "config_sha256": config_digest(p.c), "source": source}
+    return save_state(state, Path(state_dir) / f"shard-{shard[0]}-of-{shard[1]}.npz", meta)
+
+
+def merge_shards(
+    source: str, overrides: Sequence[str], state_dir: str | Path, output_dir: str | Path, allow_imports: bool = False
+) -> tuple[dict[str, Any], str | None]:
+    """Fold the states `probe_shard` wrote to `state_dir` into one pass's statistics and log them
+    as `probe_existing` does. Every shard of the same checkpoint and config must be there."""
+    p = _prepared(source, overrides, allow_imports)
+    files = sorted(Path(state_dir).glob("shard-*-of-*.npz"))
+    if not files:
+        raise LayerprobeError(f"--merge {state_dir}: no shard-I-of-N.npz files there (written by --shard I/N)")
+    loaded = [load_state(f) for f in files]
+    want = {"step": p.step, "config_sha256": config_digest(p.c)}
+    for f, (_, meta) in zip(files, loaded):
+        for key, value in want.items():
+            if meta.get(key) != value:
+                raise LayerprobeError(
+                    f"--merge {state_dir}: {f.name} was probed with another {key} ({meta.get(key)}, this probe: "
+                    f"{value}); probe every shard of the same checkpoint with the same overrides"
+                )
+    n = loaded[0][1]["shard"][1]
+    got = sorted(meta["shard"][0] for _, meta in loaded if meta["shard"][1] == n)
+    if got != list(range(n)) or len(loaded) != n:
+        missing = sorted(set(range(n)) - set(got))
+        raise LayerprobeError(f"--merge {state_dir}: expected shards 0..{n - 1} of {n}, missing {missing or 'none'}")
+    state = loaded[0][0]
+    for other, _ in loaded[1:]:
+        state = state.merge(other)
+    return _log_outcome(p, state, output_dir)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    c: dict[str, Any]
+    x: Any  # experiment.Experiment
+    checkpoint: str
+    step: int
+    run_id: str | None
+    uri: str | None
+    exposed: list[str]
+
+
+def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Prepared:
+    """The run's config with `overrides`, checked, its experiment rebuilt and its latest checkpoint."""
     uri = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.uri=")), None)
     logged, model_dir, run_id = load_source(source, uri)
     c = _apply_overrides(logged, overrides)
@@ -80,7 +140,6 @@ def probe_existing(
 
     validate(c)
     from layerprobe._tf import tf
-    from layerprobe.artifacts import probe_outcome
     from layerprobe.experiment import prepare
 
     checkpoint = tf.train.latest_checkpoint(model_dir)
@@ -91,18 +150,25 @@ def probe_existing(
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
     x = prepare(c, model_dir, exposed)
     _refuse_new_weights(x.summary, checkpoint, tf)
-    state = x.session().run(x.data, checkpoint=checkpoint)
-    outcome = probe_outcome(c, state, x.summary, Path(output_dir) / "probe")
     step = int(tf.train.load_variable(checkpoint, "global_step"))
-    if run_id and c["tracking"]["enabled"]:
+    return _Prepared(c, x, checkpoint, step, run_id, uri, exposed)
+
+
+def _log_outcome(p: _Prepared, state: Any, output_dir: str | Path) -> tuple[dict[str, Any], str | None]:
+    """The probe files of `state` in output_dir/probe, logged into the run (when there is one)."""
+    from layerprobe.artifacts import probe_outcome
+
+    outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe")
+    if p.run_id and p.c["tracking"]["enabled"]:
         from layerprobe import tracking
 
-        t = tracking.Tracker(uri or tracking.resolve_uri(None), "", None, run_id=run_id)
-        known = tracking.latest_metric_points(uri or tracking.resolve_uri(None), run_id)
-        t.log_metrics(_not_yet_logged(known, outcome.metrics, step), step=step)
+        uri = p.uri or tracking.resolve_uri(None)
+        t = tracking.Tracker(uri, "", None, run_id=p.run_id)
+        known = tracking.latest_metric_points(uri, p.run_id)
+        t.log_metrics(_not_yet_logged(known, outcome.metrics, p.step), step=p.step)
         t.log_artifacts(Path(output_dir) / "probe", "probe")
-        t.set_tags({"layerprobe.reprobed_layers": ",".join(exposed)})
-    return outcome.stats, run_id
+        t.set_tags({"layerprobe.reprobed_layers": ",".join(p.exposed)})
+    return outcome.stats, p.run_id
 
 
 def _not_yet_logged(

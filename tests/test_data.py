@@ -133,22 +133,24 @@ def test_csv_feature_groups_become_separate_features(tmp_path):
     np.testing.assert_array_equal(data.splits["eval"].features["petal"], x[100:, 2:])
 
 
-def test_tfrecord_source_parses_fixed_and_var_len_features(tmp_path):
+def test_tfrecord_source_streams_fixed_and_var_len_features(tmp_path):
     images, labels, tokens = write_digits_tfrecord(tmp_path / "d.tfrecord")
+    write_digits_tfrecord(tmp_path / "e.tfrecord", n=50)
     c = data_cfg(
         "data=tfrecord",
-        f"data.params.path={tmp_path / '*.tfrecord'}",  # a glob
+        f"data.params.path={tmp_path / 'd*.tfrecord'}",  # a glob
         "+data.params.features.tokens={dtype: int64, var_len: true, length: 5, default: -1}",
-        *RANGE,
-        "data.splits.train_range=[0,150]",
-        "data.splits.eval_range=[150,null]",
+        "data.splits.method=files",
+        f"+data.splits.eval_params.path={tmp_path / 'e.tfrecord'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
     )
     data = prepare(c)
-    ev = data.splits["eval"]
-    np.testing.assert_array_equal(ev.features["image"], images[150:])
-    np.testing.assert_array_equal(ev.labels["label"], labels[150:])
-    padded = np.asarray([t + [-1] * (5 - len(t)) for t in tokens[150:]])
-    np.testing.assert_array_equal(ev.features["tokens"], padded)
+    assert data.sizes() == {"train": 200, "eval": 50}
+    batches = list(dataset(data, "eval", training=False, batch_size=16, seed=0).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([f["image"] for f, _ in batches]), images[:50])
+    np.testing.assert_array_equal(np.concatenate([y["label"] for _, y in batches]), labels[:50])
+    padded = np.asarray([t + [-1] * (5 - len(t)) for t in tokens[:50]])
+    np.testing.assert_array_equal(np.concatenate([f["tokens"] for f, _ in batches]), padded)
 
 
 def test_tfds_without_tensorflow_datasets_is_a_clear_error():
@@ -364,9 +366,9 @@ def test_wrong_dtype(tmp_path):
     c = data_cfg(
         "data=tfrecord", f"data.params.path={tmp_path / 'd.tfrecord'}", "data.params.labels.label.dtype=float32"
     )
-    msg = error_of(prepare, c)
-    assert msg.startswith("data.params.labels.label: does not match the records (")
-    assert "Received: {'dtype': 'float32', 'shape': []}" in msg
+    msg = error_of(prepare, c)  # a stream: the file and the record that do not match
+    assert msg.startswith("data.params.path: the file does not match the declared features (")
+    assert "label" in msg and msg.endswith(f"; record 0). Received: '{tmp_path / 'd.tfrecord'}'")
 
 
 def test_empty_split_and_a_fraction_that_leaves_nothing(tmp_path):

@@ -90,7 +90,7 @@ def test_an_unknown_source_name_is_one_line_with_a_did_you_mean():
         registry.load_arrays("digit", {})
     assert str(e.value) == (
         "data.source: unknown data source. Received: 'digit'. Did you mean 'digits'? "
-        "Allowed: breast_cancer, csv, digits, iris, npz, synthetic, tfds, tfrecord, tfrecord_stream, wine"
+        "Allowed: breast_cancer, csv, digits, image_folder, iris, npz, synthetic, tfds, tfrecord, tfrecord_stream, wine"
     )
     assert error_of(prepare, {**data_cfg("data=iris"), "source": "iriss"}).startswith(
         "data.source: unknown data source. Received: 'iriss'. Did you mean 'iris'?"

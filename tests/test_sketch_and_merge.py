@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerprobe.probe.accumulate import LayerAccumulator, choose_sample
+from layerprobe.data.keys import sample_rank, smallest
+from layerprobe.probe.accumulate import LayerAccumulator
 from layerprobe.probe.sketch import SketchLayout, quantiles
 
 LEVELS = [1.0, 5.0, 50.0, 95.0, 99.0]
@@ -93,15 +94,18 @@ def test_merge_of_uneven_batches_equals_numpy_on_the_whole_set():
 
 def test_reservoir_keeps_exactly_the_sampled_examples_with_their_labels():
     layout = SketchLayout(0.01)
-    acc = LayerAccumulator("layer", layout, LEVELS, 10, reservoir_size=8)
-    mask = choose_sample(320, 8, seed=3)
-    assert mask.sum() == 8 and np.array_equal(mask, choose_sample(320, 8, seed=3))
-    assert not np.array_equal(mask, choose_sample(320, 8, seed=4))
+    acc = LayerAccumulator("layer", layout, LEVELS, 10, reservoir_size=8, sample_seed=3)
+    mask = np.zeros(320, bool)
+    mask[smallest(sample_rank(np.arange(320), 3), np.arange(320), 8)] = True  # the 8 smallest ranks
+    assert mask.sum() == 8 and np.array_equal(
+        mask[smallest(sample_rank(np.arange(320), 3), np.arange(320), 8)], [1] * 8
+    )
+    assert set(smallest(sample_rank(np.arange(320), 4), np.arange(320), 8)) != set(np.flatnonzero(mask))
     x = np.random.default_rng(3).normal(size=(320, 3)).astype(np.float32)
-    for start in range(0, 320, 16):  # what graph_stats returns for each batch
+    for start in range(0, 320, 16):  # what graph_stats returns for each batch: every example a candidate
         sl = slice(start, start + 16)
         batch = exact_summaries(x[sl], layout)
-        idx = np.arange(320)[sl][mask[sl]]
+        idx = np.arange(320)[sl]
         batch.update(res_keys=idx, res_values=x[idx], res_labels=idx * 10)
         acc.update(batch)
     sample = acc.reservoir()

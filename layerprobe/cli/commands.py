@@ -76,7 +76,9 @@ def data_command(argv: Sequence[str]) -> int:
 
 
 def probe_command(argv: Sequence[str]) -> int:
-    """`layerprobe probe RUN_ID|MODEL_DIR [--allow-imports] [overrides]`: probe without retraining."""
+    """`layerprobe probe RUN_ID|MODEL_DIR [--allow-imports] [overrides]`: probe without retraining.
+    `--shard I/N --state-dir DIR` probes the I-th of N disjoint parts of the split and writes its
+    mergeable state to DIR; `--merge DIR` folds the N states into one pass's statistics and logs them."""
     import argparse
     import time
 
@@ -88,12 +90,30 @@ def probe_command(argv: Sequence[str]) -> int:
     parser.add_argument("source", help="an MLflow run id or a model_dir trained by layerprobe")
     parser.add_argument("--allow-imports", action="store_true", help="trust dotted `type` paths in its config")
     parser.add_argument("--output-dir", default=None, help="where the probe files go (default outputs/reprobe-*)")
+    parser.add_argument("--shard", default=None, metavar="I/N", help="probe only shard I of N (0 <= I < N)")
+    parser.add_argument("--state-dir", default=None, help="--shard: where the shard's state file goes")
+    parser.add_argument("--merge", default=None, metavar="DIR", help="merge the shard states in DIR and log")
     args, overrides = parser.parse_known_args(argv)
     out = args.output_dir or f"outputs/reprobe-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        from layerprobe.reprobe import probe_existing
+        from layerprobe import reprobe
 
-        stats, run_id = probe_existing(args.source, overrides, out, args.allow_imports)
+        if args.shard is not None:
+            from layerprobe.data.keys import parse_shard
+
+            shard = parse_shard(args.shard)
+            if args.merge or not args.state_dir:
+                raise LayerprobeError("--shard I/N writes a state file: give --state-dir DIR (and merge later)")
+            path = reprobe.probe_shard(args.source, overrides, shard, args.state_dir, args.allow_imports)
+            print(
+                f"shard {shard[0]}/{shard[1]}: state in {path}; merge with: layerprobe probe {args.source} "
+                f"--merge {args.state_dir}"
+            )
+            return 0
+        if args.merge:
+            stats, run_id = reprobe.merge_shards(args.source, overrides, args.merge, out, args.allow_imports)
+        else:
+            stats, run_id = reprobe.probe_existing(args.source, overrides, out, args.allow_imports)
     except LayerprobeError as e:
         return fail(e)
     except yaml.YAMLError as e:  # a logged config is read with safe_load: tags such as !!python are refused

@@ -68,6 +68,8 @@ class DataConfig:
     cache_dir: str = ".cache/layerprobe"  # cache=file: one file set per split and data digest
     repeat: Optional[int] = None  # train epochs; None = forever, the Estimator stops at train_steps
     prefetch: int = -1  # -1 = tf.data.AUTOTUNE
+    skip_corrupt: bool = False  # streamed files: skip records that do not parse or decode, counted (tag
+    # data.skipped_records), instead of refusing the file with one line naming it and the record
 
 
 @dataclass

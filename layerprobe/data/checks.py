@@ -58,6 +58,8 @@ def check_data_config(data: Mapping[str, Any]) -> None:
         _positive_int("data.num_classes", data["num_classes"])
     if data.get("shuffle_seed") is not None:
         _int_at_least("data.shuffle_seed", data["shuffle_seed"], 0)
+    if not isinstance(data.get("skip_corrupt", False), bool):
+        raise ConfigError("data.skip_corrupt", data["skip_corrupt"], "must be true or false")
     cache = data.get("cache", "memory")
     if cache not in CACHE_MODES:
         raise ConfigError("data.cache", cache, "unknown cache", CACHE_MODES)

@@ -57,6 +57,20 @@ class InMemorySource(Served):
     def _shuffle_buffer(self, split: str) -> int:
         return self.splits[split].size  # the whole split: a full shuffle
 
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
+    ) -> tf.data.Dataset:
+        """The key of an example is its index in the split."""
+        part = self.splits[split]
+        rows = np.arange(part.size if max_examples is None else min(max_examples, part.size), dtype=np.int64)
+        if blocks is not None:
+            i, n, size = blocks
+            rows = rows[(rows // size) % n == i]
+        if len(rows) < part.size:
+            part = part.take(rows)
+        keyed = tf.data.Dataset.zip((array_dataset(part), tf.data.Dataset.from_tensor_slices(rows)))
+        return keyed.map(lambda fy, k: (fy[0], fy[1], k))
+
 
 def array_dataset(part: ArraySet) -> tf.data.Dataset:
     """One (features, labels) element per example: graph constants when small, else a chunked generator."""

@@ -38,6 +38,28 @@ class Served:
         """The train shuffle buffer when the config gives 0."""
         raise NotImplementedError
 
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
+    ) -> tf.data.Dataset:
+        """Unbatched (features, labels, key) of one pass over a split in order (its first
+        `max_examples`), before any transform; blocks (i, n, size): only the examples at positions p
+        of that order with (p // size) mod n = i, picked before they are parsed."""
+        raise NotImplementedError
+
+    def probe_dataset(
+        self, split: str, *, batch_size: int, max_examples: int | None = None, shard: tuple[int, int] | None = None
+    ) -> tf.data.Dataset:
+        """See `DataSource.probe_dataset`. A shard is made of whole batches of the one-pass order
+        (batch j goes to shard j mod n): each batch's summaries are those of one pass, so the merged
+        shards equal it to float64 rounding (float32 batch sums over other batches would not)."""
+        blocks = None if shard is None else (*shard, batch_size)
+        ds = self._keyed_examples(split, max_examples=max_examples, blocks=blocks)
+        if self.transforms:
+            n = len(self.transforms)
+            fn = functools.partial(self._apply_range, lo=0, hi=n, training=False, seed=0)
+            ds = ds.map(lambda f, y, k: (*fn(f, y), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
     def spec_of(self, split: str) -> ElementSpec:
         """Per-example (features, labels) specs after the eval transforms."""
         ds = self.tf_dataset(split, training=False, batch_size=1, seed=0, max_examples=1, cache=False)
@@ -88,3 +110,24 @@ class Served:
         key = json.dumps([self.digest, split, self.transforms[:cut], max_examples], sort_keys=True, default=str)
         Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
         return str(Path(self.cache_dir) / f"{self.name}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+
+
+class Streamed(Served):
+    """A source of files streamed through tf.data: split sizes counted when it opens, nothing held."""
+
+    caches_in_memory = False
+    _files: dict[str, Any]  # split -> what it reads
+    _sizes: dict[str, int]
+
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(self._files)
+
+    def size(self, split: str) -> int:
+        return self._sizes[split]
+
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    @property
+    def element_spec(self) -> ElementSpec:
+        return self.spec_of("train")

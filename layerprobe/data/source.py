@@ -69,3 +69,11 @@ class DataSource(Protocol):
         otherwise one pass in a fixed order. The first `max_examples` of the split when given.
         cache: True/"memory", "file" or False/"none"; shuffle_buffer 0 = the source's default."""
         ...
+
+    def probe_dataset(
+        self, split: str, *, batch_size: int, max_examples: int | None = None, shard: tuple[int, int] | None = None
+    ) -> tf.data.Dataset:
+        """Batches of (features, labels, keys) of one pass over `split` in a fixed order, eval
+        transforms applied; keys (batch,) int64 are stable example keys (see `keys`). shard (i, n):
+        only the batches j of that pass with j mod n = i: n shards are the pass, batch for batch."""
+        ...

@@ -4,8 +4,8 @@ Pipeline: file list (train: shuffled by the seed) -> parallel interleave over sh
 order) -> split filter -> parse and decode in a parallel `map` -> the shared transforms, shuffle buffer,
 batch and prefetch of `serve.Served`. Splits need no loading: per-split files (`splits.method: files`)
 or a seeded hash of (file name, record index) (`method: fraction`), stable across runs, machines and
-machines. Sizes are counted when the source is opened, by one pass that reads the records without parsing
-them (it also finds truncated files and bad checksums before training).
+machines. Sizes are counted when the source is opened, by a pass that reads the records and one that
+parses and decodes them: truncated files, bad checksums and bad records are found before training.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,29 @@ from layerprobe._tf import tf
 from layerprobe.data.arrays import known_params, required
 from layerprobe.data.digests import files_digest
 from layerprobe.data.fitting import check_and_fit_stream
+from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.records import parser, tf_message
-from layerprobe.data.serve import Served
-from layerprobe.data.source import ElementSpec
+from layerprobe.data.serve import Streamed
 from layerprobe.data.tfrecord import COMPRESSION, files_of
 from layerprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 HASH_BUCKETS = 1 << 20  # eval = records whose keyed hash falls below eval_fraction of the buckets
-CHECKED_RECORDS = 8  # per file, parsed and decoded before training: a wrong spec fails there, by file
 SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0: memory stays bounded whatever the split size
 CYCLE_LENGTH = 8  # shards read at once
 
 
-class TFRecordStream(Served):
+class TFRecordStream(Streamed):
     """params = {path, compression, features, labels} as for `tfrecord` (see `records` for the specs)."""
-
-    caches_in_memory = False
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         params = dict(data_cfg.get("params") or {})
-        known_params("tfrecord_stream", params, ("path", "compression", "features", "labels"))
+        known_params(data_cfg["source"], params, ("path", "compression", "features", "labels"))
         self.name = data_cfg["name"]
         self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
         self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
+        self.skip_corrupt, self.skipped = bool(data_cfg.get("skip_corrupt")), 0
         self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
         self._compression = params.get("compression") or ""
         if self._compression not in COMPRESSION:
@@ -58,8 +55,6 @@ class TFRecordStream(Served):
         specs = {n: (f"data.params.{g}.{n}", s) for g in self._names for n, s in (params.get(g) or {}).items()}
         self._parse = parser(specs)
         self._files, self._fraction, self._split_seed = _split_files(params, data_cfg.get("splits") or {})
-        for split, files in self._files.items():
-            self._check_first_records(files, self._where(split))
         names = {split: [Path(f).name for f in files] for split, files in self._files.items()}
         split_def = repr((sorted(names.items()), self._fraction, self._split_seed)).encode()  # no directories
         every = sorted({f for files in self._files.values() for f in files})
@@ -67,44 +62,42 @@ class TFRecordStream(Served):
         self._sizes = self._count()
         self.fitted: dict[str, Any] = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
 
-    def split_names(self) -> tuple[str, ...]:
-        return tuple(self._files)
-
-    def size(self, split: str) -> int:
-        return self._sizes[split]
-
-    def sizes(self) -> dict[str, int]:
-        return dict(self._sizes)
-
-    @property
-    def element_spec(self) -> ElementSpec:
-        return self.spec_of("train")
-
-    @property
-    def splits(self) -> dict[str, SplitView]:
-        """Per split: empty arrays of each feature's dtype and shape, and `.size` counted. Only for the
-        engine code that predates `size()`/`element_spec`; the examples themselves are never here."""
-        sizes = self.sizes()
-        spec = self._examples("train", training=False).element_spec
-        empty = [{k: np.zeros((0, *v.shape), v.dtype.as_numpy_dtype) for k, v in g.items()} for g in spec]
-        return {split: SplitView(empty[0], empty[1], sizes[split]) for split in self._files}
-
-    def _records(self, split: str, *, training: bool, seed: int = 0) -> tf.data.Dataset:
-        files = tf.data.Dataset.from_tensor_slices(self._files[split])
+    def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
+        """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
+        paths = self._files[split]
+        file_ds = tf.data.Dataset.from_tensor_slices(paths)
         if training:  # a seeded file order; the shuffle buffer mixes records within it
             order_seed = seed if self.shuffle_seed is None else self.shuffle_seed  # as the record shuffle
-            files = files.shuffle(len(self._files[split]), seed=order_seed, reshuffle_each_iteration=True)
+            file_ds = file_ds.shuffle(len(paths), seed=order_seed, reshuffle_each_iteration=True)
         keep = self._keep(split)
 
         def read(path: Any) -> tf.data.Dataset:
             records = tf.data.TFRecordDataset(path, compression_type=self._compression)
-            if keep is None:
+            if keep is None and not keyed:
                 return records
             name = tf.strings.split(path, "/")[-1]  # the file name, not where it lies: stable across machines
-            return records.enumerate().filter(lambda i, r: keep(name, i)).map(lambda i, r: r)
+            indexed = records.enumerate()
+            if keep is not None:
+                indexed = indexed.filter(lambda i, r: keep(name, i))
+            if keyed:
+                return indexed.map(lambda i, r: (r, record_key(name, i)))
+            return indexed.map(lambda i, r: r)
 
-        cycle = min(CYCLE_LENGTH, len(self._files[split]))
-        return files.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+        cycle = min(CYCLE_LENGTH, len(paths))
+        return file_ds.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
+    ) -> tf.data.Dataset:
+        """A shard reads every record but parses and decodes only its own."""
+        ds = self._records(split, training=False, keyed=True)
+        if max_examples is not None:
+            ds = ds.take(max_examples)
+        if blocks is not None:
+            i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
+            ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
+        ds = ds.map(lambda r, k: (*self._pair(r), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors() if self.skip_corrupt else ds
 
     def _keep(self, split: str) -> Any:
         """None (every record of the split's files) or `(file name, record index) -> bool`."""
@@ -120,41 +113,81 @@ class TFRecordStream(Served):
         bucket = tf.strings.to_hash_bucket_strong(key, HASH_BUCKETS, [self._split_seed, 0])
         return bucket < int(round(float(self._fraction or 0) * HASH_BUCKETS))
 
-    def _eval_flags(self, path: str) -> tf.data.Dataset:
-        """Per record of a file: 1 when it is an eval record of a fraction split, else 0."""
-        records = tf.data.TFRecordDataset(path, compression_type=self._compression)
-        if self._fraction is None:
-            return records.map(lambda r: tf.constant(0, tf.int64))
-        name = tf.constant(Path(path).name)
-        return records.enumerate().map(lambda i, r: tf.cast(self._in_eval(name, i), tf.int64))
-
     def _where(self, split: str) -> str:
         """The config path that names a split's files."""
         return "data.splits.eval_params.path" if split == "eval" and self._fraction is None else "data.params.path"
 
     def _count(self) -> dict[str, int]:
-        """Examples per split, by one pass over every file's records (no parsing): a truncated file or a
-        bad checksum is one line naming the file, before training."""
+        """Examples per split, by one pass that reads every file's records and one that parses and
+        decodes them: a truncated file, a bad checksum or a record that does not match the declared
+        features is one line naming the file and the record, before training (or, with
+        data.skip_corrupt, a skipped record, counted in `skipped`)."""
         counts = dict.fromkeys(self._files, 0)
+        done: set[str] = set()
         for split, files in self._files.items():
-            if self._fraction is not None and split == "eval":
-                continue  # counted with train: one pass over the shared files
             for path in files:
-                try:
-                    total, evals = self._eval_flags(path).reduce(
-                        (np.int64(0), np.int64(0)), lambda acc, e: (acc[0] + 1, acc[1] + e)
-                    )
-                except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-                    raise ConfigError(
-                        self._where(split), path, f"cannot be read as records ({tf_message(e)})"
-                    ) from None
-                counts[split] += int(total) - int(evals)
-                if self._fraction is not None:
-                    counts["eval"] += int(evals)
+                if path in done:  # a fraction split: train and eval share the files
+                    continue
+                done.add(path)
+                where = self._where(split)
+                total = self._raw_count(path, where)
+                ok, evals, first_bad = self._check_records(path)
+                if ok < total and not self.skip_corrupt:
+                    why = self._why(path, first_bad)
+                    rule = f"the file does not match the declared features ({why}; record {first_bad})"
+                    raise ConfigError(where, path, rule)
+                self.skipped += total - ok
+                counts[split] += ok - evals
+                if evals:
+                    counts["eval"] += evals
+        if self.skipped:
+            log.warning("%s: skipped %d corrupt record(s) (data.skip_corrupt)", self.name, self.skipped)
         for split, count in counts.items():
             if not count:
                 raise ConfigError("data.splits", split, "split is empty")
         return counts
+
+    def _raw_count(self, path: str, where: str) -> int:
+        try:
+            records = tf.data.TFRecordDataset(path, compression_type=self._compression)
+            return int(records.reduce(np.int64(0), lambda n, r: n + 1))
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            raise ConfigError(where, path, f"cannot be read as records ({tf_message(e)})") from None
+
+    def _check_records(self, path: str) -> tuple[int, int, int]:
+        """(records that parse and decode, of them eval records of a fraction split, index of the
+        first that does not or -1)."""
+        name = tf.constant(Path(path).name)
+        fraction = self._fraction is not None
+
+        def check(i: Any, r: Any) -> tuple[Any, Any, Any]:
+            values = [tf.reshape(v, [-1])[:1] for g in self._pair(r) for v in g.values()]
+            text = [v if v.dtype == tf.string else tf.strings.as_string(v) for v in values]
+            touched = tf.add_n([tf.reduce_sum(tf.strings.length(t)) for t in text])  # reads every decoded value
+            evals = tf.cast(self._in_eval(name, i), tf.int64) if fraction else tf.constant(0, tf.int64)
+            return i, evals, tf.cast(tf.minimum(touched, 0), tf.int64)  # 0, but not foldable: nothing is pruned
+
+        records = tf.data.TFRecordDataset(path, compression_type=self._compression).enumerate()
+        checked = records.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+
+        def step(acc: Any, e: Any) -> Any:
+            ok, evals, first = acc
+            first = tf.where(tf.logical_and(first < 0, tf.not_equal(e[0], ok)), ok, first)
+            return ok + 1 + e[2], evals + e[1], first
+
+        ok, evals, first = checked.reduce((np.int64(0), np.int64(0), np.int64(-1)), step)
+        ok, first = int(ok), int(first)
+        return ok, int(evals), first if first >= 0 else ok
+
+    def _why(self, path: str, index: int) -> str:
+        """TensorFlow's reason why one record does not parse or decode, on one line."""
+        ds = tf.data.TFRecordDataset(path, compression_type=self._compression).skip(index).take(1)
+        try:
+            for _ in ds.map(self._pair):
+                pass
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            return tf_message(e)
+        return "it does not parse"
 
     def _examples(
         self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None
@@ -162,7 +195,8 @@ class TFRecordStream(Served):
         ds = self._records(split, training=training, seed=seed)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        return ds.map(self._pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(self._pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors() if self.skip_corrupt else ds
 
     def _pair(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         parsed = self._parse(record)
@@ -171,26 +205,10 @@ class TFRecordStream(Served):
     def _shuffle_buffer(self, split: str) -> int:
         return SHUFFLE_BUFFER
 
-    def _check_first_records(self, files: list[str], where: str) -> None:
-        """Parse and decode the first records of each file, so a wrong spec or a bad file is one line
-        naming the file before training."""
-        for path in files:
-            ds = tf.data.TFRecordDataset(path, compression_type=self._compression).take(CHECKED_RECORDS)
-            try:
-                for _ in ds.map(self._pair):
-                    pass
-            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-                rule = f"the file does not match the declared features ({tf_message(e)})"
-                raise ConfigError(where, path, rule) from None
 
-
-@dataclass(frozen=True)
-class SplitView:
-    """A split's size and, as empty arrays, its features' and labels' dtypes and shapes."""
-
-    features: dict[str, np.ndarray]  # name -> (0, ...)
-    labels: dict[str, np.ndarray]
-    size: int
+def record_key(name: Any, index: Any) -> Any:
+    """A record's stable int64 key: a fingerprint of "file name:record index" (see `keys`)."""
+    return tf.strings.to_hash_bucket_fast(tf.strings.join([name, tf.strings.as_string(index)], ":"), KEY_BUCKETS)
 
 
 def _split_files(params: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[dict[str, list[str]], float | None, int]:

@@ -16,6 +16,8 @@ import numpy as np
 # The layer tensors of one built graph by name, and the probe feed of the batch (label: (batch,) or
 # None; sample: ((batch,) bool in the reservoir, (batch,) int64 example index) or None) -> named
 # tensors that PREDICT returns beside the outputs. The probe session passes its summaries this way.
+# The sample's examples are candidates for the reservoir, a superset of the final one; the index is
+# the example's stable key (data.keys).
 ExtraOutputs = Callable[[Mapping[str, Any], "ProbeFeed"], Mapping[str, Any]]
 
 
@@ -33,7 +35,9 @@ class PredictRequest:
     batch_size: int
     label: str | None = None  # handed to ExtraOutputs as ProbeFeed.label
     max_examples: int | None = None
-    sample: np.ndarray | None = None  # (examples,) bool: the reservoir's examples
+    reservoir: int = 0  # examples the probe keeps: the smallest ranks of their keys (data.keys)
+    sample_seed: int = 0  # seeds the ranks
+    shard: tuple[int, int] | None = None  # (i, n): only the i-th of n disjoint parts of the split
 
 
 @dataclass(frozen=True)

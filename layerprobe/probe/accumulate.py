@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.data.keys import sample_rank, smallest
 from layerprobe.probe.sketch import SketchLayout, histogram, quantiles
 
 
@@ -102,12 +103,14 @@ class LayerAccumulator:
         percentiles: list[float],
         histogram_bins: int,
         reservoir_size: int = 0,
+        sample_seed: int = 0,
     ) -> None:
         self.layer = layer
         self.layout = layout
         self.percentile_levels = list(percentiles)
         self.bins = histogram_bins
         self.reservoir_size = reservoir_size
+        self.sample_seed = sample_seed
         self.examples = 0
         self.shape: list[int] = []
         self.u: _Units | None = None  # per-unit running state, created by the first batch
@@ -151,21 +154,50 @@ class LayerAccumulator:
             self._merge_reservoir(b)
 
     def _merge_reservoir(self, b: dict[str, np.ndarray]) -> None:
-        self.sample["keys"].append(b["res_keys"])
+        self.sample["keys"].append(np.asarray(b["res_keys"], np.int64))
         self.sample["activations"].append(b["res_values"])
         if "res_labels" in b:
             self.sample["labels"].append(b["res_labels"])
+        if sum(len(k) for k in self.sample["keys"]) > 2 * self.reservoir_size:  # memory stays O(k)
+            self.sample = {name: [part] for name, part in self._kept().items()}
 
-    def reservoir(self) -> dict[str, np.ndarray]:
-        """The sampled examples' raw activations, labels and indices in the split, by index."""
-        if not self.sample["keys"]:
-            return {}
+    def _kept(self) -> dict[str, np.ndarray]:
+        """The held examples with the k smallest ranks, in rank order."""
         keys = np.concatenate(self.sample["keys"])
-        order = np.argsort(keys, kind="stable")[: self.reservoir_size]
+        order = smallest(sample_rank(keys, self.sample_seed), keys, self.reservoir_size)
         out = {"keys": keys[order], "activations": np.concatenate(self.sample["activations"])[order]}
         if self.sample["labels"]:
             out["labels"] = np.concatenate(self.sample["labels"])[order]
         return out
+
+    def reservoir(self) -> dict[str, np.ndarray]:
+        """The sampled examples' raw activations, labels and keys (data.keys), ordered by key: the
+        reservoir_size examples whose seeded key ranks are smallest, whatever the order or the shards."""
+        if not self.sample["keys"]:
+            return {}
+        kept = self._kept()
+        order = np.argsort(kept["keys"], kind="stable")
+        return {name: part[order] for name, part in kept.items()}
+
+    def merge(self, o: LayerAccumulator) -> None:
+        """Fold in the state of another pass over other examples (a shard): as if one pass saw both."""
+        self.batches += o.batches
+        self.examples += o.examples
+        self.shape = self.shape or o.shape
+        self.u = o.u if self.u is None else self.u if o.u is None else self.u.merge(o.u)
+        self.zeros += o.zeros
+        self.nans += o.nans
+        self.infs += o.infs
+        self.l2_sum += o.l2_sum
+        self.sketch = self.sketch + o.sketch
+        if o.saturated is not None:
+            self.saturated = (self.saturated or 0.0) + o.saturated
+        if o.spatial is not None:
+            self.spatial = o.spatial if self.spatial is None else self.spatial + o.spatial
+        if o.sample["keys"]:
+            for name in self.sample:
+                self.sample[name] += o.sample[name]
+            self.sample = {name: [part] for name, part in self._kept().items()}
 
     def result(self, shape: list[int]) -> LayerStats:
         if self.u is None:
@@ -210,13 +242,6 @@ class LayerAccumulator:
             histogram_counts=hist.tolist(),
             spatial_mean=None if self.spatial is None else (self.spatial / max(self.examples, 1)).tolist(),
         )
-
-
-def choose_sample(examples: int, size: int, seed: int) -> np.ndarray:
-    """Which examples of the split the reservoir keeps: a seeded uniform draw without replacement."""
-    mask = np.zeros(examples, dtype=bool)
-    mask[np.random.default_rng(seed).choice(examples, min(size, examples), replace=False)] = True
-    return mask
 
 
 def _pname(q: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe.engines.base import Engine, ModelSummary, PredictRequest, ProbeFeed
-from layerprobe.probe.accumulate import LayerAccumulator, LayerStats, choose_sample
+from layerprobe.probe.accumulate import LayerAccumulator, LayerStats
 from layerprobe.probe.sketch import SketchLayout
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,15 @@ class ProbeState:
 
     def stats(self, summary: ModelSummary) -> dict[str, LayerStats]:
         return {name: acc.result(summary.shape_of(name)) for name, acc in self.layers.items()}
+
+    def merge(self, other: ProbeState) -> ProbeState:
+        """This state and another pass's over other examples, folded as one pass (exact counts,
+        sketch and reservoir; moments by Chan's merge)."""
+        if set(self.layers) != set(other.layers):
+            raise ValueError(f"cannot merge probes of layers {sorted(self.layers)} and {sorted(other.layers)}")
+        for name, acc in self.layers.items():
+            acc.merge(other.layers[name])
+        return ProbeState(self.layers, self.batches + other.batches)
 
 
 def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple[Any, ...]:
@@ -88,7 +97,7 @@ class ProbeSession:
         p = self.c["probe"]
         layout = SketchLayout(p["relative_accuracy"])
         return {
-            n: LayerAccumulator(n, layout, p["percentiles"], p["histogram_bins"], p["reservoir_size"])
+            n: LayerAccumulator(n, layout, p["percentiles"], p["histogram_bins"], p["reservoir_size"], p["sample_seed"])
             for n in self.exposed
         }
 
@@ -98,17 +107,17 @@ class ProbeSession:
         split: str | None = None,
         checkpoint: str | None = None,
         max_examples: int | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> ProbeState:
         """One pass over `split` (default probe.split; its first `max_examples`, default
-        probe.max_examples) at `checkpoint` (default: the engine's latest)."""
+        probe.max_examples; shard (i, n): the i-th of n disjoint parts of them) at `checkpoint`
+        (default: the engine's latest). The split's size is never needed: states of the shards merge
+        (`ProbeState.merge`) into the state of one pass."""
         p = self.c["probe"]
         split = split or p["split"]
         max_examples = p["max_examples"] if max_examples is None else max_examples
-        size = data.size(split)
-        n = size if max_examples is None else min(max_examples, size)
-        sample = choose_sample(n, p["reservoir_size"], p["sample_seed"]) if p["reservoir_size"] else None
         batch = p.get("batch_size") or self.c["data"]["batch_size"]
-        request = PredictRequest(split, batch, self.label, max_examples, sample)
+        request = PredictRequest(split, batch, self.label, max_examples, p["reservoir_size"], p["sample_seed"], shard)
         accs = self.accumulators()
         batches = 0
         for item in self.engine.predict(data, request, self.outputs, checkpoint):

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from layerprobe._tf import tf
+from layerprobe.data.keys import sample_rank
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import PredictRequest
 
 # The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
 LABEL_FEATURE = "__probe_label__"
-SAMPLE_FEATURE = "__probe_in_sample__"  # (batch,) bool: the example is in the reservoir sample
-INDEX_FEATURE = "__probe_index__"  # (batch,) int64: the example's index in the probed split
+SAMPLE_FEATURE = "__probe_in_sample__"  # (batch,) bool: the example is a candidate for the reservoir
+INDEX_FEATURE = "__probe_index__"  # (batch,) int64: the example's stable key (data.keys)
 
 
 def _options_without_autotune_model() -> Any:
@@ -53,26 +52,37 @@ def eval_input_fn(data: Any, data_cfg: Mapping[str, Any], split: str = "eval") -
 
 
 def predict_input_fn(data: Any, request: PredictRequest) -> Callable[[], Any]:
-    """Features of the split plus, as extra features, the label and the reservoir sample mask
-    (the Estimator hands PREDICT no labels)."""
-    sample, label, batch_size = request.sample, request.label, request.batch_size
+    """Features of the split (or its shard) plus, as extra features, the label and, for the reservoir,
+    each example's key and whether it is a candidate (the Estimator hands PREDICT no labels)."""
+    label, k = request.label, request.reservoir
 
     def input_fn() -> Any:
-        # One pass: a cache would only hold the whole split in memory and never be read again.
-        ds = dataset(
-            data,
-            request.split,
-            training=False,
-            batch_size=batch_size,
-            seed=0,
-            max_examples=request.max_examples,
-            cache=False,
+        # One pass, no cache: a cache would only hold the whole split in memory and never be read again.
+        ds = data.probe_dataset(
+            request.split, batch_size=request.batch_size, max_examples=request.max_examples, shard=request.shard
         )
-        if sample is not None:  # not shuffled: the i-th example of the split is example i
-            extra = tf.data.Dataset.from_tensor_slices((sample, np.arange(len(sample), dtype=np.int64)))
-            ds = tf.data.Dataset.zip((ds, extra.batch(batch_size)))
-            ds = ds.map(lambda fy, s: ({**fy[0], SAMPLE_FEATURE: s[0], INDEX_FEATURE: s[1]}, fy[1]))
+        if k:
+            ranked = ds.map(lambda f, y, key: (f, y, key, _ranks(key, request.sample_seed)))
+            ds = ranked.scan(tf.fill([k], tf.int64.max), _candidates)
+        else:
+            ds = ds.map(lambda f, y, key: (f, y))
         ds = ds.map(lambda f, y: f) if label is None else ds.map(lambda f, y: {**f, LABEL_FEATURE: y[label]})
         return ds.with_options(_NO_AUTOTUNE_MODEL)
 
     return input_fn
+
+
+def _ranks(keys: Any, seed: int) -> Any:
+    ranks = tf.numpy_function(lambda k: sample_rank(k, seed), [keys], tf.int64, stateful=False)
+    return tf.ensure_shape(ranks, keys.shape)
+
+
+def _candidates(kept: Any, batch: Any) -> tuple[Any, Any]:
+    """Scan step: `kept` (k,) the smallest ranks so far. An example is a candidate when its rank is
+    among the k smallest seen up to its batch, so every example of the final k smallest (over the
+    split, or over any number of shards) is one; about k * (1 + ln(examples / k)) are sent to the host."""
+    f, y, keys, ranks = batch
+    k = tf.shape(kept)[0]
+    smallest = -tf.math.top_k(-tf.concat([kept, ranks], 0), k, sorted=True).values
+    features = {**f, SAMPLE_FEATURE: ranks <= smallest[-1], INDEX_FEATURE: keys}
+    return smallest, (features, y)

@@ -1,0 +1,138 @@
+"""Data at scale: peak RSS of whole runs on generated TFRecord shards, pipeline throughput, 2 shards vs 1.
+
+`python -m benchmarks.data_scale DIR [GB ...]` generates the data under DIR (deleted afterwards), nothing
+downloaded, and prints one JSON line per measurement. Records are 32x32x3 float32 images as raw bytes
+(`decode: raw`), written fast: one serialized tf.train.Example template per label, the pixels put in
+with numpy, many records per write call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).absolute().parents[1]
+SHAPE = (32, 32, 3)
+RECORD_FLOATS = int(np.prod(SHAPE))
+RAW = "{dtype: string, decode: raw, raw_dtype: float32, shape: [32, 32, 3]}"
+
+
+def generate(out: Path, gigabytes: float, shards: int = 20) -> int:
+    """Raw-float records of ~gigabytes in `shards` files; returns the number of examples."""
+    import tensorflow as tf
+
+    out.mkdir(parents=True, exist_ok=True)
+    pad = np.zeros(RECORD_FLOATS, np.float32).tobytes()
+    templates = []
+    for label in range(10):
+        feature = {
+            "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pad])),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        }
+        blob = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        templates.append((blob[: blob.index(pad)], blob[blob.index(pad) + len(pad) :]))
+    n = int(gigabytes * 1e9 / (RECORD_FLOATS * 4))
+    rng = np.random.default_rng(0)
+    per = -(-n // shards)
+    for s in range(shards):
+        with tf.io.TFRecordWriter(str(out / f"part-{s:05d}.tfrecord")) as w:
+            for start in range(s * per, min(n, (s + 1) * per), 4096):
+                count = min(4096, min(n, (s + 1) * per) - start)
+                pixels = rng.random((count, RECORD_FLOATS), dtype=np.float32)
+                labels = (pixels[:, :64].sum(1) * 10 / 64).astype(int) % 10  # learnable from the pixels
+                for row, label in zip(pixels, labels):
+                    head, tail = templates[label]
+                    w.write(head + row.tobytes() + tail)
+    return n
+
+
+def run_overrides(data: Path, work: Path) -> list[str]:
+    return [
+        "model=tiny_cnn",
+        "trainer=quick",
+        "trainer.train_steps=50",
+        "model.inputs.image.shape=[32,32,3]",
+        "data=tfrecord",
+        f"data.params.path={data / '*.tfrecord'}",
+        f"++data.params.features.image={RAW}",
+        f"data.cache_dir={work / 'cache'}",
+        "data.batch_size=256",
+        f"trainer.model_dir={work / 'model'}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        "probe.plots=false",
+    ]
+
+
+def whole_run(data: Path, work: Path) -> dict[str, Any]:
+    """Peak RSS (its own, from wait4) and wall time of `layerprobe <overrides>` in a fresh process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "layerprobe", *run_overrides(data, work)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "run.err", "w"),  # noqa: SIM115 - closed with the process
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    return {"status": status, "peak_rss_gb": usage.ru_maxrss / 1e6, "seconds": time.perf_counter() - t}
+
+
+def throughput(data: Path, work: Path, batches: int = 60) -> dict[str, float]:
+    """Examples/s: layerprobe's train pipeline vs a hand-written tf.data pipeline of the same files."""
+    import tensorflow as tf
+
+    from layerprobe.data.pipeline import prepare
+    from tests.conftest import plain
+
+    c = plain(run_overrides(data, work))
+    source = prepare(c["data"])
+    ours = source.tf_dataset("train", training=True, batch_size=256, seed=0, cache=False)
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(r: Any) -> Any:
+        e = tf.io.parse_single_example(r, spec)
+        return {"image": tf.reshape(tf.io.decode_raw(e["image"], tf.float32), SHAPE)}, {"label": e["label"]}
+
+    files = tf.data.Dataset.list_files(str(data / "*.tfrecord"), shuffle=True, seed=0)
+    hand = files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=8, deterministic=True)
+    hand = hand.map(parse, num_parallel_calls=tf.data.AUTOTUNE).shuffle(10_000, seed=0).repeat()
+    hand = hand.batch(256).prefetch(tf.data.AUTOTUNE)
+    out = {}
+    for name, ds in (("layerprobe", ours), ("hand_written", hand)):
+        it = iter(ds)
+        for _ in range(5):  # fill the shuffle buffer and the prefetch
+            next(it)
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        out[f"{name}_examples_per_s"] = batches * 256 / (time.perf_counter() - t)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    base = Path(argv[0])
+    for gigabytes in [float(g) for g in argv[1:]] or [0.5]:
+        data, work = base / f"data-{gigabytes:g}", base / f"work-{gigabytes:g}"
+        work.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        n = generate(data, gigabytes)
+        size = sum(f.stat().st_size for f in data.glob("*.tfrecord")) / 1e9
+        print(json.dumps({"gb": round(size, 2), "examples": n, "generate_s": round(time.perf_counter() - t, 1)}))
+        print(json.dumps({"gb": round(size, 2), "load": os.getloadavg()[0], **whole_run(data, work)}), flush=True)
+        if gigabytes < 2:
+            print(json.dumps({"gb": round(size, 2), **throughput(data, work)}), flush=True)
+        shutil.rmtree(data)
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
