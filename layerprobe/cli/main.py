@@ -207,9 +207,10 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
     return 0
 
 
-def task(cfg: Any) -> float | None:
+def task(cfg: Any) -> Any:
     """The Hydra task: one run, or one job of a sweep. A run's config was validated before Hydra
-    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job)."""
+    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job).
+    Returns the objective (None when the job failed), or `trial.Pruned` when a pruner stopped it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -217,22 +218,29 @@ def task(cfg: Any) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
-    parent, run_name = None, None
+    parent, run_name, tags, on_evaluation = None, None, {}, None
     if multirun:  # children are named by what the sweep varies
         from layerprobe.runner import readable_run_name
         from layerprobe.sweep import sweep_info
+        from layerprobe.sweeps import trial
 
         info = sweep_info(hc.sweep.dir)
         parent = info["parent"]
         run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
+        number = trial.trial_number(hc)
+        tags = {} if number is None else {"layerprobe.trial": str(number)}
     try:
         c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         if run_name and not c["tracking"]["run_name"]:
             c["tracking"]["run_name"] = run_name
         from layerprobe.runner import run
 
+        if multirun:
+            on_evaluation = trial.reporter(hc)  # an Optuna sweep with a pruner
         # a single run's config was validated before Hydra made its output dir; a sweep job's is its own
-        result = run(c, hc.runtime.output_dir, overrides, parent_run_id=parent, validated=not multirun)
+        result = run(
+            c, hc.runtime.output_dir, overrides, tags, parent, validated=not multirun, on_evaluation=on_evaluation
+        )
     except Exception as e:
         if not multirun:
             if isinstance(e, LayerprobeError):
@@ -251,6 +259,8 @@ def task(cfg: Any) -> float | None:
         (out / FAILED_FILE).write_text(f"{type(e).__name__}: {e}\n")
         log.error("job %s failed: %s: %s", hc.job.num, type(e).__name__, e)
         return None
+    if result.pruned_at_step is not None:
+        return trial.Pruned(result.pruned_at_step)  # type: ignore[return-value]
     print_run(result)
     objective = c["tracking"]["objective"]
     return result.eval_metrics.get(objective, result.probe_metrics.get(objective))
