@@ -50,7 +50,7 @@ class StudySettings:
         from sqlalchemy.engine import make_url
 
         try:
-            return make_url(self.storage).set(username=None, password=None).render_as_string(hide_password=False)
+            return make_url(self.storage)._replace(username=None, password=None).render_as_string(hide_password=False)
         except Exception:
             return self.storage.split("://", 1)[0] + "://<unparsable URL>"
 
