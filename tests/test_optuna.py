@@ -22,7 +22,10 @@ OPTUNA = ["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_jobs=1"]
 
 
 def finished(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name=name, storage=storage)
+    """The COMPLETE and PRUNED trials of a study in an RDB URL or a journal file."""
+    from layerprobe.sweeps.study import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     return [
         t for t in study.get_trials() if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
@@ -206,7 +209,9 @@ def sweep_command(tmp_path: Path, storage: str, n_trials: int, sweep_dir: str) -
 
 
 def study_name_of(tmp_path: Path, storage: str) -> str:
-    (summary,) = optuna.get_all_study_summaries(storage)
+    from layerprobe.sweeps.study import open_storage
+
+    (summary,) = optuna.get_all_study_summaries(open_storage(storage))
     return summary.study_name
 
 
@@ -265,3 +270,28 @@ def test_two_processes_on_one_storage_finish_one_study_between_them(tmp_path):
     parents = [r for r in runs if r.data.tags.get("layerprobe.sweep") == "parent"]
     per_parent = [sum(r.data.tags.get("mlflow.parentRunId") == p.info.run_id for r in runs) for p in parents]
     assert len(parents) == 2 and sum(per_parent) == 4 and min(per_parent) >= 1  # both worked on it
+
+
+def readme_sweeps() -> list[list[str]]:
+    import shlex
+
+    from tests.test_readme import commands
+
+    return [shlex.split(c)[1:] for c in commands("layerprobe") if "optuna" in c]
+
+
+@pytest.mark.parametrize("args", readme_sweeps(), ids=lambda a: " ".join(a)[:80])
+def test_every_readme_optuna_sweep_passes_the_checks_before_its_first_job(args, tmp_path, monkeypatch):
+    """What `layerprobe -m ...` does before Hydra launches anything, on each README command; a
+    server storage the tests cannot reach is replaced by a sqlite file."""
+    from layerprobe.cli.main import _check_sweep_values
+    from layerprobe.config import compose_in, hydra_session
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [a for a in args if a != "-m"]
+    overrides = [f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db" if "postgresql" in a else a for a in overrides]
+    with hydra_session() as hydra:
+        cfg = compose_in(hydra, [*overrides, "hydra.mode=MULTIRUN"], "config", multirun=True)
+        assert cfg.hydra.sweeper._target_ == "hydra_plugins.layerprobe_sweeper.sweeper.OptunaSweeper"
+        _check_sweep_values(hydra, cfg, [*overrides, "hydra.mode=MULTIRUN"], "config")
+    assert len(readme_sweeps()) >= 8
