@@ -227,8 +227,11 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline:
         time.sleep(1)
-        if Path(storage).exists() and len(finished(storage, study_name_of(tmp_path, storage))) >= 2:
-            break
+        try:
+            if len(finished(storage, study_name_of(tmp_path, storage))) >= 2:
+                break
+        except ValueError:  # no study there yet
+            pass
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     name = study_name_of(tmp_path, storage)

@@ -74,10 +74,16 @@ def settings(
 def open_storage(storage: str) -> Any:
     """The Optuna storage, created when new; one line when it cannot be opened or written."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     path = "hydra.sweeper.storage"
     try:
         if "://" in storage:
+            for wait in (0.25, 0.5, 1.0, 2.0):  # another process creating the same tables meanwhile
+                try:
+                    return optuna.storages.RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
+                except (IntegrityError, OperationalError):
+                    time.sleep(wait)
             return optuna.storages.RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
