@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
+from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
@@ -34,6 +35,7 @@ class RunResult:
     output_dir: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
     experiment_id: str | None = None
+    pruned_at_step: int | None = None  # a sweep's pruner stopped training at this step
 
 
 def open_tracker(
@@ -74,9 +76,13 @@ def run(
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
     validated: bool = False,
+    on_evaluation: EvaluationCallback | None = None,
 ) -> RunResult:
     """Train (or resume), evaluate, probe and log one experiment. `validated`: the caller (the CLI)
-    has checked the config rules already.
+    has checked the config rules already. `on_evaluation` (a sweep's pruner): hears the eval metrics
+    (`eval/<name>`, also logged at their steps) of each checkpoint saved while training; when it
+    answers True, training stops there and the run ends FINISHED with the tag `pruned=true`,
+    without the final evaluation, probe and export.
 
     Everything that can fail on the user's input (config, data, graph shapes, tracking store) fails
     before the MLflow run starts and before the model_dir is written (preflight).
@@ -105,8 +111,16 @@ def run(
         tracker.log_artifacts(output_dir / "config", "config")
         tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
         t = time.perf_counter()
-        step, checkpoint = _train(x, tracker, cluster)
+        pruned: list[int] = []
+        step, checkpoint = _train(x, tracker, cluster, _reported(tracker, on_evaluation, pruned))
         seconds["train"] = time.perf_counter() - t
+        if pruned:
+            log.info("pruned at step %d: the sweep's pruner stopped this trial", pruned[0])
+            tracker.set_tags({"pruned": "true", "layerprobe.pruned_at_step": str(pruned[0])})
+            tracker.__exit__(None, None, None)
+            return RunResult(
+                tracker.run_id, tracker.uri, model_dir, step, {}, output_dir=str(output_dir), pruned_at_step=pruned[0]
+            )
         if not cluster.is_chief:  # a worker or the evaluator (a ps never returns): the chief does the rest
             tracker.__exit__(None, None, None)
             return RunResult(None, None, model_dir, step, {}, output_dir=str(output_dir))
@@ -149,7 +163,26 @@ def run(
     )
 
 
-def _train(x: Experiment, tracker: Any, cluster: Any) -> tuple[int, str | None]:
+def _reported(tracker: Any, on_evaluation: EvaluationCallback | None, pruned: list[int]) -> EvaluationCallback | None:
+    """`on_evaluation` with the metrics named and logged as the run's eval/ metrics at their step;
+    the step it stopped training at is appended to `pruned`."""
+    if on_evaluation is None:
+        return None
+
+    def report(step: int, metrics: Mapping[str, float]) -> bool:
+        named = {f"eval/{k}": float(v) for k, v in metrics.items() if k != "global_step"}
+        tracker.log_metrics(named, step=step)
+        stop = bool(on_evaluation(step, named))
+        if stop:
+            pruned.append(step)
+        return stop
+
+    return report
+
+
+def _train(
+    x: Experiment, tracker: Any, cluster: Any, on_evaluation: EvaluationCallback | None = None
+) -> tuple[int, str | None]:
     """Train up to trainer.train_steps, resuming what model_dir holds. Returns the step the run
     reports and the checkpoint to evaluate, probe and export at (None: the latest).
 
@@ -175,7 +208,7 @@ def _train(x: Experiment, tracker: Any, cluster: Any) -> tuple[int, str | None]:
         kept = x.engine.checkpoints()
         latest = kept[-1].step if kept else 0
         if latest < budget:
-            return x.engine.train(x.data, budget, tracker.log_metric_records), None
+            return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation), None
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
     return _budget_checkpoint(x, kept)
 

@@ -52,6 +52,7 @@ class SweepSummary:
     """What the parent run gets: every child's overrides and eval metrics, and the best child."""
 
     header: list[str]  # run_id, name, status, overrides, then every eval/ metric of any child
+    # status: FINISHED, FAILED, KILLED, or PRUNED (a FINISHED run tagged pruned=true)
     rows: list[list[str]]  # one per child, oldest first; "" where a child lacks a metric
     tags: dict[str, str]
     metrics: dict[str, float]  # best/<objective>, when any child has the objective
@@ -62,15 +63,24 @@ def summarize(children: Sequence[RunSummary], objective: str, direction: str) ->
     """The sweep's table and its best child by `objective` (`direction`: maximize or minimize)."""
     keys = sorted({k for r in children for k in r.metrics if k.startswith("eval/")})
     rows = [
-        [r.run_id, r.name, r.status, r.tags.get("layerprobe.overrides", "")]
+        [
+            r.run_id,
+            r.name,
+            "PRUNED" if r.tags.get("pruned") == "true" else r.status,
+            r.tags.get("layerprobe.overrides", ""),
+        ]
         + [f"{r.metrics[k]:.6g}" if k in r.metrics else "" for k in keys]
         for r in sorted(children, key=lambda r: r.start_time)
     ]
-    scored = [(r.run_id, r.metrics[objective]) for r in children if objective in r.metrics]
+    pruned = [r for r in children if r.tags.get("pruned") == "true"]  # FINISHED, but stopped early
+    scored = [(r.run_id, r.metrics[objective]) for r in children if objective in r.metrics and r not in pruned]
     best = (max if direction == "maximize" else min)(scored, key=lambda x: x[1]) if scored else None
+    failed = sum(r.status == "FAILED" for r in children)
     tags = {
         "layerprobe.children": str(len(children)),
-        "layerprobe.failed_children": str(sum(r.status == "FAILED" for r in children)),
+        "layerprobe.failed_children": str(failed),
+        "layerprobe.pruned_children": str(len(pruned)),
+        "layerprobe.complete_children": str(sum(r.status == "FINISHED" for r in children) - len(pruned)),
     }
     metrics = {}
     if best:
@@ -94,6 +104,31 @@ def finish_parent(
     tags = summary.tags | ({"error": error} if error else {})
     tracking.finish_sweep_parent(uri, parent_id, tags, summary.metrics, [table], failed=bool(error))
     return summary.best
+
+
+def _study_tags(config: DictConfig, overrides: list[str]) -> dict[str, str]:
+    """The Optuna study of the sweep (storage without credentials, name, sampler, pruner), when
+    layerprobe's Optuna sweeper runs it."""
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.layerprobe_sweeper."):
+        return {}
+    from layerprobe.sweeps.space import parse_space
+    from layerprobe.sweeps.study import settings
+
+    conf: dict[str, Any] = OmegaConf.to_container(sweeper, resolve=True)  # type: ignore[assignment]
+    s = settings(
+        conf,
+        str(config.hydra.sweep.dir),
+        config.tracking.objective,
+        parse_space(conf.get("params"), overrides),
+        overrides,
+    )
+    return {
+        "layerprobe.study_storage": s.redacted_storage,
+        "layerprobe.study_name": s.name,
+        "layerprobe.sampler": str(conf["sampler"]["name"]),
+        "layerprobe.pruner": str(conf["pruner"]["name"]),
+    }
 
 
 class SweepCallback(Callback):
@@ -130,6 +165,7 @@ class SweepCallback(Callback):
                 "layerprobe.sweep_dir": str(sweep_dir.resolve()),
                 "layerprobe.sweeper": str(sweeper.get("_target_", "")),  # type: ignore[union-attr]
                 "layerprobe.launcher": str(launcher.get("_target_", "")),  # type: ignore[union-attr]
+                **_study_tags(config, overrides),
             },
         )
         log.info("sweep parent run: %s", run_id)

@@ -92,7 +92,7 @@ def run_command(argv: Sequence[str]) -> int:
                 overrides.append(f"hydra.mode={'MULTIRUN' if args.multirun else 'RUN'}")  # as hydra.main does
             cfg = compose_in(hydra, overrides, name, multirun=args.multirun)
             if args.multirun:
-                _check_sweep_values(hydra, overrides, name)
+                _check_sweep_values(hydra, cfg, overrides, name)
             else:
                 _check_run(cfg)
             return _launch(hydra, cfg, name, args.multirun)
@@ -109,36 +109,16 @@ def _check_run(cfg: Any) -> None:
     check_writable_dir("hydra.run.dir", str(cfg.hydra.run.dir))
 
 
-def _check_sweep_values(hydra: Any, overrides: list[str], name: str, limit: int = 64) -> None:
-    """Hydra composes a sweep's values only in its jobs, after the sweep has started: compose each
-    value of each swept key once here (the other keys at their first value), so that an unknown key
-    or a value of the wrong type is one line before anything starts. Whether a composed job's config
-    passes validation stays the job's own outcome (a failed job, the others go on)."""
-    from layerprobe.config import compose_in, parse_overrides
+def _check_sweep_values(hydra: Any, cfg: Any, overrides: list[str], name: str) -> None:
+    """Hydra composes a sweep's jobs only after the sweep has started: compose and validate each
+    job's config here (a grid's cross product, an Optuna search's choices and bounds) and check the
+    Optuna study's settings, so that a sweep that cannot run is one line before anything starts."""
+    from layerprobe.config import parse_overrides
+    from layerprobe.sweeps.checks import check_jobs, check_study
 
-    base: list[str | None] = list(overrides)
-    others: list[tuple[int, str]] = []
-    for i, o in enumerate(parse_overrides(overrides)):
-        key = o.get_key_element()
-        if key == "hydra.mode":
-            base[i] = None
-        elif o.is_sweep_override() and not key.startswith("hydra."):
-            try:
-                values = [f"{key}={v}" for v in o.sweep_string_iterator()]
-            except Exception:  # a sweeper's own search space (Optuna's interval): the sweeper reads it
-                values = [None]  # type: ignore[list-item]
-            base[i] = values[0]
-            others += [(i, v) for v in values[1:]]
-    points = [base] + [[*base[:i], v, *base[i + 1 :]] for i, v in others]
-    for point in points[:limit]:
-        try:
-            compose_in(hydra, [o for o in point if o], name)
-        except LayerprobeError as e:  # a suggestion names the sweep's values, not the one tried
-            text = str(e)
-            for tried, given in zip(point, overrides):
-                if tried and tried != given:
-                    text = text.replace(f"={tried.partition('=')[2]}?", f"={given.partition('=')[2]}?")
-            raise type(e)(text) from None
+    task = [o for o, p in zip(overrides, parse_overrides(overrides)) if p.get_key_element() != "hydra.mode"]
+    check_jobs(hydra, cfg, task, name)
+    check_study(cfg, task)
 
 
 def _help(hydra: Any, name: str, args: argparse.Namespace) -> int:
@@ -207,9 +187,10 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
     return 0
 
 
-def task(cfg: Any) -> float | None:
+def task(cfg: Any) -> Any:
     """The Hydra task: one run, or one job of a sweep. A run's config was validated before Hydra
-    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job)."""
+    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job).
+    Returns the objective (None when the job failed), or `trial.Pruned` when a pruner stopped it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -217,22 +198,29 @@ def task(cfg: Any) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
-    parent, run_name = None, None
+    parent, run_name, tags, on_evaluation = None, None, {}, None
     if multirun:  # children are named by what the sweep varies
         from layerprobe.runner import readable_run_name
         from layerprobe.sweep import sweep_info
+        from layerprobe.sweeps import trial
 
         info = sweep_info(hc.sweep.dir)
         parent = info["parent"]
         run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
+        number = trial.trial_number(hc)
+        tags = {} if number is None else {"layerprobe.trial": str(number)}
     try:
         c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         if run_name and not c["tracking"]["run_name"]:
             c["tracking"]["run_name"] = run_name
         from layerprobe.runner import run
 
+        if multirun:
+            on_evaluation = trial.reporter(hc)  # an Optuna sweep with a pruner
         # a single run's config was validated before Hydra made its output dir; a sweep job's is its own
-        result = run(c, hc.runtime.output_dir, overrides, parent_run_id=parent, validated=not multirun)
+        result = run(
+            c, hc.runtime.output_dir, overrides, tags, parent, validated=not multirun, on_evaluation=on_evaluation
+        )
     except Exception as e:
         if not multirun:
             if isinstance(e, LayerprobeError):
@@ -251,6 +239,8 @@ def task(cfg: Any) -> float | None:
         (out / FAILED_FILE).write_text(f"{type(e).__name__}: {e}\n")
         log.error("job %s failed: %s: %s", hc.job.num, type(e).__name__, e)
         return None
+    if result.pruned_at_step is not None:
+        return trial.Pruned(result.pruned_at_step)  # type: ignore[return-value]
     print_run(result)
     objective = c["tracking"]["objective"]
     return result.eval_metrics.get(objective, result.probe_metrics.get(objective))

@@ -78,6 +78,9 @@ class ModelSummary:
 
 # (records of ({metric: value}, step)) -> None: where training progress goes (the tracker's batch call)
 ProgressSink = Callable[[Sequence[tuple[Mapping[str, float], int]]], None]
+# (global step, eval metrics of the checkpoint saved at that step) -> True to stop training there:
+# how a sweep's pruner hears intermediate results without the engine knowing of any sweeper.
+EvaluationCallback = Callable[[int, Mapping[str, float]], bool]
 
 
 class Engine(Protocol):
@@ -90,8 +93,16 @@ class Engine(Protocol):
         """Build the training graph once without touching model_dir: shape and loss errors surface
         as ConfigError, and the layer table comes for free."""
 
-    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
-        """Train (or resume) up to global step `until_step`; returns the step reached."""
+    def train(
+        self,
+        data: Any,
+        until_step: int,
+        progress: ProgressSink | None = None,
+        on_evaluation: EvaluationCallback | None = None,
+    ) -> int:
+        """Train (or resume) up to global step `until_step`; returns the step reached. With
+        `on_evaluation`, each checkpoint saved on the way is evaluated on the eval split and handed to
+        it; training stops early at the first True it returns."""
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
         """Metrics of one pass over `split` at `checkpoint` (default: the latest)."""

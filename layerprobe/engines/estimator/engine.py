@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,13 +14,14 @@ from layerprobe._tf import tf
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
     Checkpoint,
+    EvaluationCallback,
     ExtraOutputs,
     LayerRow,
     ModelSummary,
     PredictRequest,
     ProgressSink,
 )
-from layerprobe.engines.estimator.hooks import ProgressHook
+from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import ModelSpec
@@ -90,7 +92,13 @@ class EstimatorEngine:
                 rows.append(LayerRow(name, type(layer).__name__, shape, 0, name in exposed))
         return ModelSummary(rows)
 
-    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
+    def train(
+        self,
+        data: Any,
+        until_step: int,
+        progress: ProgressSink | None = None,
+        on_evaluation: EvaluationCallback | None = None,
+    ) -> int:
         from layerprobe import distributed as D
 
         t = self.trainer
@@ -100,7 +108,11 @@ class EstimatorEngine:
         if D.role().in_cluster:
             D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, [hook])
         else:
-            est.train(train_fn, max_steps=until_step, hooks=[hook])
+            evaluate = functools.partial(self.evaluate, data, "eval")  # (checkpoint path) -> metrics
+            listeners = (
+                [EvaluationListener(evaluate, on_evaluation, self.model_dir, until_step)] if on_evaluation else []
+            )
+            est.train(train_fn, max_steps=until_step, hooks=[hook], saving_listeners=listeners)
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:

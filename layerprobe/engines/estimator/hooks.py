@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe._tf import tf
+from layerprobe.engines.base import EvaluationCallback
 from layerprobe.engines.estimator.model_fn import LOSS_TENSOR
 from layerprobe.errors import TrainingDiverged
 
@@ -77,3 +78,31 @@ class ProgressHook(tf.estimator.SessionRunHook):
         if self.records and self.flush_fn is not None:
             self.flush_fn(self.records)
         self.records = []
+
+
+class EvaluationListener(tf.estimator.CheckpointSaverListener):
+    """At each checkpoint saved during training (not the one written when the session starts, nor
+    the last one, which the runner evaluates anyway): evaluate it and hand (step, metrics) to
+    `on_evaluation`; a True answer stops training there (a pruner's decision)."""
+
+    def __init__(
+        self,
+        evaluate: Callable[[str], dict[str, float]],
+        on_evaluation: EvaluationCallback,
+        model_dir: str,
+        until_step: int,
+    ) -> None:
+        self.evaluate = evaluate
+        self.model_dir = model_dir
+        self.on_evaluation = on_evaluation
+        self.until = until_step
+
+    def begin(self) -> None:
+        self.started = False
+
+    def after_save(self, session: Any, global_step: int) -> bool:
+        if not self.started or global_step >= self.until:
+            self.started = True
+            return False
+        metrics = self.evaluate(tf.train.latest_checkpoint(self.model_dir))
+        return bool(self.on_evaluation(int(global_step), metrics))
