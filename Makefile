@@ -24,7 +24,7 @@ run: $(STAMP) ## train, evaluate and probe the default experiment; log to ./mlfl
 	$(BIN)/layerprobe $(ARGS)
 
 test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run the unit + integration tests
-	$(BIN)/ruff check layerprobe tests benchmarks
+	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
 	$(BIN)/mypy layerprobe
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -33,12 +33,12 @@ test-all: $(STAMP) ## every test, the slow tier too
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check
-	$(BIN)/ruff check layerprobe tests benchmarks
-	$(BIN)/ruff format --check layerprobe tests benchmarks
+	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
+	$(BIN)/ruff format --check layerprobe hydra_plugins tests benchmarks
 
 format: $(STAMP) ## apply ruff's formatting and fixes
-	$(BIN)/ruff format layerprobe tests benchmarks
-	$(BIN)/ruff check --fix layerprobe tests benchmarks
+	$(BIN)/ruff format layerprobe hydra_plugins tests benchmarks
+	$(BIN)/ruff check --fix layerprobe hydra_plugins tests benchmarks
 
 experiments: $(STAMP) ## the CI gate: run experiments/ and compare with their baselines
 	$(BIN)/layerprobe check
