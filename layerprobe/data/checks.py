@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from layerprobe.data.registry import STREAMS, check_name
+from layerprobe.data.registry import STREAMABLE, check_name, stream_target
 from layerprobe.errors import ConfigError
 
 # Transform name -> (arguments it takes besides name/features/labels, arguments it requires).
@@ -60,6 +60,9 @@ def check_data_config(data: Mapping[str, Any]) -> None:
         _int_at_least("data.shuffle_seed", data["shuffle_seed"], 0)
     if not isinstance(data.get("skip_corrupt", False), bool):
         raise ConfigError("data.skip_corrupt", data["skip_corrupt"], "must be true or false")
+    stream = (data.get("params") or {}).get("stream", False)
+    if source in STREAMABLE and not isinstance(stream, bool):
+        raise ConfigError("data.params.stream", stream, "must be true or false")
     cache = data.get("cache", "memory")
     if cache not in CACHE_MODES:
         raise ConfigError("data.cache", cache, "unknown cache", CACHE_MODES)
@@ -67,7 +70,7 @@ def check_data_config(data: Mapping[str, Any]) -> None:
         raise ConfigError("data.cache_dir", data.get("cache_dir"), "cache: file needs a directory")
     check_splits(data.get("splits") or {})
     method = (data.get("splits") or {}).get("method", "fraction")
-    if source in STREAMS and method not in STREAM_SPLIT_METHODS:
+    if stream_target(data) is not None and method not in STREAM_SPLIT_METHODS:
         rule = f"{source} is split by its files or by a seeded hash of each record, not by row ranges"
         raise ConfigError("data.splits.method", method, rule, STREAM_SPLIT_METHODS)
     transforms = data.get("transforms") or []

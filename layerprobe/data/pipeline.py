@@ -13,7 +13,7 @@ from layerprobe._tf import tf
 from layerprobe.data.checks import check_data_config
 from layerprobe.data.fitting import check_and_fit, check_labels
 from layerprobe.data.memory import InMemorySource
-from layerprobe.data.registry import STREAMS, resolve
+from layerprobe.data.registry import resolve, stream_target
 from layerprobe.data.source import DataSource
 from layerprobe.data.splits import load_splits
 from layerprobe.errors import ConfigError
@@ -23,11 +23,12 @@ PreparedData = InMemorySource  # the name the engine knows; new code takes a Dat
 
 def prepare(data_cfg: Mapping[str, Any]) -> InMemorySource:
     """Load the source, split it, check labels and transforms, fit statistics on train only.
-    A streaming source (`registry.STREAMS`) does the same without loading, and is returned as is:
+    A streaming source (`registry.stream_target`) does the same without loading, and is returned as is:
     typed as the in-memory class only until the engine asks no more than `DataSource` offers."""
     check_data_config(data_cfg)
-    if data_cfg["source"] in STREAMS:
-        return resolve(STREAMS[data_cfg["source"]])(data_cfg)  # type: ignore[no-any-return]
+    target = stream_target(data_cfg)
+    if target is not None:
+        return resolve(target)(data_cfg)  # type: ignore[no-any-return]
     splits, digest = load_splits(data_cfg)
     for name, part in splits.items():
         if part.size == 0:

@@ -33,7 +33,19 @@ STREAMS: dict[str, str] = {
     "tfrecord_stream": "layerprobe.data.stream:TFRecordStream",  # the name it had before tfrecord streamed
     "image_folder": "layerprobe.data.images:ImageFolder",
 }
+# in-memory sources that stream instead when `data.params.stream` is true (large files)
+STREAMABLE: dict[str, str] = {"csv": "layerprobe.data.csvstream:CSVStream"}
 SOURCE_NAMES = (*ARRAY_LOADERS, *STREAMS)
+
+
+def stream_target(data_cfg: Mapping[str, Any]) -> str | None:
+    """The import path of the `DataSource` class that streams this data config, or None (in memory)."""
+    source = data_cfg.get("source")
+    if source in STREAMS:
+        return STREAMS[source]
+    if source in STREAMABLE and (data_cfg.get("params") or {}).get("stream"):
+        return STREAMABLE[source]
+    return None
 
 
 def resolve(target: str) -> Any:

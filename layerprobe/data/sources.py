@@ -110,8 +110,8 @@ def load_csv(params: Mapping[str, Any]) -> ArraySet:
     features is a list of columns (stacked into the feature `x`) or {feature: [columns]};
     labels is a list of columns, each its own label; dtypes types columns ({column: int64}).
     Undeclared feature columns are float32 (an empty cell is NaN); undeclared labels are int64 when
-    every cell is an integer, else float32."""
-    known_params("csv", params, ("path", "features", "labels", "dtypes"))
+    every cell is an integer, else float32. `stream: true` streams the files instead (`csvstream`)."""
+    known_params("csv", params, ("path", "features", "labels", "dtypes", "stream"))
     path = Path(required(params, "path"))
     if not path.is_file():
         raise ConfigError("data.params.path", str(path), "no such file")
@@ -124,36 +124,54 @@ def load_csv(params: Mapping[str, Any]) -> ArraySet:
     for n, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise ConfigError("data.params.path", str(path), f"line {n} has {len(row)} cells, the header {len(header)}")
+    groups, label_cols, dtypes, where_of = csv_columns(params, header)
+
+    def column(col: str, default: str | None) -> np.ndarray:
+        cells = [row[header.index(col)].strip() for row in rows]
+        dtype = dtypes.get(col, default)
+        if dtype is None:  # an undeclared label
+            dtype = "int64" if all(_is_int_text(c) for c in cells) else "float32"
+        return _parse_column(cells, col, dtype, where_of[col])
+
+    features = {}
+    for name, cols in groups.items():
+        parts = [column(c, "float32") for c in cols]
+        if len({p.dtype for p in parts}) > 1:
+            raise ConfigError(feature_where(params, name), cols, "the columns of one feature need one dtype")
+        features[name] = np.stack(parts, axis=1)
+    labels = {c: column(c, None) for c in label_cols}
+    return ArraySet(features, labels)
+
+
+def csv_columns(
+    params: Mapping[str, Any], header: list[str]
+) -> tuple[dict[str, list[str]], list[str], dict[str, str], dict[str, str]]:
+    """The column config checked against a header: (feature -> its columns, label columns, declared
+    dtypes, column -> the config path an error about its cells names)."""
     dtypes = dict(params.get("dtypes") or {})
     for col, dtype in dtypes.items():
         if col not in header:
             raise ConfigError(f"data.params.dtypes.{col}", col, "no such column", header)
         if dtype not in CSV_DTYPES:
             raise ConfigError(f"data.params.dtypes.{col}", dtype, "unknown column dtype", CSV_DTYPES)
-
-    def column(col: str, where: str, default: str | None) -> np.ndarray:
-        if col not in header:
-            raise ConfigError(where, col, "no such column", header)
-        cells = [row[header.index(col)].strip() for row in rows]
-        dtype = dtypes.get(col, default)
-        if dtype is None:  # an undeclared label
-            dtype = "int64" if all(_is_int_text(c) for c in cells) else "float32"
-        path_ = f"data.params.dtypes.{col}" if col in dtypes else where
-        return _parse_column(cells, col, dtype, path_)
-
     feats = params.get("features") or []
-    groups = {"x": feats} if isinstance(feats, list) else dict(feats)
+    groups = {"x": list(feats)} if isinstance(feats, list) else {k: list(v or []) for k, v in feats.items()}
     if not groups or not all(groups.values()):
         raise ConfigError("data.params.features", feats, "name at least one feature column", header)
-    features = {}
-    for name, cols in groups.items():
-        where = "data.params.features" + ("" if isinstance(feats, list) else f".{name}")
-        parts = [column(c, f"{where}[{i}]", "float32") for i, c in enumerate(cols)]
-        if len({p.dtype for p in parts}) > 1:
-            raise ConfigError(where, cols, "the columns of one feature need one dtype")
-        features[name] = np.stack(parts, axis=1) if parts else np.zeros((len(rows), 0), np.float32)
-    labels = {c: column(c, f"data.params.labels[{i}]", None) for i, c in enumerate(params.get("labels") or [])}
-    return ArraySet(features, labels)
+    where_of: dict[str, str] = {}
+    named = [(feature_where(params, name), cols) for name, cols in groups.items()]
+    labels = list(params.get("labels") or [])
+    for where, cols in [*named, ("data.params.labels", labels)]:
+        for i, col in enumerate(cols):
+            if col not in header:
+                raise ConfigError(f"{where}[{i}]", col, "no such column", header)
+            where_of[col] = f"data.params.dtypes.{col}" if col in dtypes else f"{where}[{i}]"
+    return groups, labels, dtypes, where_of
+
+
+def feature_where(params: Mapping[str, Any], name: str) -> str:
+    """The config path of a CSV feature's column list."""
+    return "data.params.features" + ("" if isinstance(params.get("features") or [], list) else f".{name}")
 
 
 CSV_DTYPES = ("float32", "float64", "int32", "int64")

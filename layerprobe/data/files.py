@@ -1,0 +1,234 @@
+"""Records in files streamed through tf.data: what the TFRecord and CSV streams share.
+
+Pipeline: file list (train: shuffled by the seed) -> parallel interleave over files (deterministic
+order) -> split filter -> parse and decode in a parallel `map` -> the shared transforms, shuffle buffer,
+batch and prefetch of `serve.Served`. Splits need no loading: per-split files (`splits.method: files`)
+or a seeded hash of (file name, record index) (`method: fraction`), stable across runs, machines and
+shards. Sizes are counted when the source opens, by a pass that reads the records and one that parses
+and decodes them: bad files and bad records are found before training. A subclass says how to open a
+file as records (`_open`), parse one (`_pair`) and count and explain its bad ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerprobe._tf import tf
+from layerprobe.data.arrays import required
+from layerprobe.data.digests import files_digest
+from layerprobe.data.fitting import check_and_fit_stream
+from layerprobe.data.keys import KEY_BUCKETS
+from layerprobe.data.records import tf_message
+from layerprobe.data.serve import Streamed
+from layerprobe.data.tfrecord import files_of
+from layerprobe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HASH_BUCKETS = 1 << 20  # eval = records whose keyed hash falls below eval_fraction of the buckets
+SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0: memory stays bounded whatever the split size
+CYCLE_LENGTH = 8  # files read at once
+
+
+class RecordFiles(Streamed):
+    """A split is files of records; `_open_files` then `_open_data` (after the parser exists) set it up."""
+
+    _names: dict[str, list[str]]  # features / labels -> names, in declared order
+    _parse: Any  # serialized record -> {name: tensor}
+
+    def _open_files(self, data_cfg: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Name, transforms and the files of each split."""
+        self.name = data_cfg["name"]
+        self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
+        self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
+        self.skip_corrupt, self.skipped = bool(data_cfg.get("skip_corrupt")), 0
+        self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
+        self._files, self._fraction, self._split_seed = _split_files(params, data_cfg.get("splits") or {})
+
+    def _open_data(self) -> None:
+        """The digest, the checked counts and the fitted transforms (a pass over the data each)."""
+        names = {split: [Path(f).name for f in files] for split, files in self._files.items()}
+        split_def = repr((sorted(names.items()), self._fraction, self._split_seed)).encode()  # no directories
+        every = sorted({f for files in self._files.values() for f in files})
+        self.digest = hashlib.sha256(files_digest(every, self.cache_dir).encode() + split_def).hexdigest()
+        self._sizes = self._count()
+        self.fitted: dict[str, Any] = check_and_fit_stream(
+            self.transforms, self._examples("train", training=False), self._nan_counts()
+        )
+
+    def _open(self, path: Any) -> tf.data.Dataset:
+        """One file's serialized records."""
+        raise NotImplementedError
+
+    def _raw_count(self, path: str, where: str) -> int:
+        """Records in one file, read but not parsed; an unreadable file is one line naming it."""
+        raise NotImplementedError
+
+    def _bad_record(self, where: str, path: str, index: int) -> ConfigError:
+        """The one-line error for the first record of a file that does not parse."""
+        ds = self._open(tf.constant(path)).skip(index).take(1)
+        why = "it does not parse"
+        try:
+            for _ in ds.map(self._pair):
+                pass
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            why = tf_message(e)
+        return ConfigError(where, path, f"the file does not match the declared features ({why}; record {index})")
+
+    def _nan_counts(self) -> dict[str, dict[tuple[str, str], int]]:
+        """NaN counts per split for the transform checks ({} = not counted)."""
+        return {}
+
+    def _pair(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        parsed = self._parse(record)
+        return {n: parsed[n] for n in self._names["features"]}, {n: parsed[n] for n in self._names["labels"]}
+
+    def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
+        """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
+        paths = self._files[split]
+        file_ds = tf.data.Dataset.from_tensor_slices(paths)
+        if training:  # a seeded file order; the shuffle buffer mixes records within it
+            order_seed = seed if self.shuffle_seed is None else self.shuffle_seed  # as the record shuffle
+            file_ds = file_ds.shuffle(len(paths), seed=order_seed, reshuffle_each_iteration=True)
+        keep = self._keep(split)
+
+        def read(path: Any) -> tf.data.Dataset:
+            records = self._open(path)
+            if keep is None and not keyed:
+                return records
+            name = tf.strings.split(path, "/")[-1]  # the file name, not where it lies: stable across machines
+            indexed = records.enumerate()
+            if keep is not None:
+                indexed = indexed.filter(lambda i, r: keep(name, i))
+            if keyed:
+                return indexed.map(lambda i, r: (r, record_key(name, i)))
+            return indexed.map(lambda i, r: r)
+
+        cycle = min(CYCLE_LENGTH, len(paths))
+        return file_ds.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
+
+    def _keyed_examples(
+        self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
+    ) -> tf.data.Dataset:
+        """A shard reads every record but parses and decodes only its own."""
+        ds = self._records(split, training=False, keyed=True)
+        if max_examples is not None:
+            ds = ds.take(max_examples)
+        if blocks is not None:
+            i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
+            ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
+        ds = ds.map(lambda r, k: (*self._pair(r), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors() if self.skip_corrupt else ds
+
+    def _examples(
+        self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None
+    ) -> tf.data.Dataset:
+        ds = self._records(split, training=training, seed=seed)
+        if max_examples is not None:
+            ds = ds.take(max_examples)
+        ds = ds.map(self._pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.ignore_errors() if self.skip_corrupt else ds
+
+    def _shuffle_buffer(self, split: str) -> int:
+        return SHUFFLE_BUFFER
+
+    def _keep(self, split: str) -> Any:
+        """None (every record of the split's files) or `(file name, record index) -> bool`."""
+        if self._fraction is None:
+            return None
+        if split == "eval":
+            return self._in_eval
+        return lambda name, index: tf.logical_not(self._in_eval(name, index))
+
+    def _in_eval(self, name: Any, index: Any) -> Any:
+        """Whether a record is an eval record: its keyed hash falls below eval_fraction of the buckets."""
+        key = tf.strings.join([name, tf.strings.as_string(index)], ":")
+        bucket = tf.strings.to_hash_bucket_strong(key, HASH_BUCKETS, [self._split_seed, 0])
+        return bucket < int(round(float(self._fraction or 0) * HASH_BUCKETS))
+
+    def _where(self, split: str) -> str:
+        """The config path that names a split's files."""
+        return "data.splits.eval_params.path" if split == "eval" and self._fraction is None else "data.params.path"
+
+    def _count(self) -> dict[str, int]:
+        """Examples per split, by one pass that reads every file's records and one that parses and
+        decodes them: a bad file or a record that does not match the declared features is one line
+        naming the file and the record, before training (or, with data.skip_corrupt, a skipped
+        record, counted in `skipped`)."""
+        counts = dict.fromkeys(self._files, 0)
+        done: set[str] = set()
+        for split, files in self._files.items():
+            for path in files:
+                if path in done:  # a fraction split: train and eval share the files
+                    continue
+                done.add(path)
+                where = self._where(split)
+                total = self._raw_count(path, where)
+                ok, evals, first_bad = self._check_records(path)
+                if ok < total and not self.skip_corrupt:
+                    raise self._bad_record(where, path, first_bad)
+                self.skipped += total - ok
+                counts[split] += ok - evals
+                if evals:
+                    counts["eval"] += evals
+        if self.skipped:
+            log.warning("%s: skipped %d corrupt record(s) (data.skip_corrupt)", self.name, self.skipped)
+        for split, count in counts.items():
+            if not count:
+                raise ConfigError("data.splits", split, "split is empty")
+        return counts
+
+    def _check_records(self, path: str) -> tuple[int, int, int]:
+        """(records that parse and decode, of them eval records of a fraction split, index of the
+        first that does not or -1)."""
+        name = tf.constant(Path(path).name)
+        fraction = self._fraction is not None
+
+        def check(i: Any, r: Any) -> tuple[Any, Any, Any]:
+            values = [tf.reshape(v, [-1])[:1] for g in self._pair(r) for v in g.values()]
+            text = [v if v.dtype == tf.string else tf.strings.as_string(v) for v in values]
+            touched = tf.add_n([tf.reduce_sum(tf.strings.length(t)) for t in text])  # reads every decoded value
+            evals = tf.cast(self._in_eval(name, i), tf.int64) if fraction else tf.constant(0, tf.int64)
+            return i, evals, tf.cast(tf.minimum(touched, 0), tf.int64)  # 0, but not foldable: nothing is pruned
+
+        records = self._open(tf.constant(path)).enumerate()
+        checked = records.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+
+        def step(acc: Any, e: Any) -> Any:
+            ok, evals, first = acc
+            first = tf.where(tf.logical_and(first < 0, tf.not_equal(e[0], ok)), ok, first)
+            return ok + 1 + e[2], evals + e[1], first
+
+        ok, evals, first = checked.reduce((np.int64(0), np.int64(0), np.int64(-1)), step)
+        ok, first = int(ok), int(first)
+        return ok, int(evals), first if first >= 0 else ok
+
+
+def record_key(name: Any, index: Any) -> Any:
+    """A record's stable int64 key: a fingerprint of "file name:record index" (see `keys`)."""
+    return tf.strings.to_hash_bucket_fast(tf.strings.join([name, tf.strings.as_string(index)], ":"), KEY_BUCKETS)
+
+
+def _split_files(params: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[dict[str, list[str]], float | None, int]:
+    """(files per split, eval fraction or None, hash seed) from `data.splits` (fraction or files: checked)."""
+    method = s.get("method", "fraction")
+    files = files_of(required(params, "path"), "data.params.path")
+    if method == "files":
+        path = (s.get("eval_params") or {}).get("path")
+        if path is None:
+            raise ConfigError(
+                "data.splits.eval_params", s.get("eval_params"), "method files needs the eval files: {path: ...}"
+            )
+        evaluation = files_of(path, "data.splits.eval_params.path")
+        shared = sorted(set(files) & set(evaluation))
+        if shared:
+            rule = f"names {shared[0]}, a train file too: its records would be trained on"
+            raise ConfigError("data.splits.eval_params.path", path, rule)
+        return {"train": files, "eval": evaluation}, None, 0
+    return {"train": files, "eval": files}, float(s["eval_fraction"]), int(s.get("seed", 0))
