@@ -66,7 +66,7 @@ CASES = {
     "no-such-key-anywhere-close": (
         ["trainer.epochs=3"],
         "layerprobe: error: Could not override 'trainer.epochs': trainer has no key 'epochs'. Keys of trainer: "
-        "cpu_replicas, deterministic, distribute, eval_steps, keep_checkpoint_max, log_every_steps, model_dir, "
+        "cpu_replicas, deterministic, distribute, engine, eval_steps, keep_checkpoint_max, log_every_steps, model_dir, "
         "optimizer, save_checkpoints_steps, seed, train_steps",
     ),
     "free-form-key": (

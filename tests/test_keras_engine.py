@@ -141,3 +141,37 @@ def test_run_logs_the_engine_and_exports_a_saved_model(tiny, tmp_path):
     assert json.loads((Path(result.output_dir) / "probe" / "conv1" / "stats.json").read_text())["mean"] == (
         pytest.approx(result.probe["conv1"].mean)
     )
+
+
+def test_a_keras_run_is_probed_again_on_a_layer_not_exposed_in_training(tiny, tmp_path):
+    from layerprobe.reprobe import probe_existing
+
+    c = tiny("trainer.engine=keras")
+    result = run(c, tmp_path / "out")
+    assert "conv2" not in result.probe
+    stats, run_id = probe_existing(
+        result.run_id, ["probe.layers=[conv2]", f"tracking.uri={result.tracking_uri}"], tmp_path / "again"
+    )
+    assert run_id == result.run_id and set(stats) == {"conv1", "conv2", "logits"}
+    ev = prepare(c["data"]).splits["eval"]
+    (conv2,) = keras3_activations(c, result.model_dir, ["conv2"], ev.features)
+    assert_stats_equal_numpy(stats["conv2"], conv2)
+
+
+def test_the_readmes_engine_commands_run(tmp_path):
+    """The README's `layerprobe trainer.engine=keras ...` lines, each shortened to a few steps."""
+    import subprocess
+    import sys
+
+    from tests.test_readme import commands
+
+    lines = [c for c in commands("layerprobe") if "trainer.engine=keras" in c]
+    assert lines == ["layerprobe trainer.engine=keras", "layerprobe trainer.engine=keras experiments=sequence_lstm"]
+    quick = ["trainer.train_steps=10", "probe.max_examples=100", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"]
+    for line in lines:
+        args = [*line.split()[1:], *quick]
+        r = subprocess.run(
+            [sys.executable, "-m", "layerprobe", *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "eval/accuracy" in r.stdout + r.stderr
