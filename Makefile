@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 VENV_KERAS ?= .venv-keras
 BIN_KERAS := $(VENV_KERAS)/bin
 STAMP_KERAS := $(VENV_KERAS)/.installed
-KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*"  # tensorboard: TF 2.21 no longer brings it
+# tensorboard: TF 2.21 no longer brings it; tqdm: MLflow draws its artifact progress bar with it when asked
+KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-keras run test test-keras test-all lint format experiments ui bench lock lock-keras clean

@@ -24,9 +24,8 @@ from typing import Any
 
 
 def measure(engine_name: str, examples: int, steps: int, repeats: int, workdir: Path) -> dict[str, Any]:
-    import tensorflow as tf
-
     from benchmarks.configs import cnn_config
+    from layerprobe._tf import tf  # quiet: TF 2.21 logs C++ lines at import otherwise
     from layerprobe.data.pipeline import prepare
     from layerprobe.engines import make_engine
     from layerprobe.engines.base import PredictRequest

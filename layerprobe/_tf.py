@@ -8,13 +8,49 @@ tf.estimator (removed in 2.16), the Keras engine TensorFlow >= 2.16 with Keras 3
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
+
+from layerprobe.errors import ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter hides our output
 
-import tensorflow as tf  # noqa: E402
 
-from layerprobe.errors import ConfigError  # noqa: E402
+def _installed_minor() -> tuple[int, int]:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    for dist in ("tensorflow-cpu", "tensorflow"):
+        try:
+            major, minor = dist_version(dist).split(".")[:2]
+            return int(major), int(minor)
+        except PackageNotFoundError:
+            continue
+    return 0, 0
+
+
+def _import_tensorflow() -> Any:
+    """TensorFlow >= 2.16 writes two C++ lines at import (absl's "All log messages before
+    absl::InitializeLog()" and oneDNN's notice, twice) that neither TF_CPP_MIN_LOG_LEVEL nor
+    TF_ENABLE_ONEDNN_OPTS silences; they would precede every one-line error. So the import runs with
+    file descriptor 2 on /dev/null there (a Python exception still propagates and prints after)."""
+    if _installed_minor() < (2, 16):
+        import tensorflow
+
+        return tensorflow
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
+
+
+tf = _import_tensorflow()
 
 ESTIMATOR_TF = ((2, 13), (2, 15))  # tf.estimator was removed in TensorFlow 2.16
 KERAS3_TF = (2, 16)  # the first TensorFlow whose tf.keras is Keras 3

@@ -98,6 +98,13 @@ ESTIMATOR_ONLY = {
     "test_bench_smoke.py",  # `make bench` measures the Estimator engine
     "test_readme.py",  # the README's commands run on `make venv`
     "test_fused.py",  # the kernel is built into the source tree against .venv's TensorFlow
+    "test_probe_layers.py",
+    "test_fuzz.py::test_the_unmutated_bases_build",
+    "test_tracking.py::test_a_2x2_sweep_is_one_parent_with_four_children",
+    "test_tracking.py::test_a_failing_job_is_failed_and_the_others_finish",
+    "test_tracking.py::test_a_run_logged_to_a_real_tracking_server_reads_back_whole",
+    "test_tracking.py::test_an_unreachable_store_is_one_line_before_training",
+    "test_tracking.py::test_a_store_that_answers_health_but_fails_the_run_is_one_line_before_training",
     "test_bad_inputs.py::test_bad_config_is_one_line_exit_2_and_leaves_nothing",
     "test_bad_inputs.py::test_validate_refuses_every_data_and_graph_case_a_run_refuses",
     "test_validate.py::test_validate_runs_the_deep_checks_and_names_them",
@@ -117,3 +124,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs the Estimator's TensorFlow 2.15: `make test`"))
         if item.get_closest_marker("keras") and not KERAS3:
             item.add_marker(pytest.mark.skip(reason="needs Keras 3 on TensorFlow >= 2.16: `make test-keras`"))
+
+
+# On .venv-keras the whole Estimator-only modules are not even collected: some import the Estimator
+# engine at module level, which stops (one line) on TensorFlow 2.21.
+collect_ignore = sorted(m for m in ESTIMATOR_ONLY if "::" not in m) if KERAS3 else []
