@@ -175,3 +175,18 @@ def test_the_readmes_engine_commands_run(tmp_path):
         )
         assert r.returncode == 0, r.stderr[-3000:]
         assert "eval/accuracy" in r.stdout + r.stderr
+
+
+def test_a_diverging_loss_stops_training_with_one_sentence_and_keeps_the_last_checkpoint(tiny):
+    from layerprobe.errors import TrainingDiverged
+    from layerprobe.experiment import prepare as prepare_experiment
+
+    c = tiny("trainer.engine=keras", "trainer.optimizer.name=sgd", "trainer.save_checkpoints_steps=1")
+    x = prepare_experiment(c)
+    x.engine.train(x.data, 2)
+    c["trainer"]["optimizer"]["learning_rate"] = 1e30
+    y = prepare_experiment(c)
+    with pytest.raises(TrainingDiverged) as e:
+        y.engine.train(y.data, 20)
+    assert "Lower trainer.optimizer.learning_rate" in str(e.value) and "\n" not in str(e.value)
+    assert y.engine.checkpoints()[-1].step < int(str(e.value).split("at global step ")[1].split(";")[0])
