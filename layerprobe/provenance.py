@@ -90,9 +90,20 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
         "layerprobe.version": layerprobe.__version__,
         "python.version": platform.python_version(),
         "tensorflow.version": tf.__version__,
+        "layerprobe.engine": str(c["trainer"].get("engine", "estimator")),
+        "keras.version": _dist_version("keras"),
         "git.commit": commit,
         "git.dirty": dirty,
     }
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _git_state(root: Path | None = None) -> tuple[str, str]:

@@ -132,6 +132,8 @@ def test_run_logs_the_engine_and_exports_a_saved_model(tiny, tmp_path):
     r = MlflowClient(tracking_uri=result.tracking_uri).get_run(result.run_id)
     assert r.info.status == "FINISHED"
     assert r.data.params["trainer.engine"] == "keras"
+    assert r.data.tags["layerprobe.engine"] == "keras" and r.data.tags["keras.version"].startswith("3.")
+    assert r.data.tags["tensorflow.version"] == tf.__version__ and tf.__version__ >= "2.16"
     assert r.data.metrics["probe/conv1/mean"] == pytest.approx(result.probe["conv1"].mean)
     assert "train/loss" in r.data.metrics
     saved = next((Path(result.output_dir) / "saved_model").iterdir())
