@@ -99,3 +99,25 @@ def test_an_engine_this_environment_cannot_run_is_one_line_and_exit_2(tmp_path, 
     need = "TensorFlow >= 2.16 with Keras 3" if engine == "keras" else "TensorFlow 2.13-2.15 with tensorflow-estimator"
     assert last.startswith(f"layerprobe: error: trainer.engine: the {engine.title()} engine needs {need}"), last
     assert "Traceback" not in r.stderr and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
+def test_pyproject_gives_each_python_the_stack_of_the_engine_it_can_run(python):
+    """Python <= 3.11: the Estimator's TensorFlow 2.13-2.15; 3.12/3.13: TensorFlow >= 2.16 with Keras 3."""
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert python in SpecifierSet(project["requires-python"])
+    env = {"python_version": python, "python_full_version": f"{python}.0"}
+    reqs = [Requirement(d) for d in project["dependencies"]]
+    active = {r.name: r.specifier for r in reqs if r.marker is None or r.marker.evaluate(env)}
+    if python == "3.11":
+        assert "tensorflow-estimator" in active and "keras" not in active
+        assert "2.15.1" in active["tensorflow-cpu"] and "2.16.0" not in active["tensorflow-cpu"]
+    else:
+        assert "tensorflow-estimator" not in active and "3.15.1" in active["keras"]
+        assert "2.21.0" in active["tensorflow-cpu"] and "2.4.6" in active["numpy"]

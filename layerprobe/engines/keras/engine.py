@@ -89,7 +89,8 @@ class KerasEngine:
             Checkpoints(saver, t["save_checkpoints_steps"], start),
         ]
         ds = fit_dataset(self.spec, data, self.data_cfg, t["seed"])
-        model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0)
+        # shuffle=False: the data source shuffles (seeded); fit would only warn that it ignores True
+        model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0, shuffle=False)
         return int(model.optimizer.iterations.numpy())
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
