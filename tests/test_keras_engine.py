@@ -192,3 +192,16 @@ def test_a_diverging_loss_stops_training_with_one_sentence_and_keeps_the_last_ch
         y.engine.train(y.data, 20)
     assert "Lower trainer.optimizer.learning_rate" in str(e.value) and "\n" not in str(e.value)
     assert y.engine.checkpoints()[-1].step < int(str(e.value).split("at global step ")[1].split(";")[0])
+
+
+def test_a_layer_that_cannot_take_its_input_is_one_line_before_model_dir_exists(tiny, tmp_path):
+    from layerprobe.errors import ConfigError
+    from layerprobe.experiment import prepare as prepare_experiment
+
+    c = tiny("trainer.engine=keras", "+model.layers.conv2.inputs=gap")
+    c["model"]["layers"] = {k: c["model"]["layers"][k] for k in ["conv1", "pool1", "gap", "conv2", "logits"]}
+    c["model"]["layers"]["logits"]["inputs"] = "conv2"
+    with pytest.raises(ConfigError) as e:
+        prepare_experiment(c)
+    assert str(e.value).startswith("model.layers.conv2: Conv2D cannot take input shape [None, 4] from ['gap']")
+    assert "\n" not in str(e.value) and not (tmp_path / "model").exists()
