@@ -77,10 +77,8 @@ lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 
 lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies
 	rm -rf /tmp/layerprobe-lock-keras && $(PYTHON) -m venv /tmp/layerprobe-lock-keras
-	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) \
-		$$($(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-		deps = p["dependencies"] + p["optional-dependencies"]["dev"]; \
-		print(" ".join(repr(d) for d in deps if "python_version" not in d))'))
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
+	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 
 clean: ## remove outputs, models and the local MLflow store (not .venv)
