@@ -4,9 +4,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Keras engine's environment (trainer.engine=keras): TensorFlow 2.21 + Keras 3 + numpy 2 cannot
+# share a venv with the Estimator's TensorFlow 2.15.
+VENV_KERAS ?= .venv-keras
+BIN_KERAS := $(VENV_KERAS)/bin
+STAMP_KERAS := $(VENV_KERAS)/.installed
+# tensorboard: TF 2.21 no longer brings it; tqdm: MLflow draws its artifact progress bar with it when asked
+KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all lint format experiments ui bench lock clean
+.PHONY: help venv venv-keras run test test-keras test-all lint format experiments ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +27,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create .venv with the pinned dependencies (CPU TensorFlow)
 
+# pyproject's markers give Python <= 3.11 the Estimator's stack, so here the Keras stack comes from its
+# own pins and the package itself is installed without dependencies.
+$(STAMP_KERAS): pyproject.toml constraints-keras.txt
+	@test -x $(BIN_KERAS)/python || $(PYTHON) -m venv $(VENV_KERAS)
+	$(BIN_KERAS)/python -m pip install --quiet --upgrade "pip>=23"
+	$(BIN_KERAS)/python -m pip install --quiet -r constraints-keras.txt
+	$(BIN_KERAS)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP_KERAS)
+
+venv-keras: $(STAMP_KERAS) ## create .venv-keras: Keras 3 on TensorFlow 2.21, numpy 2 (trainer.engine=keras)
+
 run: $(STAMP) ## train, evaluate and probe the default experiment; log to ./mlflow.db
 	$(BIN)/layerprobe $(ARGS)
 
@@ -28,6 +46,9 @@ test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run t
 	$(BIN)/mypy layerprobe
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and the Keras engine's
+	$(BIN_KERAS)/python -m pytest -q -m "not estimator and not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test, the slow tier too
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
@@ -53,6 +74,12 @@ lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf /tmp/layerprobe-lock && $(PYTHON) -m venv /tmp/layerprobe-lock
 	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps]"
 	/tmp/layerprobe-lock/bin/pip freeze --exclude-editable | sed '1i # Pinned versions: regenerate with `make lock`.' > constraints.txt
+
+lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies
+	rm -rf /tmp/layerprobe-lock-keras && $(PYTHON) -m venv /tmp/layerprobe-lock-keras
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
+	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
+	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 
 clean: ## remove outputs, models and the local MLflow store (not .venv)
 	rm -rf outputs multirun models mlruns mlflow.db

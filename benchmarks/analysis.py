@@ -37,7 +37,7 @@ def explain(sections: Sequence[Section]) -> list[str]:
                 "alone, a scatter of every value, costs about that much on this CPU. (The 0.6-10 s "
                 "`TF_CloseSession` stall that once hit a third of the predicts is gone: it was tf.data's "
                 "autotuning thread, now off for one-pass reads; see "
-                "`engines.estimator.inputs._options_without_autotune_model`.)"
+                "`engines.probe_input.one_pass_options`.)"
             )
         d = probe.data
         if not goals["(b)"].met and "naive" in d:

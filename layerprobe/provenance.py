@@ -107,6 +107,8 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
         "layerprobe.version": layerprobe.__version__,
         "python.version": platform.python_version(),
         "tensorflow.version": tf.__version__,
+        "layerprobe.engine": str(c["trainer"].get("engine", "estimator")),
+        "keras.version": _dist_version("keras"),
         "git.commit": commit,
         "git.dirty": dirty,
         **warm_start_tags(c),
@@ -134,6 +136,15 @@ def warm_start_tags(c: Mapping[str, Any]) -> dict[str, str]:
         else:
             tags[f"{key}.run_id"] = source
     return tags
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "none"
 
 
 def _git_state(root: Path | None = None) -> tuple[str, str]:

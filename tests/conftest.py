@@ -68,3 +68,64 @@ def tiny(tmp_path: Path):
         return plain(base + list(overrides))
 
     return make
+
+
+# Which stack runs the tests: `make test` (.venv, TensorFlow 2.15, Estimator) or `make test-keras`
+# (.venv-keras, TensorFlow 2.21, Keras 3). Read from package metadata: no TensorFlow import.
+def _keras_major() -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("keras").split(".")[0])
+    except PackageNotFoundError:
+        return 0
+
+
+KERAS3 = _keras_major() >= 3
+
+# Test modules (and single tests) that drive the Estimator engine or its TensorFlow 2.15: marked
+# `estimator` here in one list rather than in each file, so the two environments' split is visible.
+# A test named without its parameters covers all of them.
+ESTIMATOR_ONLY = {
+    # train, resume, reprobe or reproduce with the default engine, or read its graph
+    "test_engine.py",
+    "test_resume.py",
+    "test_reprobe.py",
+    "test_reproduce.py",
+    "test_faults.py",
+    "test_distributed.py",  # tf.estimator's strategies and TF_CONFIG clusters
+    "test_sweeps.py",
+    "test_bench_smoke.py",  # `make bench` measures the Estimator engine
+    "test_readme.py",  # the README's commands run on `make venv`
+    "test_fused.py",  # the kernel is built into the source tree against .venv's TensorFlow
+    "test_probe_layers.py",
+    "test_fuzz.py::test_the_unmutated_bases_build",
+    "test_tracking.py::test_a_2x2_sweep_is_one_parent_with_four_children",
+    "test_tracking.py::test_a_failing_job_is_failed_and_the_others_finish",
+    "test_tracking.py::test_a_run_logged_to_a_real_tracking_server_reads_back_whole",
+    "test_tracking.py::test_an_unreachable_store_is_one_line_before_training",
+    "test_tracking.py::test_a_store_that_answers_health_but_fails_the_run_is_one_line_before_training",
+    "test_bad_inputs.py::test_bad_config_is_one_line_exit_2_and_leaves_nothing",
+    "test_bad_inputs.py::test_validate_refuses_every_data_and_graph_case_a_run_refuses",
+    "test_validate.py::test_validate_runs_the_deep_checks_and_names_them",
+    "test_validate.py::test_validate_refuses_what_the_run_would_refuse",
+    "test_validate.py::test_layer_table_matches_installed_keras",  # Keras 3's: test_keras_engine_config
+    "test_locks.py::test_a_run_whose_model_dir_is_locked_is_one_line_and_exit_2",
+    "test_data_stream.py::test_a_whole_run_trains_evaluates_and_probes_on_a_stream",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = Path(str(item.fspath)).name
+        if module in ESTIMATOR_ONLY or f"{module}::{item.originalname}" in ESTIMATOR_ONLY:
+            item.add_marker(pytest.mark.estimator)
+        if item.get_closest_marker("estimator") and KERAS3:
+            item.add_marker(pytest.mark.skip(reason="needs the Estimator's TensorFlow 2.15: `make test`"))
+        if item.get_closest_marker("keras") and not KERAS3:
+            item.add_marker(pytest.mark.skip(reason="needs Keras 3 on TensorFlow >= 2.16: `make test-keras`"))
+
+
+# On .venv-keras the whole Estimator-only modules are not even collected: some import the Estimator
+# engine at module level, which stops (one line) on TensorFlow 2.21.
+collect_ignore = sorted(m for m in ESTIMATOR_ONLY if "::" not in m) if KERAS3 else []

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-TABLE_PATH = Path(__file__).with_name("keras_layers.json")
+TABLE_PATH = Path(__file__).with_name("keras_layers.json")  # Keras 2.15: the Estimator engine's
+# One table per engine (trainer.engine): Keras 3 renamed, dropped and added layers and arguments.
+TABLE_PATHS = {"estimator": TABLE_PATH, "keras": Path(__file__).with_name("keras3_layers.json")}
 
 # Keyword arguments that keras' base Layer accepts through **kwargs (keras 2.15 base_layer.py).
 BASE_LAYER_KWARGS = [
@@ -32,10 +34,22 @@ BASE_LAYER_KWARGS = [
 ]
 
 
-@functools.lru_cache(maxsize=1)
-def load_table() -> dict[str, Any]:
-    """{"tensorflow_version": ..., "layers": {ClassName: {"args": [...], "required": [...]}}}."""
-    return json.loads(TABLE_PATH.read_text())
+# Keyword arguments that Keras 3's base Layer accepts through **kwargs (keras 3.15 layers/layer.py).
+BASE_LAYER_KWARGS_3 = ["activity_regularizer", "autocast", "dtype", "input_dim", "input_shape", "trainable"]
+
+
+@functools.cache
+def load_table(engine: str = "estimator") -> dict[str, Any]:
+    """{"tensorflow_version": ..., "layers": {ClassName: {"args": [...], "required": [...]}}} of the
+    Keras that `engine` (trainer.engine) runs on."""
+    return json.loads(TABLE_PATHS[engine].read_text())
+
+
+def installed_engine() -> str:
+    """The engine whose table the installed Keras produces (imports TensorFlow)."""
+    import keras
+
+    return "keras" if int(keras.__version__.split(".")[0]) >= 3 else "estimator"
 
 
 def build_table() -> dict[str, Any]:
@@ -52,7 +66,8 @@ def build_table() -> dict[str, Any]:
         params = inspect.signature(cls.__init__).parameters
         args = [p for p, v in params.items() if p != "self" and v.kind != v.VAR_KEYWORD]
         if any(v.kind == v.VAR_KEYWORD for v in params.values()):
-            args += [k for k in BASE_LAYER_KWARGS if k not in args]
+            base = BASE_LAYER_KWARGS if installed_engine() == "estimator" else BASE_LAYER_KWARGS_3
+            args += [k for k in base if k not in args]
         required = [
             p
             for p, v in params.items()
@@ -62,6 +77,7 @@ def build_table() -> dict[str, Any]:
     return {"tensorflow_version": tf.__version__, "layers": layers}
 
 
-if __name__ == "__main__":
-    TABLE_PATH.write_text(json.dumps(build_table(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {TABLE_PATH}")
+if __name__ == "__main__":  # writes the table of the installed Keras (run once in each venv)
+    path = TABLE_PATHS[installed_engine()]
+    path.write_text(json.dumps(build_table(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}")

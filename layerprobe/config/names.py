@@ -8,6 +8,7 @@ import re
 LOSSES = ("sparse_softmax_cross_entropy", "sigmoid_cross_entropy", "mean_squared_error")
 METRICS = ("accuracy", "mean_absolute_error", "root_mean_squared_error")
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop", "adagrad")
+ENGINES = ("estimator", "keras")  # trainer.engine; engines.ENGINES maps them to classes
 STRATEGIES = ("none", "mirrored", "multi_worker_mirrored", "parameter_server")  # trainer.distribute
 
 # A layer name becomes a file name and a metric key, so it is kept to identifier characters.

@@ -89,6 +89,9 @@ class WarmStartConfig:
 
 @dataclass
 class TrainerConfig:
+    # estimator: tf.estimator on TensorFlow 2.13-2.15 (`make venv`); keras: Keras 3 `fit` on TensorFlow
+    # >= 2.16 (`make venv-keras`). Each validates layers against its own Keras's layer table.
+    engine: str = "estimator"
     seed: int = 42
     deterministic: bool = True  # op determinism: reruns are bitwise identical on CPU
     train_steps: int = 1000

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from layerprobe.config.applications import application_name, check_application
 from layerprobe.config.archs import check_expanded, check_probe_layers, check_warm_start
 from layerprobe.config.layer_table import load_table
-from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
+from layerprobe.config.names import ENGINES, LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
 from layerprobe.errors import ConfigError
 
 RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
@@ -22,7 +22,8 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(c, dict)
     try:
-        model = check_expanded(c["model"], _check_model)  # block instances -> their layers
+        engine = _check_engine(c["trainer"])
+        model = check_expanded(c["model"], lambda m: _check_model(m, engine))  # block instances -> their layers
         _check_trainer(c["trainer"])
         _check_data(c["data"])
         _check_probe(c["probe"], model)
@@ -102,7 +103,21 @@ def _positive_int(path: str, value: Any) -> None:
         raise ConfigError(path, value, "must be a positive integer")
 
 
-def _check_model(model: Mapping[str, Any]) -> None:
+# How a layer-table error names the Keras it was checked against (each engine has its own table).
+ENGINE_KERAS = {"estimator": "tf.keras 2.15 (trainer.engine=estimator)", "keras": "Keras 3 (trainer.engine=keras)"}
+
+
+def _check_engine(trainer: Mapping[str, Any]) -> str:
+    engine = trainer.get("engine", "estimator")
+    if engine not in ENGINES:
+        raise ConfigError("trainer.engine", engine, "unknown engine", ENGINES)
+    if engine == "keras" and trainer.get("distribute", "none") != "none":
+        rule = "the keras engine trains in one process; distribution strategies need trainer.engine=estimator"
+        raise ConfigError("trainer.distribute", trainer["distribute"], rule, ["none"])
+    return str(engine)
+
+
+def _check_model(model: Mapping[str, Any], engine: str = "estimator") -> None:
     inputs = model.get("inputs") or {}
     if not inputs:
         raise ConfigError("model.inputs", inputs, "declare at least one input with its shape")
@@ -119,7 +134,7 @@ def _check_model(model: Mapping[str, Any]) -> None:
     layers = model.get("layers") or {}
     if not layers:
         raise ConfigError("model.layers", layers, "declare at least one layer")
-    table = load_table()["layers"]
+    table = load_table(engine)["layers"]
     defined = list(inputs)
     for name, spec in layers.items():
         path = f"model.layers.{name}"
@@ -128,7 +143,7 @@ def _check_model(model: Mapping[str, Any]) -> None:
             raise ConfigError(path, name, "a layer cannot have the name of a model input")
         if not isinstance(spec, Mapping):
             raise ConfigError(path, spec, "a layer is a mapping with at least a `type`")
-        _check_layer_type_and_args(path, spec, table)
+        _check_layer_type_and_args(path, spec, table, engine)
         first = len(defined) == len(inputs)
         _check_layer_inputs(path, spec, defined, needs_inputs=first and len(inputs) > 1, all_layers=layers)
         expose = spec.get("expose", False)
@@ -151,7 +166,9 @@ def _check_model(model: Mapping[str, Any]) -> None:
             raise ConfigError(f"{path}.weight", head.get("weight"), "must be a number >= 0")
 
 
-def _check_layer_type_and_args(path: str, spec: Mapping[str, Any], table: Mapping[str, Any]) -> None:
+def _check_layer_type_and_args(
+    path: str, spec: Mapping[str, Any], table: Mapping[str, Any], engine: str = "estimator"
+) -> None:
     ltype = spec.get("type")
     if not isinstance(ltype, str) or not ltype:
         raise ConfigError(f"{path}.type", ltype, "every layer needs a `type`", table)
@@ -167,11 +184,17 @@ def _check_layer_type_and_args(path: str, spec: Mapping[str, Any], table: Mappin
             raise ConfigError(f"{path}.type", ltype, "a dotted type must be 'package.module.Class'")
         return
     if ltype not in table:
-        raise ConfigError(f"{path}.type", ltype, "not a tf.keras.layers class", table)
+        rule = (
+            "not a tf.keras.layers class" if engine == "estimator" else f"not a layers class of {ENGINE_KERAS[engine]}"
+        )
+        others = [e for e in ENGINES if e != engine and ltype in load_table(e)["layers"]]
+        rule += f" (only trainer.engine={others[0]} has it)" if others else ""
+        raise ConfigError(f"{path}.type", ltype, rule, table)
     known = table[ltype]["args"]
     for arg in args:
         if arg not in known:
-            raise ConfigError(f"{path}.{arg}", arg, f"{ltype} takes no argument {arg!r}", known)
+            rule = f"{ltype} takes no argument {arg!r} in {ENGINE_KERAS[engine]}"
+            raise ConfigError(f"{path}.{arg}", arg, rule, known)
     for arg in table[ltype]["required"]:
         if arg not in args:
             raise ConfigError(f"{path}.{arg}", None, f"{ltype} requires {arg!r}")

@@ -14,7 +14,10 @@ from layerprobe.engines.base import Engine
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import ConfigError
 
-ENGINES = {"estimator": "layerprobe.engines.estimator.engine:EstimatorEngine"}
+ENGINES = {
+    "estimator": "layerprobe.engines.estimator.engine:EstimatorEngine",  # TensorFlow 2.13-2.15 (`make venv`)
+    "keras": "layerprobe.engines.keras.engine:KerasEngine",  # Keras 3 on TensorFlow >= 2.16 (`make venv-keras`)
+}
 DEFAULT_ENGINE = "estimator"
 
 

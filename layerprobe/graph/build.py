@@ -60,7 +60,7 @@ def resolve_layer_class(path: str, type_name: str, keras: Any) -> Any:
 def _shape_of(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_shape_of(t) for t in x]
-    return x.shape.as_list()
+    return list(x.shape)  # TensorShape (Keras 2) and tuple (Keras 3) alike
 
 
 def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], training: bool, keras: Any) -> Graph:

@@ -1,0 +1,50 @@
+"""The data source's tf.data pipelines, shaped as Keras `fit` and the engine's predict loop want them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from layerprobe._tf import tf
+from layerprobe.engines.base import PredictRequest
+from layerprobe.engines.probe_input import one_pass_options, probe_batches
+from layerprobe.engines.spec import ModelSpec
+
+
+def _features(spec: ModelSpec, f: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's inputs only, in their declared dtypes (the Estimator engine casts the same way)."""
+    return {n: tf.cast(f[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
+
+
+def fit_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], seed: int) -> Any:
+    """(features, {output layer: label}) batches of the train split, shuffled with `seed`."""
+    ds = data.tf_dataset(
+        "train",
+        training=True,
+        batch_size=data_cfg["batch_size"],
+        seed=seed,
+        shuffle_buffer=data_cfg["shuffle_buffer"],
+        cache=data_cfg["cache"],
+        prefetch=data_cfg["prefetch"],
+    )
+    return ds.map(lambda f, y: (_features(spec, f), {n: y[h.label] for n, h in spec.heads.items()}))
+
+
+def eval_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], split: str) -> Any:
+    """(features, labels by label name) batches of `split`, in order."""
+    ds = data.tf_dataset(split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"])
+    return ds.map(lambda f, y: (_features(spec, f), y)).with_options(one_pass_options())
+
+
+def predict_dataset(spec: ModelSpec, data: Any, request: PredictRequest) -> Any:
+    """(features, label or 0, (reservoir candidate, example key)) batches of the request's split or
+    shard, in order; one pass, so never cached."""
+    label = request.label
+    ds = probe_batches(data, request).map(
+        lambda f, y, key, candidate: (
+            _features(spec, f),
+            y[label] if label is not None else tf.constant(0),
+            (candidate, key),
+        )
+    )
+    return ds.with_options(one_pass_options())
