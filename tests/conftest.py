@@ -99,6 +99,11 @@ ESTIMATOR_ONLY = {
     "test_readme.py",  # the README's commands run on `make venv`
     "test_fused.py",  # the kernel is built into the source tree against .venv's TensorFlow
     "test_probe_layers.py",
+    "test_optuna.py",  # sweeps and pruning train with the default engine (and optuna is a `sweeps` extra)
+    "test_shard.py",
+    "test_archs_models.py",  # applications, blocks and warm start through the Estimator's model_fn
+    "test_dynamics.py",
+    "test_compare.py",
     "test_fuzz.py::test_the_unmutated_bases_build",
     "test_tracking.py::test_a_2x2_sweep_is_one_parent_with_four_children",
     "test_tracking.py::test_a_failing_job_is_failed_and_the_others_finish",
