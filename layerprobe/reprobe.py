@@ -66,9 +66,15 @@ def load_source(source: str, uri: str | None) -> tuple[dict[str, Any], str, str 
 
 
 def probe_existing(
-    source: str, overrides: Sequence[str], output_dir: str | Path, allow_imports: bool = False
+    source: str,
+    overrides: Sequence[str],
+    output_dir: str | Path,
+    allow_imports: bool = False,
+    all_checkpoints: bool = False,
 ) -> tuple[dict[str, Any], str | None]:
     """Probe `source` (run id or model_dir) with `overrides` (e.g. probe.layers=[conv2]).
+    `all_checkpoints`: also probe every checkpoint the model_dir keeps on the dynamics subset
+    (probe.dynamics.examples), one point per checkpoint, as training dynamics.
 
     Returns (layer -> LayerStats, run id logged into or None).
     """
@@ -91,14 +97,24 @@ def probe_existing(
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
     x = prepare(c, model_dir, exposed)
     _refuse_new_weights(x.summary, checkpoint, tf)
+    dyn, out = None, Path(output_dir) / "probe" / "dynamics"
+    if all_checkpoints:
+        from layerprobe.dynamics.trace import check_subset, report_section, trace
+
+        check_subset(c, x.data)
+        dyn = trace(x, x.engine.checkpoints(), out)
     state = x.session().run(x.data, checkpoint=checkpoint)
-    outcome = probe_outcome(c, state, x.summary, Path(output_dir) / "probe")
+    report = {"dynamics": report_section(dyn, out) if dyn else None}
+    outcome = probe_outcome(c, state, x.summary, Path(output_dir) / "probe", report)
     step = int(tf.train.load_variable(checkpoint, "global_step"))
     if run_id and c["tracking"]["enabled"]:
         from layerprobe import tracking
 
         t = tracking.Tracker(uri or tracking.resolve_uri(None), "", None, run_id=run_id)
         known = tracking.latest_metric_points(uri or tracking.resolve_uri(None), run_id)
+        if dyn:
+            t.log_metric_records(_new_points(uri or tracking.resolve_uri(None), run_id, dyn.records()))
+            known = tracking.latest_metric_points(uri or tracking.resolve_uri(None), run_id)
         t.log_metrics(_not_yet_logged(known, outcome.metrics, step), step=step)
         t.log_artifacts(Path(output_dir) / "probe", "probe")
         t.set_tags({"layerprobe.reprobed_layers": ",".join(exposed)})
@@ -111,6 +127,17 @@ def _not_yet_logged(
     """The metrics whose latest point in the run is not already (step, value): probing the same
     layers of the same checkpoint again adds no duplicate points to the run's series."""
     return {k: v for k, v in metrics.items() if known.get(k) != (step, v)}
+
+
+def _new_points(
+    uri: str, run_id: str, records: Sequence[tuple[dict[str, float], int]]
+) -> list[tuple[dict[str, float], int]]:
+    """The records without the (metric, step) points the run holds already: probing the checkpoints
+    of a run whose training logged dynamics adds no second point at a step."""
+    from layerprobe import tracking
+
+    held = tracking.metric_steps(uri, run_id, sorted({k for m, _ in records for k in m}))
+    return [({k: v for k, v in m.items() if step not in held[k]}, step) for m, step in records]
 
 
 def _refuse_new_weights(summary: Any, checkpoint: str, tf: Any) -> None:

@@ -86,8 +86,12 @@ class Engine(Protocol):
         """Build the training graph once without touching model_dir: shape and loss errors surface
         as ConfigError, and the layer table comes for free."""
 
-    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
-        """Train (or resume) up to global step `until_step`; returns the step reached."""
+    def train(
+        self, data: Any, until_step: int, progress: ProgressSink | None = None, snapshots: Sequence[int] = ()
+    ) -> int:
+        """Train (or resume) up to global step `until_step`; returns the step reached. At each step of
+        `snapshots` that this call passes (0: the initialised model, when starting from scratch) the
+        model is also saved where `snapshots()` lists it, without changing the training trajectory."""
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
         """Metrics of one pass over `split` at `checkpoint` (default: the latest)."""
@@ -102,6 +106,9 @@ class Engine(Protocol):
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints model_dir keeps, oldest first."""
+
+    def snapshots(self) -> list[Checkpoint]:
+        """The snapshots saved for training dynamics (every one kept), oldest first."""
 
     def event_files(self) -> list[str]:
         """TensorBoard event files written while training, to be logged with the run."""

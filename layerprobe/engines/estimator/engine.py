@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ from layerprobe.engines.base import (
     PredictRequest,
     ProgressSink,
 )
-from layerprobe.engines.estimator.hooks import ProgressHook
+from layerprobe.engines.estimator.hooks import ProgressHook, SnapshotHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 
 log = logging.getLogger(__name__)
+SNAPSHOT_DIR = "dynamics"  # under model_dir: the snapshots probed for training dynamics, all kept
 
 
 class EstimatorEngine:
@@ -79,17 +80,22 @@ class EstimatorEngine:
                 rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
         return ModelSummary(rows)
 
-    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
+    def train(
+        self, data: Any, until_step: int, progress: ProgressSink | None = None, snapshots: Sequence[int] = ()
+    ) -> int:
         from layerprobe import distributed as D
 
         t = self.trainer
-        hook = ProgressHook(t["log_every_steps"], until_step, flush=progress)
+        hooks: list[Any] = [ProgressHook(t["log_every_steps"], until_step, flush=progress)]
         train_fn = train_input_fn(data, self.data_cfg, t["seed"])
         est = self.estimator()
         if D.role().in_cluster:
-            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, [hook])
+            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
         else:
-            est.train(train_fn, max_steps=until_step, hooks=[hook])
+            if snapshots:
+                Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
+                hooks.append(SnapshotHook(set(snapshots), self.snapshot_dir))
+            est.train(train_fn, max_steps=until_step, hooks=hooks)
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
@@ -125,6 +131,16 @@ class EstimatorEngine:
         paths = list(state.all_model_checkpoint_paths) if state else []
         return sorted(
             (Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step
+        )
+
+    @property
+    def snapshot_dir(self) -> str:
+        return str(Path(self.model_dir) / SNAPSHOT_DIR)
+
+    def snapshots(self) -> list[Checkpoint]:
+        found = Path(self.snapshot_dir).glob("snapshot-*.index")
+        return sorted(
+            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
         )
 
     def event_files(self) -> list[str]:
