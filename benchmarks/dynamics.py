@@ -19,8 +19,8 @@ ROOT = Path(__file__).absolute().parents[1]
 TITLE = "## Training dynamics"
 
 
-def train_seconds(workdir: Path, dynamics: bool, overrides: list[str]) -> tuple[float, float]:
-    """(training + dynamics seconds, whole run seconds) of one run of the default experiment."""
+def train_seconds(workdir: Path, dynamics: bool, overrides: list[str]) -> tuple[float, float, float]:
+    """(training + dynamics seconds, the dynamics stage alone, whole run seconds) of one run."""
     import time
 
     from omegaconf import OmegaConf
@@ -39,18 +39,20 @@ def train_seconds(workdir: Path, dynamics: bool, overrides: list[str]) -> tuple[
     t = time.perf_counter()
     r = run(c, d / "out")  # type: ignore[arg-type]
     whole = time.perf_counter() - t
-    return r.seconds["train"] + r.seconds.get("dynamics", 0.0), whole
+    return r.seconds["train"] + r.seconds.get("dynamics", 0.0), r.seconds.get("dynamics", 0.0), whole
 
 
 def measure(repeats: int, overrides: list[str]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"off": [], "on": [], "off_run": [], "on_run": []}
+    out: dict[str, list[float]] = {"off": [], "on": [], "off_run": [], "on_run": [], "stage": []}
     with tempfile.TemporaryDirectory(prefix="layerprobe-dyn-") as tmp:
         train_seconds(Path(tmp), False, overrides)  # warm-up: imports, graph caches
         for _ in range(repeats):
             for key in ("off", "on"):
-                train, whole = train_seconds(Path(tmp), key == "on", overrides)
+                train, stage, whole = train_seconds(Path(tmp), key == "on", overrides)
                 out[key].append(train)
                 out[f"{key}_run"].append(whole)
+                if key == "on":
+                    out["stage"].append(stage)
             say(f"  train without {out['off'][-1]:.1f} s, with dynamics {out['on'][-1]:.1f} s")
     return out
 
@@ -61,6 +63,7 @@ def section(t: dict[str, list[float]], overrides: list[str], loads: tuple[str, s
     rows = [
         ["training, no dynamics (`probe.dynamics.enabled=false`)", spread(t["off"], " s")],
         ["training + dynamics (snapshots, 3 probe points, histograms, plots)", spread(t["on"], " s")],
+        ["of which the dynamics stage (the probe points after training)", spread(t["stage"], " s")],
         ["ratio, per repeat", spread(ratios, "x")],
         ["whole run without / with dynamics", f"{fmt(median(t['off_run']))} s / {fmt(median(t['on_run']))} s"],
     ]

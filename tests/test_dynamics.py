@@ -27,6 +27,11 @@ def _history(result, key):
 
 
 def test_cadences():
+    from layerprobe.dynamics.cadence import snapshot_steps
+    from tests.conftest import plain
+
+    assert snapshot_steps(plain([])) == [0, 500, 1000]  # `make run`: three points per statistic
+    assert snapshot_steps(plain(["probe.dynamics.enabled=false"])) == []
     assert probe_steps("checkpoint", 1000, 500) == [0, 500, 1000]
     assert probe_steps(300, 1000, 500) == [0, 300, 600, 900, 1000]
     assert probe_steps([5, 1, 5, 20], 20, 10) == [0, 1, 5, 20]
@@ -46,9 +51,9 @@ def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(train
     series = json.loads((tmp_path / "train/probe/dynamics/dynamics.json").read_text())
     assert series["steps"] == [0, 10, 20] and series["examples"] == 100
     assert series["layers"]["conv1"]["cka_to_final"][-1] == pytest.approx(1.0)
-    # a probe after training, of the final checkpoint, on the same 100 examples
+    # a probe after training, of the final checkpoint (Estimator.predict at the latest), on the same 100 examples
     x = prepare(c, result.model_dir)
-    after = x.session().run(x.data, checkpoint=x.engine.checkpoints()[-1].path, max_examples=100).stats(x.summary)
+    after = x.session().run(x.data, max_examples=100).stats(x.summary)
     for layer in ("conv1", "logits"):
         assert series["layers"][layer]["scalars"]["mean"][-1] == after[layer].mean
         assert series["layers"][layer]["scalars"]["p50"][-1] == after[layer].percentiles["p50"]
@@ -61,6 +66,7 @@ def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(train
     assert (tmp_path / "train/probe/dynamics/conv1.png").is_file()
     report = (tmp_path / "train/probe/report.html").read_text()
     assert 'id="dynamics"' in report and "at steps 0, 10, 20" in report
+    assert "Mean CKA to the final checkpoint before it, by depth: conv1 " in report
     assert result.run_id in report and "eval/accuracy" in report
 
 
@@ -126,7 +132,7 @@ STEP_RULE = "a probe step is an integer in [1, trainer.train_steps=20]"
         ),
         (
             "probe.dynamics.examples=5000",
-            "probe.dynamics.examples: the probe subset must fit in the eval split (360 examples). Received: 5000",
+            "probe.dynamics.examples: the probe subset must fit in the eval split (359 examples). Received: 5000",
         ),
     ],
 )

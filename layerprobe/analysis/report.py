@@ -185,6 +185,8 @@ def _dynamics_section(d: Mapping[str, Any] | None) -> str:
             for r in rows
         )
         out.append(f"<table><tr>{head}</tr>{body}</table>")
+    if d.get("note"):
+        out.append(f'<p class="sub">{_e(d["note"])}</p>')
     out.extend(_image(p) for p in d.get("images") or ())
     return "\n".join(out)
 

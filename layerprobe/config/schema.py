@@ -99,7 +99,9 @@ class DynamicsConfig:
     # checkpoint (every trainer.save_checkpoints_steps) | N (every N steps) | [steps]; the
     # initialised model (step 0) is probed too when training starts from scratch.
     every: Any = "checkpoint"
-    examples: int = 256  # the same examples at every point and in every run; cost grows linearly
+    # The first `examples` of the probe split, the same at every point and in every run (cost grows
+    # linearly); None: 256, or the whole split when it is smaller.
+    examples: Optional[int] = None
     linear_every: int = 1  # linear probes at every k-th probe point (0: never); sklearn time
     cka: bool = True  # CKA of each layer against its own final-checkpoint representation
     histograms: bool = True  # TensorBoard histogram events, from the sketch

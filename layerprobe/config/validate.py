@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
 from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
 from layerprobe.errors import ConfigError
@@ -24,7 +25,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
         _check_trainer(c["trainer"])
         _check_data(c["data"])
         _check_probe(c["probe"], c["model"])
-        _check_dynamics(c["probe"]["dynamics"], c["trainer"])
+        check_dynamics(c["probe"]["dynamics"], c["trainer"])
         _check_tracking(c["tracking"])
     except (KeyError, TypeError, AttributeError, IndexError):
         # A key missing or of the wrong kind (a plain dict that never met the schema): name it.
@@ -334,30 +335,6 @@ def _check_probe(probe: Mapping[str, Any], model: Mapping[str, Any]) -> None:
     res = probe["reservoir_size"]
     if isinstance(res, bool) or not isinstance(res, int) or res < 0:
         raise ConfigError("probe.reservoir_size", res, "must be an integer >= 0")
-
-
-def _check_dynamics(d: Mapping[str, Any], trainer: Mapping[str, Any]) -> None:
-    """probe.dynamics: the cadence lies inside (0, train_steps]; the subset is a positive count."""
-    steps = trainer["train_steps"]
-    every = d["every"]
-    within = f"a probe step is an integer in [1, trainer.train_steps={steps}]"
-    if isinstance(every, str):
-        if every != "checkpoint":
-            raise ConfigError(
-                "probe.dynamics.every", every, "a cadence is checkpoint, a step count or a list", ["checkpoint"]
-            )
-    elif isinstance(every, list):
-        if not every:
-            raise ConfigError("probe.dynamics.every", every, "a list of steps needs at least one step")
-        for i, s in enumerate(every):
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= steps:
-                raise ConfigError(f"probe.dynamics.every[{i}]", s, within)
-    elif isinstance(every, bool) or not isinstance(every, int) or not 0 < every <= steps:
-        raise ConfigError("probe.dynamics.every", every, within)
-    _positive_int("probe.dynamics.examples", d["examples"])
-    k = d["linear_every"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ConfigError("probe.dynamics.linear_every", k, "must be an integer >= 0 (0: no linear probes)")
 
 
 def _check_tracking(tracking: Mapping[str, Any]) -> None:

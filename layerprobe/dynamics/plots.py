@@ -38,7 +38,7 @@ def layer_dynamics_plot(d: Dynamics, layer: str, path: Path) -> Path:
     a1.plot(steps, [s.mean for s in stats], color="k", ls="--", lw=1, label="mean")
     a1.set_ylabel("activation")
     a1.set_title(f"{layer}: activations over training ({d.examples} examples per point)")
-    a1.legend(fontsize=7, loc="best")
+    a1.legend(fontsize=7, loc="upper left")
     a2.plot(steps, [s.dead_fraction for s in stats], marker="o", color="tab:red", label="dead units")
     a2.plot(steps, [s.zero_fraction for s in stats], marker=".", color="tab:gray", label="zero values")
     if stats[0].saturation_fraction is not None:
@@ -46,7 +46,7 @@ def layer_dynamics_plot(d: Dynamics, layer: str, path: Path) -> Path:
     a2.set_ylim(-0.02, 1.02)
     a2.set_ylabel("fraction")
     a2.set_xlabel("global step")
-    a2.legend(fontsize=7, loc="best")
+    a2.legend(fontsize=7, loc="upper left")
     return save_png(fig, path)
 
 

@@ -18,14 +18,23 @@ from layerprobe.engines.base import Checkpoint
 
 log = logging.getLogger(__name__)
 TENSORBOARD_SUBDIR = "probe"  # a TensorBoard "run" of its own beside train and eval
+DEFAULT_EXAMPLES = 256  # probe.dynamics.examples=null: enough for stable percentiles and linear probes
+
+
+def subset_size(c: Mapping[str, Any], data: Any) -> int:
+    """How many examples of the probe split each point probes (probe.dynamics.examples)."""
+    size = data.size(c["probe"]["split"])
+    chosen = c["probe"]["dynamics"]["examples"]
+    return min(DEFAULT_EXAMPLES, size) if chosen is None else chosen
 
 
 def trace(x: Any, checkpoints: Sequence[Checkpoint], out_dir: Path) -> Dynamics:
     """Probe `checkpoints` of Experiment `x` on the configured subset and write the files."""
     c: Mapping[str, Any] = x.c
     d = c["probe"]["dynamics"]
+    examples = subset_size(c, x.data)
     dyn = probe_points(
-        x.session(), x.data, x.summary, checkpoints, d["examples"], d["linear_every"], d["cka"], c["trainer"]["seed"]
+        x.session(), x.data, x.summary, checkpoints, examples, d["linear_every"], d["cka"], c["trainer"]["seed"]
     )
     write_files(dyn, out_dir, plots=c["probe"]["plots"])
     if d["histograms"]:
@@ -60,7 +69,27 @@ def report_section(dyn: Dynamics, out_dir: Path) -> dict[str, Any]:
         for p in dyn.points
     ]
     images = [out_dir / f"{n}.png" for n in dyn.layers] + [out_dir / "convergence.png"]
-    return {"examples": dyn.examples, "steps": dyn.steps, "rows": rows, "images": [p for p in images if p.is_file()]}
+    found = [p for p in images if p.is_file()]
+    return {"examples": dyn.examples, "steps": dyn.steps, "rows": rows, "images": found, "note": convergence_order(dyn)}
+
+
+def convergence_order(dyn: Dynamics) -> str:
+    """Whether lower layers reached their final representation earlier (Raghu et al. 2017): the
+    layers' mean CKA to the final point over the earlier points, in depth order."""
+    early = dyn.points[:-1]
+    series = {n: [p.cka_to_final[n] for p in early if n in p.cka_to_final] for n in dyn.layers}
+    means = {n: sum(v) / len(v) for n, v in series.items() if v}
+    if len(means) < 2:
+        return ""
+    values = list(means.values())
+    lower_first = all(a >= b for a, b in zip(values, values[1:]))
+    shown = ", ".join(f"{n} {v:.3f}" for n, v in means.items())
+    verdict = (
+        "lower layers converged earlier"
+        if lower_first
+        else "not in depth order: lower layers did not all converge earlier"
+    )
+    return f"Mean CKA to the final checkpoint before it, by depth: {shown} ({verdict})."
 
 
 def check_subset(c: Mapping[str, Any], data: Any) -> None:
@@ -68,7 +97,7 @@ def check_subset(c: Mapping[str, Any], data: Any) -> None:
     from layerprobe.errors import ConfigError
 
     d, split = c["probe"]["dynamics"], c["probe"]["split"]
-    if c["probe"]["enabled"] and d["enabled"] and d["examples"] > data.size(split):
+    if c["probe"]["enabled"] and d["enabled"] and subset_size(c, data) > data.size(split):
         rule = f"the probe subset must fit in the {split} split ({data.size(split)} examples)"
         raise ConfigError("probe.dynamics.examples", d["examples"], rule)
 

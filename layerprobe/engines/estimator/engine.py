@@ -22,6 +22,7 @@ from layerprobe.engines.base import (
 from layerprobe.engines.estimator.hooks import ProgressHook, SnapshotHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
+from layerprobe.engines.estimator.predictor import CheckpointPredictor, request_key
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 
@@ -50,6 +51,7 @@ class EstimatorEngine:
         )
         self._cluster_kwargs: dict[str, Any] | None = None
         self._run_config_kwargs = run_config_kwargs
+        self._predictor: tuple[tuple[Any, ...], CheckpointPredictor] | None = None  # the last request's
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -108,6 +110,12 @@ class EstimatorEngine:
     def predict(
         self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
+        if checkpoint is not None:  # several checkpoints of one request: one graph, restored for each
+            key = request_key(data, request, extra)
+            if self._predictor is None or self._predictor[0] != key:
+                self._predictor = (key, CheckpointPredictor(self.spec, data, request, extra, self.config))
+            yield from self._predictor[1].run(checkpoint)
+            return
         # `yield_single_examples=False`: each item is one batch's outputs, so the host loop runs once
         # per batch and never per example.
         est = self.estimator(extra)
