@@ -45,7 +45,8 @@ def train_seconds(workdir: Path, dynamics: bool, overrides: list[str]) -> tuple[
 def measure(repeats: int, overrides: list[str]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"off": [], "on": [], "off_run": [], "on_run": [], "stage": []}
     with tempfile.TemporaryDirectory(prefix="layerprobe-dyn-") as tmp:
-        train_seconds(Path(tmp), False, overrides)  # warm-up: imports, graph caches
+        for warm in (False, True):  # warm-up: imports (TensorBoard's writer, plots), graph caches
+            train_seconds(Path(tmp), warm, overrides)
         for _ in range(repeats):
             for key in ("off", "on"):
                 train, stage, whole = train_seconds(Path(tmp), key == "on", overrides)
@@ -65,13 +66,20 @@ def section(t: dict[str, list[float]], overrides: list[str], loads: tuple[str, s
         ["training + dynamics (snapshots, 3 probe points, histograms, plots)", spread(t["on"], " s")],
         ["of which the dynamics stage (the probe points after training)", spread(t["stage"], " s")],
         ["ratio, per repeat", spread(ratios, "x")],
+        [
+            "1 + dynamics stage / training without, per repeat",
+            spread([1 + a / b for a, b in zip(t["stage"], t["off"])], "x"),
+        ],
         ["whole run without / with dynamics", f"{fmt(median(t['off_run']))} s / {fmt(median(t['on_run']))} s"],
+        ["whole run ratio, per repeat", spread([a / b for a, b in zip(t["on_run"], t["off_run"])], "x")],
     ]
     how = (
         "`python -m benchmarks.dynamics` (this section only): the default experiment "
         f"({' '.join(overrides) or 'no overrides'}), tracking off, each run in a fresh model_dir, with and "
         "without dynamics alternating; 'training' is the runner's train stage plus its dynamics stage (the "
-        "probe points after training). Load average (1, 5, 15 min) at start "
+        "probe points after training). The second ratio charges the dynamics stage to training without "
+        "the noise of two training times (the snapshot hook itself only saves 3 snapshots). Load average "
+        "(1, 5, 15 min) at start "
         f"{loads[0]}, at end {loads[1]}."
     )
     lines = [TITLE, "", how, "", "|  | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]

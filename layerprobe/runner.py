@@ -14,7 +14,7 @@ import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
 from layerprobe.dynamics.cadence import snapshot_steps
-from layerprobe.dynamics.trace import after_training, check_subset, report_section
+from layerprobe.dynamics.trace import after_training, report_section
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
@@ -93,7 +93,6 @@ def run(
     all_tags = {**provenance_tags(c, overrides, x.summary.total_params), **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c["trainer"], cluster)
-    check_subset(c, x.data)
     kept = x.engine.checkpoints()
     if kept and kept[-1].step > c["trainer"]["train_steps"] and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists

@@ -165,3 +165,25 @@ def test_training_is_bitwise_the_same_with_or_without_dynamics(tiny, tmp_path):
     for n in names:
         np.testing.assert_array_equal(tf.train.load_variable(a, n), tf.train.load_variable(b, n))
     assert not (tmp_path / "off" / "dynamics").exists()
+
+
+def _readme_section_runs() -> list[list[str]]:
+    import re
+    import shlex
+
+    from layerprobe.cli import COMMANDS
+    from tests.test_readme import README
+
+    text = README.read_text()
+    section = text[text.index("## Training dynamics") :]
+    section = section[: section.index("\n## ", 3)]
+    lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in section.splitlines()]
+    runs = [shlex.split(ln)[1:] for ln in lines if ln.startswith("layerprobe")]
+    return [args for args in runs if not args or args[0] not in COMMANDS]
+
+
+@pytest.mark.parametrize("args", _readme_section_runs())
+def test_the_readme_training_commands_pass_every_check_before_training(args, capsys):
+    from layerprobe.cli import main
+
+    assert main(["validate", *args]) == 0, capsys.readouterr().err  # data and graph checks too, not --static

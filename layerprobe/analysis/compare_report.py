@@ -123,11 +123,16 @@ def _depth(runs: Sequence[RunView], layers: Sequence[str], path: Path) -> Path |
     return save_png(fig, path)
 
 
-def save_png(fig: plt.Figure, path: Path) -> Path:
-    """Save and close `fig` (tight layout, 90 dpi), creating the directory; returns `path`."""
+def save_png(fig: plt.Figure, path: Path, margins: dict[str, float] | None = None) -> Path:
+    """Save and close `fig` at 80 dpi, creating the directory; returns `path`. `margins`: fixed
+    subplot margins (fig.subplots_adjust) instead of tight_layout, which took ~0.25 s a figure: the
+    training-dynamics plots are drawn during the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    if margins:
+        fig.subplots_adjust(**margins)
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 

@@ -47,7 +47,7 @@ def layer_dynamics_plot(d: Dynamics, layer: str, path: Path) -> Path:
     a2.set_ylabel("fraction")
     a2.set_xlabel("global step")
     a2.legend(fontsize=7, loc="upper left")
-    return save_png(fig, path)
+    return save_png(fig, path, {"left": 0.1, "right": 0.97, "top": 0.93, "bottom": 0.1, "hspace": 0.08})
 
 
 def convergence_plot(d: Dynamics, path: Path) -> Path:
@@ -67,5 +67,5 @@ def convergence_plot(d: Dynamics, path: Path) -> Path:
         a.set_xlabel("global step")
         a.set_ylim(-0.02, 1.02)
         if a.lines:
-            a.legend(fontsize=7)
-    return save_png(fig, path)
+            a.legend(fontsize=7, loc="lower right")
+    return save_png(fig, path, {"left": 0.06, "right": 0.98, "top": 0.9, "bottom": 0.14, "wspace": 0.15})
