@@ -60,7 +60,11 @@ def measure(repeats: int, overrides: list[str]) -> dict[str, list[float]]:
 
 def section(t: dict[str, list[float]], overrides: list[str], loads: tuple[str, str]) -> str:
     ratios = [a / b for a, b in zip(t["on"], t["off"])]
-    goal = Goal("training with dynamics / without (default cadence and subset)", median(ratios), "<=", 1.10)
+    charged = [1 + a / b for a, b in zip(t["stage"], t["off"])]
+    goals = [
+        Goal("training + dynamics stage / training without (default cadence and subset)", median(charged), "<=", 1.10),
+        Goal("training with dynamics / without, two measured trainings per repeat", median(ratios), "<=", 1.10),
+    ]
     rows = [
         ["training, no dynamics (`probe.dynamics.enabled=false`)", spread(t["off"], " s")],
         ["training + dynamics (snapshots, 3 probe points, histograms, plots)", spread(t["on"], " s")],
@@ -83,7 +87,15 @@ def section(t: dict[str, list[float]], overrides: list[str], loads: tuple[str, s
         f"{loads[0]}, at end {loads[1]}."
     )
     lines = [TITLE, "", how, "", "|  | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
-    return "\n".join([*lines, "", f"- {goal.line()}"]) + "\n"
+    why = (
+        "The first goal is the one to read: the second divides two training times that varied by more than "
+        "the effect on this shared machine. What the stage spends (profiled): one predict graph for every "
+        "point (~0.3 s), a pass over 256 examples per point (~0.1 s), linear probes (~0.05 s per layer per "
+        "point with one BLAS thread), the three PNGs (~0.15-0.3 s each); it is a fixed ~1 s against ~5 s of "
+        "training, so the ratio falls with longer training (by these figures a 2,000-step run would be near "
+        "1.1x; not measured), this one does not meet it."
+    )
+    return "\n".join([*lines, "", *[f"- {g.line()}" for g in goals], "", why]) + "\n"
 
 
 def write_section(report: Path, text: str) -> None:
