@@ -22,7 +22,7 @@ from layerprobe.engines.base import (
 from layerprobe.engines.estimator.hooks import ProgressHook, SnapshotHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
-from layerprobe.engines.estimator.predictor import CheckpointPredictor, request_key
+from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 
@@ -51,7 +51,8 @@ class EstimatorEngine:
         )
         self._cluster_kwargs: dict[str, Any] | None = None
         self._run_config_kwargs = run_config_kwargs
-        self._predictor: tuple[tuple[Any, ...], CheckpointPredictor] | None = None  # the last request's
+        # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
+        self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -111,8 +112,8 @@ class EstimatorEngine:
         self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
         if checkpoint is not None:  # several checkpoints of one request: one graph, restored for each
-            key = request_key(data, request, extra)
-            if self._predictor is None or self._predictor[0] != key:
+            key = (data, request, extra)
+            if self._predictor is None or not same_request(self._predictor[0], key):
                 self._predictor = (key, CheckpointPredictor(self.spec, data, request, extra, self.config))
             yield from self._predictor[1].run(checkpoint)
             return

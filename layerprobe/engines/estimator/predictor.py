@@ -22,10 +22,18 @@ from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import ModelSpec
 
 
-def request_key(data: Any, request: PredictRequest, extra: ExtraOutputs) -> tuple[Any, ...]:
-    """What makes two predict calls the same graph: the data, the request and the extra outputs."""
-    sample = None if request.sample is None else request.sample.tobytes()
-    return (id(data), id(extra), request.split, request.batch_size, request.label, request.max_examples, sample)
+def same_request(a: tuple[Any, PredictRequest, ExtraOutputs], b: tuple[Any, PredictRequest, ExtraOutputs]) -> bool:
+    """Whether two predict calls (data, request, extra outputs) build the same graph: the same data
+    and extra-outputs objects (held, so their ids cannot be reused) and an equal request."""
+    (data_a, req_a, extra_a), (data_b, req_b, extra_b) = a, b
+    if data_a is not data_b or extra_a is not extra_b:
+        return False
+    fields = ("split", "batch_size", "label", "max_examples")
+    if any(getattr(req_a, f) != getattr(req_b, f) for f in fields):
+        return False
+    return (req_a.sample is None and req_b.sample is None) or (
+        req_a.sample is not None and req_b.sample is not None and np.array_equal(req_a.sample, req_b.sample)
+    )
 
 
 class CheckpointPredictor:
