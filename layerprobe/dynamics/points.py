@@ -135,5 +135,8 @@ def _cka_to(
     out = {}
     for name, r in res.items():
         if r and final.get(name) and len(r["keys"]) >= 3:
-            out[name] = float(linear_cka(r["activations"], final[name]["activations"]))
+            try:
+                out[name] = float(linear_cka(r["activations"], final[name]["activations"]))
+            except ValueError as e:  # NaN/Inf activations: no CKA for this layer, the rest goes on
+                log.info("dynamics: no CKA to the final checkpoint for %s: %s", name, e)
     return out
