@@ -26,18 +26,26 @@ def probe_metrics(stats: Mapping[str, Any]) -> dict[str, float]:
     return {f"probe/{n}/{k}": v for n, s in stats.items() for k, v in s.scalars().items()}
 
 
-def probe_outcome(c: Mapping[str, Any], state: ProbeState, summary: Any, out_dir: Path) -> ProbeOutcome:
-    """Statistics of a probe pass: stats.json, reservoir.npz, plots, representation analysis, report."""
+def probe_outcome(
+    c: Mapping[str, Any], state: ProbeState, summary: Any, out_dir: Path, report: Mapping[str, Any] | None = None
+) -> ProbeOutcome:
+    """Statistics of a probe pass: stats.json, reservoir.npz, plots, representation analysis, report
+    (`report`: extra keyword arguments of analysis.write_report, e.g. the run's context, dynamics)."""
     stats = state.stats(summary)
     write_probe_files(stats, state.layers, out_dir, plots=c["probe"]["plots"])
     metrics = probe_metrics(stats)
     if c["probe"]["analysis"]:
-        metrics.update(analyse(c, stats, state.layers, summary, out_dir))
+        metrics.update(analyse(c, stats, state.layers, summary, out_dir, report or {}))
     return ProbeOutcome(stats, metrics)
 
 
 def analyse(
-    c: Mapping[str, Any], stats: Mapping[str, Any], accs: Mapping[str, Any], summary: Any, out_dir: Path
+    c: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    accs: Mapping[str, Any],
+    summary: Any,
+    out_dir: Path,
+    report: Mapping[str, Any] = {},
 ) -> dict[str, float]:
     """Linear probes and CKA on the reservoir sample, and the run's HTML report (probe/report.html)."""
     from layerprobe.analysis import analyze, write_report
@@ -51,9 +59,11 @@ def analyse(
     result = analyze(samples, c["trainer"]["seed"], out_dir, keys=keys) if samples else None
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
     title = f"layerprobe: {c['model']['name']} on {c['data']['name']}"
-    write_report(
-        out_dir / "report.html", title, summary.table(), {n: s.scalars() for n, s in stats.items()}, plots, result
-    )
+    context = report.get("context") or {}
+    if context:  # each run's report says which run it is
+        title += f" ({context.get('overrides', '')}, step {context.get('step', '?')})"
+    scalars = {n: s.scalars() for n, s in stats.items()}
+    write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report)
     if result is None:
         return {}
     return {

@@ -1,4 +1,5 @@
-"""Representations across runs: linear CKA of the same-named layer between MLflow runs.
+"""Runs compared layer by layer: linear CKA of the same-named layer between MLflow runs, and the
+compare report (statistics side by side, histograms and dynamics overlaid, probes by depth).
 
 Each run's `probe/<layer>/reservoir.npz` holds raw activations of the same sampled examples when
 the runs share the data split and `probe.sample_seed` (trainer seeds and widths may differ); the
@@ -7,12 +8,14 @@ examples are aligned by their index in the split, and only the examples every ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,3 +92,66 @@ def compare_runs(
     if log_to:
         tracking.Tracker(uri, "", None, run_id=log_to).log_artifacts(out, f"compare/{layer}")
     return RunComparison(layer, tuple(names), tuple(ids), matrix.values, n, (out / "cka_across.json", png))
+
+
+def compare_report(
+    uri: str, run_ids: Sequence[str], out_dir: Path, layers: Sequence[str] | None = None, log_to: str | None = None
+) -> Path:
+    """`<out_dir>/compare/report.html` for `run_ids`, every exposed layer (or `layers`); logged to run
+    `log_to` (a sweep's parent) under `compare/` with the CKA files."""
+    from layerprobe import tracking
+    from layerprobe.analysis.compare_report import write_compare_report
+
+    runs = [_run_view(uri, r) for r in run_ids]
+    names = list(layers or dict.fromkeys(n for r in runs for n in r.stats))
+    cka: dict[str, Path | str] = {}
+    for layer in names:
+        try:
+            cka[layer] = compare_runs(uri, run_ids, layer, out_dir).files[1]
+        except LayerprobeError as e:  # e.g. a run kept no reservoir of this layer
+            cka[layer] = str(e)
+    _unique_names(runs)
+    title = f"layerprobe compare: {len(runs)} runs, {len(names)} layers"
+    path = write_compare_report(Path(out_dir) / "compare" / "report.html", runs, names, cka, title)
+    if log_to:
+        tracking.Tracker(uri, "", None, run_id=log_to).log_artifact(path, "compare")
+    log.info("compare report: %s", path)
+    return path
+
+
+def _run_view(uri: str, run_id: str) -> Any:
+    from layerprobe import tracking
+    from layerprobe.analysis.compare_report import RunView
+
+    data = tracking.run_data(uri, run_id)
+    points = tracking.latest_metric_points(uri, run_id)
+    exposed = [n for n in data.tags.get("layerprobe.exposed", "").split(",") if n]
+    stats = {n: s for n in exposed if (s := _json_artifact(uri, run_id, f"probe/{n}/stats.json")) is not None}
+    return RunView(
+        run_id=run_id,
+        name=tracking.run_info(uri, run_id).get("run_name") or run_id[:8],
+        overrides=data.tags.get("layerprobe.overrides", ""),
+        step=max((s for k, (s, _) in points.items() if k.startswith("eval/")), default=0),
+        metrics=dict(data.metrics),
+        stats=stats,
+        dynamics=_json_artifact(uri, run_id, "probe/dynamics/dynamics.json"),
+    )
+
+
+def _json_artifact(uri: str, run_id: str, path: str) -> Any:
+    """The run's JSON artifact at `path`, None when it has none."""
+    from layerprobe import tracking
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return json.loads(tracking.download_artifact(uri, run_id, path, tmp).read_text())
+        except Exception:  # noqa: BLE001 - absent, in any store's words
+            return None
+
+
+def _unique_names(runs: list[Any]) -> None:
+    seen: set[str] = set()
+    for i, r in enumerate(runs):
+        if r.name in seen:
+            runs[i] = dataclasses.replace(r, name=f"{r.name} ({r.run_id[:8]})")
+        seen.add(runs[i].name)

@@ -41,6 +41,9 @@ def preflight(c: Mapping[str, Any], validated: bool = False, model_dir: str | No
     checks.append(f"data: {x.data.name} prepared ({sizes} examples)")
     checks.append(f"data: every split has the model's inputs ({', '.join(c['model']['inputs'])}) and labels")
     checks.append(f"graph: training graph built ({x.summary.total_params} parameters); losses fit their outputs")
+    from layerprobe.dynamics.trace import check_subset
+
+    check_subset(c, x.data)
     return Preflight(x, tuple(checks))
 
 

@@ -68,15 +68,27 @@ def load_source(source: str, uri: str | None) -> tuple[dict[str, Any], str, str 
 
 
 def probe_existing(
-    source: str, overrides: Sequence[str], output_dir: str | Path, allow_imports: bool = False
+    source: str,
+    overrides: Sequence[str],
+    output_dir: str | Path,
+    allow_imports: bool = False,
+    all_checkpoints: bool = False,
 ) -> tuple[dict[str, Any], str | None]:
     """Probe `source` (run id or model_dir) with `overrides` (e.g. probe.layers=[conv2]).
+    `all_checkpoints`: also probe every checkpoint the model_dir keeps on the dynamics subset
+    (probe.dynamics.examples), one point per checkpoint, as training dynamics.
 
     Returns (layer -> LayerStats, run id logged into or None).
     """
     p = _prepared(source, overrides, allow_imports)
+    dyn = None
+    if all_checkpoints:
+        from layerprobe.dynamics.trace import check_subset, trace
+
+        check_subset(p.c, p.x.data)
+        dyn = trace(p.x, p.x.engine.checkpoints(), Path(output_dir) / "probe" / "dynamics")
     state = p.x.session().run(p.x.data, checkpoint=p.checkpoint)
-    return _log_outcome(p, state, output_dir)
+    return _log_outcome(p, state, output_dir, dyn)
 
 
 def probe_shard(
@@ -154,16 +166,26 @@ def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Pr
     return _Prepared(c, x, checkpoint, step, run_id, uri, exposed)
 
 
-def _log_outcome(p: _Prepared, state: Any, output_dir: str | Path) -> tuple[dict[str, Any], str | None]:
-    """The probe files of `state` in output_dir/probe, logged into the run (when there is one)."""
+def _log_outcome(
+    p: _Prepared, state: Any, output_dir: str | Path, dyn: Any = None
+) -> tuple[dict[str, Any], str | None]:
+    """The probe files of `state` in output_dir/probe (with the dynamics `dyn` of --checkpoints all),
+    logged into the run (when there is one)."""
     from layerprobe.artifacts import probe_outcome
 
-    outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe")
+    report = None
+    if dyn is not None:
+        from layerprobe.dynamics.trace import report_section
+
+        report = {"dynamics": report_section(dyn, Path(output_dir) / "probe" / "dynamics")}
+    outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe", report)
     if p.run_id and p.c["tracking"]["enabled"]:
         from layerprobe import tracking
 
         uri = p.uri or tracking.resolve_uri(None)
         t = tracking.Tracker(uri, "", None, run_id=p.run_id)
+        if dyn:
+            t.log_metric_records(_new_points(uri, p.run_id, dyn.records()))
         known = tracking.latest_metric_points(uri, p.run_id)
         t.log_metrics(_not_yet_logged(known, outcome.metrics, p.step), step=p.step)
         t.log_artifacts(Path(output_dir) / "probe", "probe")
@@ -177,6 +199,17 @@ def _not_yet_logged(
     """The metrics whose latest point in the run is not already (step, value): probing the same
     layers of the same checkpoint again adds no duplicate points to the run's series."""
     return {k: v for k, v in metrics.items() if known.get(k) != (step, v)}
+
+
+def _new_points(
+    uri: str, run_id: str, records: Sequence[tuple[dict[str, float], int]]
+) -> list[tuple[dict[str, float], int]]:
+    """The records without the (metric, step) points the run holds already: probing the checkpoints
+    of a run whose training logged dynamics adds no second point at a step."""
+    from layerprobe import tracking
+
+    held = tracking.metric_steps(uri, run_id, sorted({k for m, _ in records for k in m}))
+    return [({k: v for k, v in m.items() if step not in held[k]}, step) for m, step in records]
 
 
 def _refuse_new_weights(summary: Any, checkpoint: str, tf: Any) -> None:

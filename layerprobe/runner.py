@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
+from layerprobe.dynamics.cadence import snapshot_steps
+from layerprobe.dynamics.trace import after_training, report_section
 from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
@@ -134,10 +136,18 @@ def run(
         outcome = ProbeOutcome({}, {})
         if c["probe"]["enabled"] and x.exposed:
             t = time.perf_counter()
+            dyn = after_training(x, kept[-1].step if kept else -1, step, output_dir / "probe" / "dynamics")
+            seconds["dynamics"] = time.perf_counter() - t
+            t = time.perf_counter()
             state = x.session().run(x.data, checkpoint=checkpoint)
-            outcome = probe_outcome(c, state, x.summary, output_dir / "probe")
+            context = {"run id": tracker.run_id or "(not tracked)", "overrides": " ".join(overrides) or "(defaults)"}
+            context |= {"step": str(step), **{k: f"{v:.4g}" for k, v in eval_metrics.items()}}
+            report = {"context": context, "dynamics": dyn and report_section(dyn, output_dir / "probe" / "dynamics")}
+            outcome = probe_outcome(c, state, x.summary, output_dir / "probe", report)
             seconds["probe"] = time.perf_counter() - t
             log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
+            if dyn:
+                tracker.log_metric_records(dyn.records(outcome.metrics))
             tracker.log_metrics(outcome.metrics, step=step)
             tracker.log_artifacts(output_dir / "probe", "probe")
         if tracker.run_id:
@@ -199,7 +209,7 @@ def _train(
         if cluster.is_chief:
             model_dir.mkdir(parents=True, exist_ok=True)
             (model_dir / MODEL_DIR_CONFIG).write_text(config_text)
-        return x.engine.train(x.data, budget, tracker.log_metric_records), None
+        return x.engine.train(x.data, budget, tracker.log_metric_records), None  # no snapshots in a cluster
     # Parallel sweep jobs with the same training config share the model_dir: one trains, the others
     # wait and then resume from its last checkpoint.
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +218,8 @@ def _train(
         kept = x.engine.checkpoints()
         latest = kept[-1].step if kept else 0
         if latest < budget:
-            return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation), None
+            snaps = snapshot_steps(x.c)
+            return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps), None
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
     return _budget_checkpoint(x, kept)
 

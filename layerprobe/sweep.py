@@ -51,7 +51,7 @@ def _failed_jobs(sweep_dir: Path) -> list[str]:
 class SweepSummary:
     """What the parent run gets: every child's overrides and eval metrics, and the best child."""
 
-    header: list[str]  # run_id, name, status, overrides, then every eval/ metric of any child
+    header: list[str]  # run_id, name, status, overrides, then every eval/ and probe/ metric of any child
     # status: FINISHED, FAILED, KILLED, or PRUNED (a FINISHED run tagged pruned=true)
     rows: list[list[str]]  # one per child, oldest first; "" where a child lacks a metric
     tags: dict[str, str]
@@ -61,7 +61,7 @@ class SweepSummary:
 
 def summarize(children: Sequence[RunSummary], objective: str, direction: str) -> SweepSummary:
     """The sweep's table and its best child by `objective` (`direction`: maximize or minimize)."""
-    keys = sorted({k for r in children for k in r.metrics if k.startswith("eval/")})
+    keys = sorted({k for r in children for k in r.metrics if k.startswith(("eval/", "probe/"))})
     rows = [
         [
             r.run_id,
@@ -172,9 +172,10 @@ class SweepCallback(Callback):
         return run_id
 
     def _compare_children(self, uri: str, parent: str, config: DictConfig, sweep_dir: Path) -> None:
-        """CKA across the finished children, per layer they all expose, logged to the parent."""
+        """CKA across the finished children, per layer they all expose, and the compare report
+        (compare/report.html), logged to the parent."""
         from layerprobe import tracking
-        from layerprobe.compare import compare_runs
+        from layerprobe.compare import compare_report, compare_runs
         from layerprobe.errors import LayerprobeError
 
         children = [r for r in tracking.child_runs(uri, parent) if tracking.run_info(uri, r)["status"] == "FINISHED"]
@@ -186,6 +187,7 @@ class SweepCallback(Callback):
                 compare_runs(uri, children, layer, sweep_dir, log_to=parent)
             except LayerprobeError as e:  # e.g. the children probed different examples
                 log.warning("no CKA across runs for %s: %s", layer, e)
+        compare_report(uri, children, sweep_dir, log_to=parent)
 
     def _end_abandoned_parent(self, config: DictConfig, sweep_dir: Path) -> None:
         if self._ended:

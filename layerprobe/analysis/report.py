@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from layerprobe import __version__
 from layerprobe.analysis.analyze import AnalysisResult
@@ -55,8 +56,14 @@ def write_report(
     layer_stats: Mapping[str, Mapping[str, float]],
     plots: Mapping[str, Sequence[Path]],
     analysis: AnalysisResult | None,
+    context: Mapping[str, str] | None = None,
+    dynamics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the run's report to path; layers appear in layer_stats order, then any others."""
+    """Write the run's report to path; layers appear in layer_stats order, then any others.
+
+    context: what names the run (run id, overrides, step, eval metrics), shown under the title.
+    dynamics: trace.report_section of the run's training dynamics (examples, steps, rows, images).
+    """
     layers = _layer_order(layer_stats, plots, analysis)
     parts = [
         "<!DOCTYPE html>",
@@ -67,10 +74,12 @@ def write_report(
         f'<p class="sub">{len(layers)} exposed layer{"s" if len(layers) != 1 else ""}'
         + (f", {analysis.examples} sampled examples per layer" if analysis else "")
         + "</p>",
+        _context(context or {}),
         _nav(layers),
         '<h2 id="model">Model</h2>',
         f"<pre>{_e(model_summary.rstrip())}</pre>",
         _analysis_section(analysis),
+        _dynamics_section(dynamics),
     ]
     for i, name in enumerate(layers):
         parts.append(_layer_section(i, name, layer_stats.get(name, {}), plots.get(name, ()), analysis))
@@ -95,6 +104,7 @@ def _layer_order(
 
 def _nav(layers: Sequence[str]) -> str:
     links = ['<a href="#model">Model</a>', '<a href="#analysis">Representation analysis</a>']
+    links += ['<a href="#dynamics">Training dynamics</a>']
     links += [f'<a href="#layer-{i}">{_e(n)}</a>' for i, n in enumerate(layers)]
     return "<nav>" + " ".join(links) + "</nav>"
 
@@ -150,6 +160,35 @@ def _analysis_section(a: AnalysisResult | None) -> str:
         out.append(_image(a.files["cka.png"]))
     notes = [f'<p class="note">{_e(k)}: {_e(v)}</p>' for k, v in a.notes.items()]
     return "\n".join(out + notes)
+
+
+def _context(context: Mapping[str, str]) -> str:
+    if not context:
+        return ""
+    rows = "".join(f'<tr><th>{_e(k)}</th><td class="key">{_e(v)}</td></tr>' for k, v in context.items())
+    return f'<table class="context">{rows}</table>'
+
+
+def _dynamics_section(d: Mapping[str, Any] | None) -> str:
+    out = ['<h2 id="dynamics">Training dynamics</h2>']
+    if not d:
+        out.append('<p class="note">No probe points during training for this run (probe.dynamics).</p>')
+        return "\n".join(out)
+    steps = ", ".join(str(s) for s in d["steps"])
+    out.append(f'<p class="sub">{d["examples"]} examples of the probe split at steps {_e(steps)}.</p>')
+    rows = d.get("rows") or []
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    if len(cols) > 1:
+        head = "".join(f"<th>{_e(k)}</th>" for k in cols)
+        body = "".join(
+            "<tr>" + "".join(f'<td class="num">{_fmt(r[k]) if k in r else ""}</td>' for k in cols) + "</tr>"
+            for r in rows
+        )
+        out.append(f"<table><tr>{head}</tr>{body}</table>")
+    if d.get("note"):
+        out.append(f'<p class="sub">{_e(d["note"])}</p>')
+    out.extend(_image(p) for p in d.get("images") or ())
+    return "\n".join(out)
 
 
 def _layer_section(

@@ -76,7 +76,8 @@ def data_command(argv: Sequence[str]) -> int:
 
 
 def probe_command(argv: Sequence[str]) -> int:
-    """`layerprobe probe RUN_ID|MODEL_DIR [--allow-imports] [overrides]`: probe without retraining.
+    """`layerprobe probe RUN_ID|MODEL_DIR [--checkpoints all] [--allow-imports] [overrides]`: probe
+    without retraining; --checkpoints all: also every kept checkpoint, as training dynamics.
     `--shard I/N --state-dir DIR` probes the I-th of N disjoint parts of the split and writes its
     mergeable state to DIR; `--merge DIR` folds the N states into one pass's statistics and logs them."""
     import argparse
@@ -93,6 +94,9 @@ def probe_command(argv: Sequence[str]) -> int:
     parser.add_argument("--shard", default=None, metavar="I/N", help="probe only shard I of N (0 <= I < N)")
     parser.add_argument("--state-dir", default=None, help="--shard: where the shard's state file goes")
     parser.add_argument("--merge", default=None, metavar="DIR", help="merge the shard states in DIR and log")
+    parser.add_argument(
+        "--checkpoints", choices=["latest", "all"], default="latest", help="all: every kept checkpoint too"
+    )
     args, overrides = parser.parse_known_args(argv)
     out = args.output_dir or f"outputs/reprobe-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -113,7 +117,9 @@ def probe_command(argv: Sequence[str]) -> int:
         if args.merge:
             stats, run_id = reprobe.merge_shards(args.source, overrides, args.merge, out, args.allow_imports)
         else:
-            stats, run_id = reprobe.probe_existing(args.source, overrides, out, args.allow_imports)
+            stats, run_id = reprobe.probe_existing(
+                args.source, overrides, out, args.allow_imports, args.checkpoints == "all"
+            )
     except LayerprobeError as e:
         return fail(e)
     except yaml.YAMLError as e:  # a logged config is read with safe_load: tags such as !!python are refused
@@ -203,41 +209,46 @@ def upload_pending_command(argv: Sequence[str]) -> int:
 
 
 def compare_command(argv: Sequence[str]) -> int:
-    """`layerprobe compare RUN_ID ... --layer L` or `--sweep PARENT_ID`: linear CKA of one layer
-    across runs, as cka_across.json and a heatmap (logged to the sweep's parent with --sweep)."""
+    """`layerprobe compare RUN_ID ...` or `--sweep PARENT_ID` [--layer L]: one HTML report of the runs,
+    layer by layer (statistics, histograms, dynamics, linear probes by depth, CKA across runs); with
+    --layer, that layer's CKA matrix is printed too (and everything is logged to the parent with --sweep)."""
     import argparse
     from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="layerprobe compare", description=compare_command.__doc__)
     parser.add_argument("run_ids", nargs="*")
-    parser.add_argument("--layer", required=True)
+    parser.add_argument("--layer", default=None, help="only this layer (default: every exposed layer)")
     parser.add_argument("--sweep", default=None, help="a sweep's parent run: compare its children, log there")
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--output-dir", default="outputs")
     args = parser.parse_args(argv)
     try:
         from layerprobe import tracking
-        from layerprobe.compare import compare_runs
+        from layerprobe.compare import compare_report, compare_runs
 
         uri = args.tracking_uri or tracking.resolve_uri(None)
         ids = list(args.run_ids) or (tracking.child_runs(uri, args.sweep) if args.sweep else [])
         if len(ids) < 2:
             raise LayerprobeError("compare needs at least two runs (run ids, or --sweep PARENT_ID)")
-        result = compare_runs(uri, ids, args.layer, Path(args.output_dir), log_to=args.sweep)
+        out = Path(args.output_dir)
+        result = compare_runs(uri, ids, args.layer, out, log_to=args.sweep) if args.layer else None
+        report = compare_report(uri, ids, out, [args.layer] if args.layer else None, log_to=args.sweep)
     except LayerprobeError as e:
         return fail(e)
-    width = max(len(n) for n in result.runs)
-    print(f"linear CKA of {result.layer} across {len(result.runs)} runs ({result.examples} examples)")
-    for name, row in zip(result.runs, result.cka):
-        print(f"  {name:<{width}}  " + "  ".join(f"{v:.3f}" for v in row))
-    print(f"files: {', '.join(str(f) for f in result.files)}")
+    if result is not None:
+        width = max(len(n) for n in result.runs)
+        print(f"linear CKA of {result.layer} across {len(result.runs)} runs ({result.examples} examples)")
+        for name, row in zip(result.runs, result.cka):
+            print(f"  {name:<{width}}  " + "  ".join(f"{v:.3f}" for v in row))
+        print(f"files: {', '.join(str(f) for f in result.files)}")
+    print(f"report: {report}")
     return 0
 
 
 # name -> (function, what it does in one line); `layerprobe --help` lists them in this order.
 SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "probe": (probe_command, "probe a finished run or model_dir again, any layers, without retraining"),
-    "compare": (compare_command, "linear CKA of one layer across runs or a sweep's children"),
+    "compare": (compare_command, "one HTML report comparing runs (or a sweep's children) layer by layer"),
     "reproduce": (reproduce_command, "rerun a logged run from its config and diff every metric"),
     "check": (check_command, "run experiments/ and compare with their baselines (the CI gate)"),
     "data": (data_command, "a data config's split sizes, element spec and a few examples; no model"),

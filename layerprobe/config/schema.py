@@ -110,6 +110,22 @@ class TrainerConfig:
 
 
 @dataclass
+class DynamicsConfig:
+    """Probing while the model trains: the first `examples` of the probe split at each probe point."""
+
+    enabled: bool = True
+    # checkpoint (every trainer.save_checkpoints_steps) | N (every N steps) | [steps]; the
+    # initialised model (step 0) is probed too when training starts from scratch.
+    every: Any = "checkpoint"
+    # The first `examples` of the probe split, the same at every point and in every run (cost grows
+    # linearly); None: 256, or the whole split when it is smaller.
+    examples: Optional[int] = None
+    linear_every: int = 1  # linear probes at every k-th probe point (0: never); sklearn time
+    cka: bool = True  # CKA of each layer against its own final-checkpoint representation
+    histograms: bool = True  # TensorBoard histogram events, from the sketch
+
+
+@dataclass
 class ProbeConfig:
     enabled: bool = True
     split: str = "eval"
@@ -127,6 +143,7 @@ class ProbeConfig:
     sample_seed: int = 0  # not trainer.seed: runs of a sweep sample the same examples, for CKA across runs
     plots: bool = True
     analysis: bool = True  # linear probes, CKA between layers, probe/report.html
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
 
 @dataclass

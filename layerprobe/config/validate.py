@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from layerprobe.config.applications import application_name, check_application
 from layerprobe.config.archs import check_expanded, check_probe_layers, check_warm_start
+from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
 from layerprobe.config.names import ENGINES, LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
 from layerprobe.errors import ConfigError
@@ -27,6 +28,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
         _check_trainer(c["trainer"])
         _check_data(c["data"])
         _check_probe(c["probe"], model)
+        check_dynamics(c["probe"]["dynamics"], c["trainer"])
         _check_tracking(c["tracking"])
     except (KeyError, TypeError, AttributeError, IndexError):
         # A key missing or of the wrong kind (a plain dict that never met the schema): name it.

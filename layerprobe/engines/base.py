@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+SNAPSHOT_DIR = "dynamics"  # under model_dir: the snapshots probed for training dynamics, all kept
+
 # The layer tensors of one built graph by name, and the probe feed of the batch (label: (batch,) or
 # None; sample: ((batch,) bool in the reservoir, (batch,) int64 example index) or None) -> named
 # tensors that PREDICT returns beside the outputs. The probe session passes its summaries this way.
@@ -99,10 +101,13 @@ class Engine(Protocol):
         until_step: int,
         progress: ProgressSink | None = None,
         on_evaluation: EvaluationCallback | None = None,
+        snapshots: Sequence[int] = (),
     ) -> int:
         """Train (or resume) up to global step `until_step`; returns the step reached. With
         `on_evaluation`, each checkpoint saved on the way is evaluated on the eval split and handed to
-        it; training stops early at the first True it returns."""
+        it; training stops early at the first True it returns. At each step of `snapshots` that this
+        call passes (0: the initialised model, when starting from scratch) the model is also saved
+        where `snapshots()` lists it, without changing the training trajectory."""
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
         """Metrics of one pass over `split` at `checkpoint` (default: the latest)."""
@@ -117,6 +122,9 @@ class Engine(Protocol):
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints model_dir keeps, oldest first."""
+
+    def snapshots(self) -> list[Checkpoint]:
+        """The snapshots saved for training dynamics (every one kept), oldest first."""
 
     def event_files(self) -> list[str]:
         """TensorBoard event files written while training, to be logged with the run."""

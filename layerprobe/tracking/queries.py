@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,9 @@ def child_runs(uri: str, parent_id: str) -> list[str]:
 def latest_metric_points(uri: str, run_id: str) -> dict[str, tuple[int, float]]:
     """Each metric's latest point in the run: key -> (step, value)."""
     return {m.key: (int(m.step), float(m.value)) for m in run_data(uri, run_id)._metric_objs}
+
+
+def metric_steps(uri: str, run_id: str, keys: Sequence[str]) -> dict[str, set[int]]:
+    """The steps at which the run holds a point of each of `keys` (empty for a key never logged)."""
+    c = client(uri)
+    return {k: {int(m.step) for m in c.get_metric_history(run_id, k)} for k in keys}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from layerprobe._tf import tf
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
+    SNAPSHOT_DIR,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
@@ -21,9 +22,10 @@ from layerprobe.engines.base import (
     PredictRequest,
     ProgressSink,
 )
-from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook
+from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
+from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 from layerprobe.graph.warm import WarmStart
@@ -58,6 +60,8 @@ class EstimatorEngine:
             if ws.get("source")
             else None
         )
+        # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
+        self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -98,21 +102,25 @@ class EstimatorEngine:
         until_step: int,
         progress: ProgressSink | None = None,
         on_evaluation: EvaluationCallback | None = None,
+        snapshots: Sequence[int] = (),
     ) -> int:
         from layerprobe import distributed as D
 
         t = self.trainer
-        hook = ProgressHook(t["log_every_steps"], until_step, flush=progress)
+        hooks: list[Any] = [ProgressHook(t["log_every_steps"], until_step, flush=progress)]
         train_fn = train_input_fn(data, self.data_cfg, t["seed"])
         est = self.estimator()
         if D.role().in_cluster:
-            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, [hook])
+            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
         else:
             evaluate = functools.partial(self.evaluate, data, "eval")  # (checkpoint path) -> metrics
             listeners = (
                 [EvaluationListener(evaluate, on_evaluation, self.model_dir, until_step)] if on_evaluation else []
             )
-            est.train(train_fn, max_steps=until_step, hooks=[hook], saving_listeners=listeners)
+            if snapshots:
+                Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
+                hooks.append(SnapshotHook(set(snapshots), self.snapshot_dir))
+            est.train(train_fn, max_steps=until_step, hooks=hooks, saving_listeners=listeners)
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
@@ -125,6 +133,12 @@ class EstimatorEngine:
     def predict(
         self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
+        if checkpoint is not None:  # several checkpoints of one request: one graph, restored for each
+            key = (data, request, extra)
+            if self._predictor is None or not same_request(self._predictor[0], key):
+                self._predictor = (key, CheckpointPredictor(self.spec, data, request, extra, self.config))
+            yield from self._predictor[1].run(checkpoint)
+            return
         # `yield_single_examples=False`: each item is one batch's outputs, so the host loop runs once
         # per batch and never per example.
         est = self.estimator(extra)
@@ -148,6 +162,16 @@ class EstimatorEngine:
         paths = list(state.all_model_checkpoint_paths) if state else []
         return sorted(
             (Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step
+        )
+
+    @property
+    def snapshot_dir(self) -> str:
+        return str(Path(self.model_dir) / SNAPSHOT_DIR)
+
+    def snapshots(self) -> list[Checkpoint]:
+        found = Path(self.snapshot_dir).glob("snapshot-*.index")
+        return sorted(
+            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
         )
 
     def event_files(self) -> list[str]:

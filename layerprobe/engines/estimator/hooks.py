@@ -106,3 +106,37 @@ class EvaluationListener(tf.estimator.CheckpointSaverListener):
             return False
         metrics = self.evaluate(tf.train.latest_checkpoint(self.model_dir))
         return bool(self.on_evaluation(int(global_step), metrics))
+
+
+class SnapshotHook(tf.estimator.SessionRunHook):
+    """Saves the variables at each of `steps` into `directory` (`snapshot-<step>`, all kept), beside
+    the Estimator's own checkpoints, whose keep_checkpoint_max may delete them. The step-0 snapshot is
+    the initialised model, saved when the session starts from scratch. Saving only reads variables,
+    so the training trajectory is the same with or without this hook."""
+
+    def __init__(self, steps: set[int], directory: str) -> None:
+        self.steps = set(steps)
+        self.directory = directory
+
+    def begin(self) -> None:
+        self.step = tf.compat.v1.train.get_global_step()
+        self.saver = tf.compat.v1.train.Saver(max_to_keep=None, save_relative_paths=True)
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        self.current = int(session.run(self.step))
+        if self.current == 0:
+            self._save(session, 0)
+
+    def before_run(self, run_context: Any) -> Any:
+        return tf.estimator.SessionRunArgs(self.step)
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        self.current = max(self.current + 1, int(run_values.results))  # see ProgressHook.after_run
+        self._save(run_context.session, self.current)
+
+    def _save(self, session: Any, step: int) -> None:
+        if step in self.steps:
+            self.steps.discard(step)
+            prefix = f"{self.directory}/snapshot-{step}"
+            self.saver.save(session, prefix, write_meta_graph=False, write_state=False)
+            log.debug("snapshot at step %d: %s", step, prefix)

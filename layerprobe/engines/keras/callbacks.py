@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -75,15 +76,35 @@ class Checkpoints(keras.callbacks.Callback):
     """A checkpoint at every multiple of `every` global steps and at the end of training (the
     Estimator's cadence), so a killed run resumes from the last multiple."""
 
-    def __init__(self, saver: Saver, every: int, start: int) -> None:
+    def __init__(
+        self,
+        saver: Saver,
+        every: int,
+        start: int,
+        until: int,
+        after_save: Callable[[int, str], bool] | None = None,
+        snapshots: Sequence[int] = (),
+        snapshot_dir: str = "",
+    ) -> None:
+        """`after_save(step, path)` hears every checkpoint saved before the last (a sweep's pruner:
+        True stops training); `snapshots` are the steps also saved, all kept, in `snapshot_dir`."""
         super().__init__()
-        self.saver, self.every, self.step, self.saved = saver, every, start, start
+        self.saver, self.every, self.step, self.saved, self.until = saver, every, start, start, until
+        self.after_save, self.snapshots, self.snapshot_dir = after_save, set(snapshots), snapshot_dir
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.step == 0 and 0 in self.snapshots:  # the initialised model
+            self.saver.snapshot(0, self.snapshot_dir)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
+        if self.step in self.snapshots:
+            self.saver.snapshot(self.step, self.snapshot_dir)
         if self.step % self.every == 0:
-            self.saver.save(self.step)
+            path = self.saver.save(self.step)
             self.saved = self.step
+            if self.after_save is not None and self.step < self.until and self.after_save(self.step, path):
+                self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.saved != self.step:

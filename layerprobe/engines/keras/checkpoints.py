@@ -52,6 +52,17 @@ class Saver:
     def restore(self, path: str) -> None:
         self._saver.restore(None, path)
 
+    def snapshot(self, step: int, directory: str) -> str:
+        """The variables at `step` as `directory/snapshot-<step>`, never deleted (training dynamics)."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        if not hasattr(self, "_snapshots"):
+            self._snapshots = tf.compat.v1.train.Saver(
+                var_list=self._saver._var_list, max_to_keep=None, save_relative_paths=True
+            )
+        prefix = str(Path(directory) / f"snapshot-{step}")
+        self._snapshots.save(None, prefix, write_meta_graph=False, write_state=False)
+        return prefix
+
 
 def restore_weights(model: Any, path: str) -> None:
     """The model's weights only, by key, from `path` (either engine's checkpoint)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import (
+    SNAPSHOT_DIR,
     Checkpoint,
+    EvaluationCallback,
     ExtraOutputs,
     LayerRow,
     ModelSummary,
@@ -74,7 +76,14 @@ class KerasEngine:
         del model
         return ModelSummary(rows)
 
-    def train(self, data: Any, until_step: int, progress: ProgressSink | None = None) -> int:
+    def train(
+        self,
+        data: Any,
+        until_step: int,
+        progress: ProgressSink | None = None,
+        on_evaluation: EvaluationCallback | None = None,
+        snapshots: Sequence[int] = (),
+    ) -> int:
         model, _, saver = self._model()
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest is not None:  # resume: weights, optimizer state and global_step
@@ -86,7 +95,17 @@ class KerasEngine:
         keras.utils.set_random_seed(t["seed"])  # dropout and other random ops of this fit call
         callbacks = [
             Progress(t["log_every_steps"], start, until_step, progress, self.model_dir),
-            Checkpoints(saver, t["save_checkpoints_steps"], start),
+            Checkpoints(
+                saver,
+                t["save_checkpoints_steps"],
+                start,
+                until_step,
+                (lambda step, path: bool(on_evaluation(step, self.evaluate(data, "eval", path))))
+                if on_evaluation
+                else None,
+                snapshots,
+                self.snapshot_dir,
+            ),
         ]
         ds = fit_dataset(self.spec, data, self.data_cfg, t["seed"])
         # shuffle=False: the data source shuffles (seeded); fit would only warn that it ignores True
@@ -158,6 +177,16 @@ class KerasEngine:
 
     def checkpoints(self) -> list[Checkpoint]:
         return ckpt.listed(self.model_dir)
+
+    @property
+    def snapshot_dir(self) -> str:
+        return str(Path(self.model_dir) / SNAPSHOT_DIR)
+
+    def snapshots(self) -> list[Checkpoint]:
+        found = Path(self.snapshot_dir).glob("snapshot-*.index")
+        return sorted(
+            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
+        )
 
     def event_files(self) -> list[str]:
         return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))

@@ -1,0 +1,109 @@
+"""Training dynamics of one run, end to end: probe the points, write their files.
+
+Files: `<out_dir>/dynamics.json` (every series), `<out_dir>/<layer>.png`, `<out_dir>/convergence.png`,
+and TensorBoard histogram events under `<model_dir>/probe`, beside the engine's own events (the run
+logs them with its TensorBoard directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from layerprobe.dynamics.points import Dynamics, probe_points
+from layerprobe.engines.base import Checkpoint
+
+log = logging.getLogger(__name__)
+TENSORBOARD_SUBDIR = "probe"  # a TensorBoard "run" of its own beside train and eval
+DEFAULT_EXAMPLES = 256  # probe.dynamics.examples=null: enough for stable percentiles and linear probes
+
+
+def subset_size(c: Mapping[str, Any], data: Any) -> int:
+    """How many examples of the probe split each point probes (probe.dynamics.examples)."""
+    size = data.size(c["probe"]["split"])
+    chosen = c["probe"]["dynamics"]["examples"]
+    return min(DEFAULT_EXAMPLES, size) if chosen is None else chosen
+
+
+def trace(x: Any, checkpoints: Sequence[Checkpoint], out_dir: Path) -> Dynamics:
+    """Probe `checkpoints` of Experiment `x` on the configured subset and write the files."""
+    c: Mapping[str, Any] = x.c
+    d = c["probe"]["dynamics"]
+    examples = subset_size(c, x.data)
+    dyn = probe_points(
+        x.session(), x.data, x.summary, checkpoints, examples, d["linear_every"], d["cka"], c["trainer"]["seed"]
+    )
+    write_files(dyn, out_dir, plots=c["probe"]["plots"])
+    if d["histograms"]:
+        from layerprobe.dynamics.tensorboard import write_histograms
+
+        write_histograms(dyn, Path(x.engine.model_dir) / TENSORBOARD_SUBDIR)
+    return dyn
+
+
+def write_files(dyn: Dynamics, out_dir: Path, plots: bool) -> list[Path]:
+    """dynamics.json and, with `plots`, a PNG per layer and convergence.png; returns the PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "dynamics.json").write_text(json.dumps(dyn.to_dict(), indent=1))
+    if not plots or not dyn.points:
+        return []
+    from layerprobe.dynamics.plots import convergence_plot, layer_dynamics_plot
+
+    pngs = [layer_dynamics_plot(dyn, n, out_dir / f"{n}.png") for n in dyn.layers]
+    if any(p.linear_acc or p.cka_to_final for p in dyn.points):
+        pngs.append(convergence_plot(dyn, out_dir / "convergence.png"))
+    return pngs
+
+
+def report_section(dyn: Dynamics, out_dir: Path) -> dict[str, Any]:
+    """What report.html's dynamics section shows: the PNGs and a table of steps."""
+    rows = [
+        {
+            "step": p.step,
+            **{f"{n} linear acc": v for n, v in p.linear_acc.items()},
+            **{f"{n} CKA to final": v for n, v in p.cka_to_final.items()},
+        }
+        for p in dyn.points
+    ]
+    images = [out_dir / f"{n}.png" for n in dyn.layers] + [out_dir / "convergence.png"]
+    found = [p for p in images if p.is_file()]
+    return {"examples": dyn.examples, "steps": dyn.steps, "rows": rows, "images": found, "note": convergence_order(dyn)}
+
+
+def convergence_order(dyn: Dynamics) -> str:
+    """Whether lower layers reached their final representation earlier (Raghu et al. 2017): the
+    layers' mean CKA to the final point over the earlier points, in depth order."""
+    early = dyn.points[:-1]
+    series = {n: [p.cka_to_final[n] for p in early if n in p.cka_to_final] for n in dyn.layers}
+    means = {n: sum(v) / len(v) for n, v in series.items() if v}
+    if len(means) < 2:
+        return ""
+    values = list(means.values())
+    lower_first = all(a >= b for a, b in zip(values, values[1:]))
+    shown = ", ".join(f"{n} {v:.3f}" for n, v in means.items())
+    verdict = (
+        "lower layers converged earlier"
+        if lower_first
+        else "not in depth order: lower layers did not all converge earlier"
+    )
+    return f"Mean CKA to the final checkpoint before it, by depth: {shown} ({verdict})."
+
+
+def check_subset(c: Mapping[str, Any], data: Any) -> None:
+    """probe.dynamics.examples must fit in the probe split (one ConfigError, before any training)."""
+    from layerprobe.errors import ConfigError
+
+    d, split = c["probe"]["dynamics"], c["probe"]["split"]
+    if c["probe"]["enabled"] and d["enabled"] and subset_size(c, data) > data.size(split):
+        rule = f"the probe subset must fit in the {split} split ({data.size(split)} examples)"
+        raise ConfigError("probe.dynamics.examples", d["examples"], rule)
+
+
+def after_training(x: Any, start: int, step: int, out_dir: Path) -> Dynamics | None:
+    """The points of the snapshots this run trained (after `start`, up to `step`): a resumed run
+    continues the series of its model_dir without probing a step again. None when there are none."""
+    checkpoints = [k for k in x.engine.snapshots() if start < k.step <= step]
+    return trace(x, checkpoints, out_dir) if checkpoints else None

@@ -1,0 +1,189 @@
+"""Training dynamics (README "Training dynamics"): probe points during training, their metric
+series, TensorBoard histograms from the sketch, resume, and `probe --checkpoints all`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from layerprobe.dynamics.cadence import probe_steps
+from layerprobe.experiment import prepare
+from layerprobe.runner import run
+
+pytestmark = pytest.mark.integration
+
+
+def _steps(result, key):
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    return sorted(m.step for m in client.get_metric_history(result.run_id, key))
+
+
+def _history(result, key):
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    return {m.step: m.value for m in client.get_metric_history(result.run_id, key)}
+
+
+def test_cadences():
+    from layerprobe.dynamics.cadence import snapshot_steps
+    from tests.conftest import plain
+
+    assert snapshot_steps(plain([])) == [0, 500, 1000]  # `make run`: three points per statistic
+    assert snapshot_steps(plain(["probe.dynamics.enabled=false"])) == []
+    assert probe_steps("checkpoint", 1000, 500) == [0, 500, 1000]
+    assert probe_steps(300, 1000, 500) == [0, 300, 600, 900, 1000]
+    assert probe_steps([5, 1, 5, 20], 20, 10) == [0, 1, 5, 20]
+
+
+@pytest.fixture
+def trained(tiny, tmp_path):
+    c = tiny("probe.dynamics.examples=100", "probe.plots=true")
+    return c, run(c, tmp_path / "train")
+
+
+def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(trained, tmp_path):
+    c, result = trained
+    # step 0 (the initialised model) and the checkpoints at 10 and 20; the final full probe keeps step 20
+    assert _steps(result, "probe/conv1/mean") == [0, 10, 20]
+    assert _steps(result, "probe/conv1/cka_to_final") == [0, 10, 20]
+    series = json.loads((tmp_path / "train/probe/dynamics/dynamics.json").read_text())
+    assert series["steps"] == [0, 10, 20] and series["examples"] == 100
+    assert series["layers"]["conv1"]["cka_to_final"][-1] == pytest.approx(1.0)
+    # a probe after training, of the final checkpoint (Estimator.predict at the latest), on the same 100 examples
+    x = prepare(c, result.model_dir)
+    after = x.session().run(x.data, max_examples=100).stats(x.summary)
+    for layer in ("conv1", "logits"):
+        assert series["layers"][layer]["scalars"]["mean"][-1] == after[layer].mean
+        assert series["layers"][layer]["scalars"]["p50"][-1] == after[layer].percentiles["p50"]
+        assert series["layers"][layer]["histograms"][-1]["counts"] == after[layer].histogram_counts
+    # the earlier points are logged as they were probed, the last step holds the full probe's value
+    logged = _history(result, "probe/conv1/mean")
+    assert logged[0] == pytest.approx(series["layers"]["conv1"]["scalars"]["mean"][0])
+    assert logged[20] == pytest.approx(result.probe_metrics["probe/conv1/mean"])
+    # a PNG per layer and the report's dynamics section
+    assert (tmp_path / "train/probe/dynamics/conv1.png").is_file()
+    report = (tmp_path / "train/probe/report.html").read_text()
+    assert 'id="dynamics"' in report and "at steps 0, 10, 20" in report
+    assert "Mean CKA to the final checkpoint before it, by depth: conv1 " in report
+    assert result.run_id in report and "eval/accuracy" in report
+
+
+def test_tensorboard_histograms_sum_to_the_values_seen(trained, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    c, result = trained
+    acc = EventAccumulator(f"{result.model_dir}/probe", size_guidance={"histograms": 0})
+    acc.Reload()
+    series = json.loads((tmp_path / "train/probe/dynamics/dynamics.json").read_text())
+    for layer in ("conv1", "logits"):
+        events = acc.Histograms(f"probe/{layer}/activations")
+        assert [e.step for e in events] == [0, 10, 20]
+        for e, count in zip(events, series["layers"][layer]["scalars"]["count"]):
+            h = e.histogram_value
+            assert sum(h.bucket) == h.num == count  # every finite value seen, once
+        # conv1 on 100 examples: 8x8 positions x 4 channels each (tiny_cnn)
+    assert series["layers"]["conv1"]["scalars"]["count"][0] == 100 * 8 * 8 * 4
+    # copied with the run's TensorBoard directory
+    assert list((tmp_path / "train/tensorboard/probe").glob("events.out.tfevents.*"))
+
+
+def test_a_resumed_run_continues_the_series(tiny, tmp_path):
+    first = run(tiny("probe.analysis=false"), tmp_path / "a")
+    second = run(tiny("probe.analysis=false", "trainer.train_steps=40"), tmp_path / "b")
+    assert _steps(first, "probe/conv1/std") == [0, 10, 20]
+    assert _steps(second, "probe/conv1/std") == [30, 40]  # no step probed twice
+    series = json.loads((tmp_path / "b/probe/dynamics/dynamics.json").read_text())
+    assert series["steps"] == [30, 40]
+
+
+def test_probe_checkpoints_all_logs_one_point_per_kept_checkpoint(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    result = run(tiny("probe.dynamics.enabled=false", "trainer.keep_checkpoint_max=2"), tmp_path / "t")
+    assert _steps(result, "probe/conv1/mean") == [20]  # no dynamics in training
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", "probe", result.run_id, "--checkpoints", "all",
+         "probe.dynamics.examples=50", f"tracking.uri={result.tracking_uri}", "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _steps(result, "probe/conv1/mean") == [10, 20]  # the two kept checkpoints, step 20 once
+    assert _steps(result, "probe/conv1/cka_to_final") == [10, 20]
+    series = json.loads((tmp_path / "o/probe/dynamics/dynamics.json").read_text())
+    assert series["steps"] == [10, 20] and series["examples"] == 50
+
+
+STEP_RULE = "a probe step is an integer in [1, trainer.train_steps=20]"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("probe.dynamics.every=0", f"probe.dynamics.every: {STEP_RULE}. Received: 0"),
+        ("probe.dynamics.every=-3", f"probe.dynamics.every: {STEP_RULE}. Received: -3"),
+        ("probe.dynamics.every=[5,50]", f"probe.dynamics.every[1]: {STEP_RULE}. Received: 50"),
+        (
+            "probe.dynamics.every=chekpoint",
+            "probe.dynamics.every: a cadence is checkpoint, a step count or a list. Received: 'chekpoint'. "
+            "Did you mean 'checkpoint'? Allowed: checkpoint",
+        ),
+        (
+            "probe.dynamics.examples=5000",
+            "probe.dynamics.examples: the probe subset must fit in the eval split (359 examples). Received: 5000",
+        ),
+    ],
+)
+def test_bad_cadence_or_subset_is_one_line_and_exit_2(tmp_path, override, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", "model=tiny_cnn", "trainer=quick", override,
+         f"trainer.model_dir={tmp_path / 'm'}", f"tracking.uri=sqlite:///{tmp_path / 'db'}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(message), r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m").exists()  # nothing half-written
+
+
+def test_training_is_bitwise_the_same_with_or_without_dynamics(tiny, tmp_path):
+    import tensorflow as tf
+
+    on = run(tiny("probe.analysis=false", model_dir=str(tmp_path / "on")), tmp_path / "a")
+    off = run(
+        tiny("probe.analysis=false", "probe.dynamics.enabled=false", model_dir=str(tmp_path / "off")), tmp_path / "b"
+    )
+    assert on.eval_metrics == off.eval_metrics
+    a, b = tf.train.latest_checkpoint(on.model_dir), tf.train.latest_checkpoint(off.model_dir)
+    names = [n for n, _ in tf.train.list_variables(a)]
+    assert names == [n for n, _ in tf.train.list_variables(b)]
+    for n in names:
+        np.testing.assert_array_equal(tf.train.load_variable(a, n), tf.train.load_variable(b, n))
+    assert not (tmp_path / "off" / "dynamics").exists()
+
+
+def _readme_section_runs() -> list[list[str]]:
+    import re
+    import shlex
+
+    from layerprobe.cli import COMMANDS
+    from tests.test_readme import README
+
+    text = README.read_text()
+    section = text[text.index("## Training dynamics") :]
+    section = section[: section.index("\n## ", 3)]
+    lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in section.splitlines()]
+    runs = [shlex.split(ln)[1:] for ln in lines if ln.startswith("layerprobe")]
+    return [args for args in runs if not args or args[0] not in COMMANDS]
+
+
+@pytest.mark.parametrize("args", _readme_section_runs())
+def test_the_readme_training_commands_pass_every_check_before_training(args, capsys):
+    from layerprobe.cli import main
+
+    assert main(["validate", *args]) == 0, capsys.readouterr().err  # data and graph checks too, not --static
