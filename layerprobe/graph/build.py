@@ -94,7 +94,9 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], tr
             raise ConfigError(path, spec["type"], "layers with several outputs are not supported; expose one")
         tensors[name] = y
         built[name] = layer
-        graph.updates.extend(layer.updates)  # BatchNorm moving averages are not in UPDATE_OPS here
+        # BatchNorm moving averages are not in UPDATE_OPS under tf.keras 2; Keras 3 layers have no
+        # `updates` (fit applies them itself)
+        graph.updates.extend(getattr(layer, "updates", ()))
         previous = name
     return graph
 
