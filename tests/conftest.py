@@ -102,6 +102,12 @@ ESTIMATOR_ONLY = {
     "test_optuna.py",  # sweeps and pruning train with the default engine (and optuna is a `sweeps` extra)
     "test_shard.py",
     "test_archs_models.py",  # applications, blocks and warm start through the Estimator's model_fn
+    "test_archs_warm.py",
+    "test_archs_pretrained.py",
+    "test_archs.py::test_applications_table_matches_the_installed_keras",  # tf.keras 2.15's applications
+    "test_archs.py::test_an_inner_layer_that_does_not_exist_is_refused_in_the_dry_build_with_did_you_mean",
+    "test_archs.py::test_a_pattern_over_inner_layers_resolves_in_the_dry_build",
+    "test_data_images.py::test_a_whole_run_on_an_image_folder",
     "test_dynamics.py",
     "test_compare.py",
     "test_fuzz.py::test_the_unmutated_bases_build",
