@@ -206,7 +206,7 @@ def test_progress_records_each_logged_step_once_whichever_side_of_the_increment_
 
     flushed: list[tuple[dict[str, float], int]] = []
     hook = ProgressHook(every=5, total_steps=20, flush=flushed.extend, flush_every=100)
-    hook.current, hook.last = 0, None
+    hook.current = 0
     # True steps 1..20; the fetched value is the step before (k-1) or after (k) the increment.
     reads = [k - 1 if k % 3 else k for k in range(1, 21)]
     for read in reads:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -83,6 +84,26 @@ ProgressSink = Callable[[Sequence[tuple[Mapping[str, float], int]]], None]
 # (global step, eval metrics of the checkpoint saved at that step) -> True to stop training there:
 # how a sweep's pruner hears intermediate results without the engine knowing of any sweeper.
 EvaluationCallback = Callable[[int, Mapping[str, float]], bool]
+
+
+class ModelDirFiles:
+    """What every engine finds the same way in its model_dir: training-dynamics snapshots and
+    TensorBoard event files."""
+
+    model_dir: str
+
+    @property
+    def snapshot_dir(self) -> str:
+        return str(Path(self.model_dir) / SNAPSHOT_DIR)
+
+    def snapshots(self) -> list[Checkpoint]:
+        found = Path(self.snapshot_dir).glob("snapshot-*.index")
+        return sorted(
+            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
+        )
+
+    def event_files(self) -> list[str]:
+        return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))
 
 
 class Engine(Protocol):

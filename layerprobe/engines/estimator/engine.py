@@ -13,11 +13,11 @@ import numpy as np
 from layerprobe._tf import tf
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
-    SNAPSHOT_DIR,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
     LayerRow,
+    ModelDirFiles,
     ModelSummary,
     PredictRequest,
     ProgressSink,
@@ -33,7 +33,7 @@ from layerprobe.graph.warm import WarmStart
 log = logging.getLogger(__name__)
 
 
-class EstimatorEngine:
+class EstimatorEngine(ModelDirFiles):
     """One model_dir trained and read by tf.estimator (TensorFlow 2.13-2.15)."""
 
     name = "estimator"
@@ -163,16 +163,3 @@ class EstimatorEngine:
         return sorted(
             (Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step
         )
-
-    @property
-    def snapshot_dir(self) -> str:
-        return str(Path(self.model_dir) / SNAPSHOT_DIR)
-
-    def snapshots(self) -> list[Checkpoint]:
-        found = Path(self.snapshot_dir).glob("snapshot-*.index")
-        return sorted(
-            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
-        )
-
-    def event_files(self) -> list[str]:
-        return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))

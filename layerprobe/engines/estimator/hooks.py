@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from layerprobe._tf import tf
-from layerprobe.engines.base import EvaluationCallback
+from layerprobe.engines.base import EvaluationCallback, ProgressSink
 from layerprobe.engines.estimator.model_fn import LOSS_TENSOR
-from layerprobe.errors import TrainingDiverged
+from layerprobe.engines.progress import ProgressMeter
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +22,18 @@ class ProgressHook(tf.estimator.SessionRunHook):
         self,
         every: int,
         total_steps: int,
-        flush: Callable[[list[tuple[dict[str, float], int]]], None] | None = None,
+        flush: ProgressSink | None = None,
         flush_every: int = 20,
     ) -> None:
-        self.every = every
-        self.total = total_steps
-        self.flush_fn = flush
-        self.flush_every = flush_every
-        self.records: list[tuple[dict[str, float], int]] = []
+        self.meter = ProgressMeter(every, total_steps, flush, flush_every)
+
+    @property
+    def records(self) -> list[tuple[dict[str, float], int]]:
+        return self.meter.records
 
     def begin(self) -> None:
         self.loss = tf.compat.v1.get_default_graph().get_tensor_by_name(LOSS_TENSOR)
         self.step = tf.compat.v1.train.get_global_step()
-        self.last: tuple[int, float] | None = None
         self.current = 0
 
     def after_create_session(self, session: Any, coord: Any) -> None:
@@ -51,33 +47,10 @@ class ProgressHook(tf.estimator.SessionRunHook):
         # order between them), so it alone gives one step twice now and then. Each run is one step
         # of this worker; other workers (parameter servers) can only move the step further.
         self.current = max(self.current + 1, int(run_values.results["step"]))
-        step, loss = self.current, float(run_values.results["loss"])
-        if not np.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became {loss} at global step {step}; the last checkpoint is kept. "
-                "Lower trainer.optimizer.learning_rate or check the data for NaN/Inf"
-            )
-        now = time.perf_counter()
-        if self.last is None:
-            self.last = (step, now)
-            return
-        if step % self.every and step < self.total:
-            return
-        rate = (step - self.last[0]) / max(now - self.last[1], 1e-9)
-        self.last = (step, now)
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        log.info("train step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, self.total, loss, rate, eta)
-        self.records.append(({"train/loss": loss, "train/steps_per_sec": rate}, step))
-        if len(self.records) >= self.flush_every:
-            self._flush()
+        self.meter.observe(self.current, float(run_values.results["loss"]))
 
     def end(self, session: Any) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self.records and self.flush_fn is not None:
-            self.flush_fn(self.records)
-        self.records = []
+        self.meter.flush()
 
 
 class EvaluationListener(tf.estimator.CheckpointSaverListener):

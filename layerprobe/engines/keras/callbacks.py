@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ import keras
 from layerprobe._tf import tf
 from layerprobe.engines.base import ProgressSink
 from layerprobe.engines.keras.checkpoints import Saver
-from layerprobe.errors import TrainingDiverged
+from layerprobe.engines.progress import ProgressMeter
 
 log = logging.getLogger(__name__)
 
@@ -30,46 +29,24 @@ class Progress(keras.callbacks.Callback):
         self, every: int, start: int, total: int, flush: ProgressSink | None, logdir: str, flush_every: int = 20
     ) -> None:
         super().__init__()
-        self.every, self.start, self.total, self.flush_fn, self.flush_every = every, start, total, flush, flush_every
-        self.records: list[tuple[dict[str, float], int]] = []
+        self.start = start
+        self.meter = ProgressMeter(every, total, flush, flush_every)
         self.writer = tf.summary.create_file_writer(logdir)
-        self.last: tuple[int, float] | None = None
         self._mean = 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         k, step = batch + 1, self.start + batch + 1
         mean = float((logs or {})["loss"])
         loss, self._mean = k * mean - (k - 1) * self._mean, mean
-        if not math.isfinite(mean):
-            raise TrainingDiverged(
-                f"training loss became {loss} at global step {step}; the last checkpoint is kept. "
-                "Lower trainer.optimizer.learning_rate or check the data for NaN/Inf"
-            )
-        now = time.perf_counter()
-        if self.last is None:
-            self.last = (step, now)
-            return
-        if step % self.every and step < self.total:
-            return
-        rate = (step - self.last[0]) / max(now - self.last[1], 1e-9)
-        self.last = (step, now)
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        log.info("train step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, self.total, loss, rate, eta)
-        with self.writer.as_default(step=step):
-            tf.summary.scalar("loss", loss)
-            tf.summary.scalar("global_step/sec", rate)
-        self.records.append(({"train/loss": loss, "train/steps_per_sec": rate}, step))
-        if len(self.records) >= self.flush_every:
-            self._flush()
+        rate = self.meter.observe(step, loss if math.isfinite(mean) else mean)
+        if rate is not None:
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("global_step/sec", rate)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._flush()
+        self.meter.flush()
         self.writer.close()
-
-    def _flush(self) -> None:
-        if self.records and self.flush_fn is not None:
-            self.flush_fn(self.records)
-        self.records = []
 
 
 class Checkpoints(keras.callbacks.Callback):

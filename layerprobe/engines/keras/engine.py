@@ -13,11 +13,11 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import (
-    SNAPSHOT_DIR,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
     LayerRow,
+    ModelDirFiles,
     ModelSummary,
     PredictRequest,
     ProbeFeed,
@@ -34,7 +34,7 @@ from layerprobe.graph import Graph
 log = logging.getLogger(__name__)
 
 
-class KerasEngine:
+class KerasEngine(ModelDirFiles):
     """One model_dir trained by Keras 3 `fit` (TensorFlow >= 2.16), checkpointed in the Estimator's format."""
 
     name = "keras"
@@ -177,16 +177,3 @@ class KerasEngine:
 
     def checkpoints(self) -> list[Checkpoint]:
         return ckpt.listed(self.model_dir)
-
-    @property
-    def snapshot_dir(self) -> str:
-        return str(Path(self.model_dir) / SNAPSHOT_DIR)
-
-    def snapshots(self) -> list[Checkpoint]:
-        found = Path(self.snapshot_dir).glob("snapshot-*.index")
-        return sorted(
-            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
-        )
-
-    def event_files(self) -> list[str]:
-        return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))
