@@ -1,8 +1,10 @@
-"""The probe's pass over a split, shared by every engine: batches of (features, labels, keys) from
-the data source and, for the reservoir, which examples are candidates. Plain tf.data; no engine API."""
+"""The data source's pipelines as every engine reads them: the train and eval batches the config
+asks for, and the probe's pass over a split (batches of (features, labels, keys) and, for the
+reservoir, which examples are candidates). Plain tf.data; no engine API."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from layerprobe._tf import tf
@@ -21,6 +23,25 @@ def one_pass_options() -> Any:
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
+
+
+def train_batches(data: Any, data_cfg: Mapping[str, Any], seed: int) -> Any:
+    """(features, labels) batches of the train split: shuffled with `seed`, repeated, as data.* says."""
+    return data.tf_dataset(
+        "train",
+        training=True,
+        batch_size=data_cfg["batch_size"],
+        seed=seed,
+        shuffle_buffer=data_cfg["shuffle_buffer"],
+        cache=data_cfg["cache"],
+        prefetch=data_cfg["prefetch"],
+    )
+
+
+def eval_batches(data: Any, data_cfg: Mapping[str, Any], split: str) -> Any:
+    """(features, labels) batches of `split` in order, one pass."""
+    ds = data.tf_dataset(split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"])
+    return ds.with_options(one_pass_options())
 
 
 def probe_batches(data: Any, request: PredictRequest) -> Any:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import PredictRequest
-from layerprobe.engines.probe_input import one_pass_options, probe_batches
+from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
 
 # The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
 LABEL_FEATURE = "__probe_label__"
@@ -19,22 +18,11 @@ _NO_AUTOTUNE_MODEL = one_pass_options()
 
 
 def train_input_fn(data: Any, data_cfg: Mapping[str, Any], seed: int) -> Callable[[], Any]:
-    return lambda: dataset(
-        data,
-        "train",
-        training=True,
-        batch_size=data_cfg["batch_size"],
-        seed=seed,
-        shuffle_buffer=data_cfg["shuffle_buffer"],
-        cache=data_cfg["cache"],
-        prefetch=data_cfg["prefetch"],
-    )
+    return lambda: train_batches(data, data_cfg, seed)
 
 
 def eval_input_fn(data: Any, data_cfg: Mapping[str, Any], split: str = "eval") -> Callable[[], Any]:
-    return lambda: dataset(
-        data, split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"]
-    ).with_options(_NO_AUTOTUNE_MODEL)
+    return lambda: eval_batches(data, data_cfg, split)
 
 
 def predict_input_fn(data: Any, request: PredictRequest) -> Callable[[], Any]:

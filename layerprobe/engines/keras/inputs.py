@@ -7,7 +7,7 @@ from typing import Any
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import PredictRequest
-from layerprobe.engines.probe_input import one_pass_options, probe_batches
+from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
 from layerprobe.engines.spec import ModelSpec
 
 
@@ -18,22 +18,14 @@ def _features(spec: ModelSpec, f: Mapping[str, Any]) -> dict[str, Any]:
 
 def fit_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], seed: int) -> Any:
     """(features, {output layer: label}) batches of the train split, shuffled with `seed`."""
-    ds = data.tf_dataset(
-        "train",
-        training=True,
-        batch_size=data_cfg["batch_size"],
-        seed=seed,
-        shuffle_buffer=data_cfg["shuffle_buffer"],
-        cache=data_cfg["cache"],
-        prefetch=data_cfg["prefetch"],
+    return train_batches(data, data_cfg, seed).map(
+        lambda f, y: (_features(spec, f), {n: y[h.label] for n, h in spec.heads.items()})
     )
-    return ds.map(lambda f, y: (_features(spec, f), {n: y[h.label] for n, h in spec.heads.items()}))
 
 
 def eval_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], split: str) -> Any:
     """(features, labels by label name) batches of `split`, in order."""
-    ds = data.tf_dataset(split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"])
-    return ds.map(lambda f, y: (_features(spec, f), y)).with_options(one_pass_options())
+    return eval_batches(data, data_cfg, split).map(lambda f, y: (_features(spec, f), y))
 
 
 def predict_dataset(spec: ModelSpec, data: Any, request: PredictRequest) -> Any:
