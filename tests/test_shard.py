@@ -100,6 +100,9 @@ def test_shards_of_a_tfrecord_stream_through_the_cli_merge_to_one_pass_and_log_i
         done = layerprobe("probe", model_dir, "--shard", f"{i}/2", "--state-dir", str(states), cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"state in {states / f'shard-{i}-of-2.npz'}" in done.stdout
+        printed = done.stdout.split("merge with: ", 1)[1].split()
+        assert os.access(tmp_path / printed[0], os.X_OK) or os.access(printed[0], os.X_OK)  # runs as printed
+        assert printed[1:] == ["probe", model_dir, "--merge", str(states)]
     done = layerprobe("probe", result.run_id, "--merge", str(states), f"tracking.uri={result.tracking_uri}",
                       "--output-dir", str(tmp_path / "merged"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -7,6 +7,7 @@ from typing import Any
 
 from layerprobe.cli.report import example_values, fail, print_stats
 from layerprobe.errors import LayerprobeError
+from layerprobe.shell import installed_command
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
@@ -110,8 +111,8 @@ def probe_command(argv: Sequence[str]) -> int:
                 raise LayerprobeError("--shard I/N writes a state file: give --state-dir DIR (and merge later)")
             path = reprobe.probe_shard(args.source, overrides, shard, args.state_dir, args.allow_imports)
             print(
-                f"shard {shard[0]}/{shard[1]}: state in {path}; merge with: layerprobe probe {args.source} "
-                f"--merge {args.state_dir}"
+                f"shard {shard[0]}/{shard[1]}: state in {path}; merge with: "
+                f"{installed_command('layerprobe')} probe {args.source} --merge {args.state_dir}"
             )
             return 0
         if args.merge:
