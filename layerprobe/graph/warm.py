@@ -125,3 +125,24 @@ def init_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:
     assigned = assignment(ws, checkpoint, shapes)
     tf.compat.v1.train.init_from_checkpoint(checkpoint, {k: model_vars[v] for k, v in assigned.items()})
     return assigned
+
+
+def from_trainer(trainer: Mapping[str, Any]) -> WarmStart | None:
+    """trainer.warm_start as a WarmStart, or None without a source."""
+    ws = trainer.get("warm_start") or {}
+    if not ws.get("source"):
+        return None
+    return WarmStart("trainer.warm_start.source", ws["source"], ws.get("variables", ".*"), ws.get("rename") or {})
+
+
+def assign_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:
+    """The eager twin of `init_from` (Keras 3 variables, no graph): assign the source's values to
+    `model_vars` (name -> variable) now; returns the assignment used."""
+    import tensorflow as tf
+
+    checkpoint = checkpoint_of(ws)
+    assigned = assignment(ws, checkpoint, {n: list(v.shape) for n, v in model_vars.items()})
+    reader = tf.train.load_checkpoint(checkpoint)
+    for theirs, ours in assigned.items():
+        model_vars[ours].assign(reader.get_tensor(theirs))
+    return assigned
