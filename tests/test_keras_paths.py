@@ -182,3 +182,22 @@ def test_an_inner_layer_equals_a_plain_keras3_application_on_the_restored_weight
     images = x.data.splits["eval"].features["image"][res["keys"]]
     np.testing.assert_allclose(res["activations"], sub.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
     assert np.abs(tf.train.load_variable(ckpt, "backbone/bn_Conv1/moving_mean")).sum() > 0  # fit updated BatchNorm
+
+
+# ---- one trace of the probe's tf.function per engine ----
+
+
+def test_a_new_probe_session_reuses_the_engines_traced_function(tiny, tmp_path):
+    """Each run's probe phase and each `probe` command make a new session: with the same exposed
+    layers its summaries are the same, so the engine keeps one traced function (no 4-6 s re-trace)."""
+    c = tiny("probe.analysis=false", "probe.dynamics.enabled=false")
+    result = run(c, tmp_path / "out")
+    x = prepare_experiment(c)
+    first = x.session().run(x.data).stats(x.summary)
+    steps = x.engine.checkpoints()
+    again = x.session().run(x.data, checkpoint=steps[0].path).stats(x.summary)
+    assert len(x.engine._predict_fns) == 1  # one (outputs, feed, element spec): traced once
+    latest = x.session().run(x.data, checkpoint=steps[-1].path).stats(x.summary)
+    assert latest["conv1"].to_dict() == first["conv1"].to_dict() == result.probe["conv1"].to_dict()
+    assert again["conv1"].mean != first["conv1"].mean  # the earlier checkpoint's weights, not a stale trace
+    assert len(x.engine._predict_fns) == 1

@@ -168,8 +168,9 @@ class KerasEngine(ModelDirFiles):
 
         Traced once for the dataset's element spec (batch dimension None, so the last, smaller batch
         needs no second trace: tracing the summaries of three conv layers took ~3 s) and kept per
-        (extra, feed, spec), so that probing checkpoint after checkpoint traces once."""
-        key = (id(extra), labelled, sampled, repr(signature))
+        (extra, feed, spec): probing checkpoint after checkpoint, or in a new probe session whose
+        outputs equal the last one's (SummaryOutputs of the same specs), traces once."""
+        key = (extra, labelled, sampled, repr(signature))
         if key not in self._predict_fns:
             inputs = {n: graph.tensors[n] for n in self.spec.inputs}
             # every layer's output, a nested model's inner layers too (`backbone/block_3_expand_relu`):
@@ -184,8 +185,8 @@ class KerasEngine(ModelDirFiles):
                 out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
                 return out
 
-            self._predict_fns[key] = (extra, fn)  # extra kept alive: its id stays its own
-        return self._predict_fns[key][1]
+            self._predict_fns[key] = fn
+        return self._predict_fns[key]
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         model, _, _ = self._at(checkpoint)
