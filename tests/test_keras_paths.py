@@ -201,3 +201,21 @@ def test_a_new_probe_session_reuses_the_engines_traced_function(tiny, tmp_path):
     assert latest["conv1"].to_dict() == first["conv1"].to_dict() == result.probe["conv1"].to_dict()
     assert again["conv1"].mean != first["conv1"].mean  # the earlier checkpoint's weights, not a stale trace
     assert len(x.engine._predict_fns) == 1
+
+
+def test_a_keras3_weights_file_is_one_line_before_training(tmp_path, capsys):
+    """Keras 3's `save_weights` keys layers by object path, not name: refused in one line, not guessed."""
+    from tests.test_bad_inputs import assert_clean_failure, run_in_process
+
+    path = tmp_path / "backbone.weights.h5"
+    shape = (32, 32, 3)
+    keras.applications.MobileNetV2(
+        alpha=0.35, include_top=False, pooling="avg", weights=None, input_shape=shape
+    ).save_weights(str(path))
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [*BACKBONE, "trainer.engine=keras", f"model.layers.backbone.weights={path}", "probe.plots=false"]
+    argv += [f"trainer.model_dir={work / 'model'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}"]
+    rc, err = run_in_process(argv, capsys)
+    expect = ["model.layers.backbone.weights: a Keras 3 weights file (layers/<object path>/vars/<i>, no layer names)"]
+    assert_clean_failure(rc, err, [*expect, f"Received: '{path}'"], work)

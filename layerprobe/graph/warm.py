@@ -20,6 +20,12 @@ from layerprobe.errors import ConfigError
 
 CACHE_DIR = Path(".cache/layerprobe/weights")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")
+# Keras 3's `save_weights` layout keys each layer by an object path (`layers/conv2d_17/vars/0`), not
+# by the layer's name, so it cannot be matched to a config's layers here.
+KERAS3_FILE = (
+    "a Keras 3 weights file (layers/<object path>/vars/<i>, no layer names) cannot be matched by name: "
+    "give a Keras 2 .h5 weights file, a checkpoint or a model_dir"
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ def _converted(ws: WarmStart) -> str:
     values: dict[str, Any] = {}
     with h5py.File(ws.source, "r") as f:
         root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs and "layers" in root and "vars" in root:
+            raise ConfigError(ws.path, ws.source, KERAS3_FILE)
         if ws.layer_order:
             for layer, names in ws.layer_order:
                 if layer not in root:
