@@ -1,8 +1,10 @@
 """The paths built on the engine seam, on the Keras engine (.venv-keras): training dynamics, sharded
-probing, Optuna sweeps with pruning, blocks, applications and warm start.
+probing, Optuna sweeps with pruning, blocks, applications, warm start and frozen layers, and one trace
+of the probe's tf.function per engine.
 
-The Estimator's tests of dynamics and shards are collected here again, unchanged, with `tiny` composing
-`trainer.engine=keras`: the same assertions hold on both engines.
+Where the Estimator has a test of the path (dynamics, shards, pruning, blocks, ResNet50's parameter
+count) it is collected here again, unchanged, with `tiny` composing `trainer.engine=keras`: the same
+assertions hold on both engines. Reprobe and reproduce: tests/test_keras_reprobe.py.
 """
 
 from __future__ import annotations
