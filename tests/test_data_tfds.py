@@ -204,6 +204,10 @@ BAD = {
         "data.params.labels.label: the prepared set has no such feature. Received: 'lable'. "
         "Did you mean 'label'? Allowed: image, label, weight",
     ),
+    "too-few-classes": (
+        ["data.num_classes=3"],
+        "data.num_classes: label 'label' (tfds key 'label') has 10 classes, more than data.num_classes. Received: 3",
+    ),
     "not-a-prepared-path": (
         ["+data.params.path={empty}"],
         "data.params.path: is not a prepared tfds directory (no dataset_info.json in it); layerprobe never "

@@ -66,6 +66,7 @@ class TFDSStream(Streamed):
             self._files = {"train": train, "eval": train}
             self._fraction, self._split_seed = float(s["eval_fraction"]), int(s.get("seed", 0))
         self._keys = {g: _selected(params, g, self._builder.info.features) for g in ("features", "labels")}
+        _check_classes(self._builder.info.features, self._keys["labels"], data_cfg.get("num_classes"))
         self._sizes = self._count()
         split_def = repr((sorted(self._files.items()), self._fraction, self._split_seed, self._keys)).encode()
         prepared = sorted(str(p) for p in Path(str(self._builder.data_dir)).iterdir() if p.is_file())
@@ -77,11 +78,9 @@ class TFDSStream(Streamed):
         otherwise one pass in the prepared order; a fraction split filters by the id's hash."""
         order_seed = seed if self.shuffle_seed is None else self.shuffle_seed
         config = self._tfds.ReadConfig(add_tfds_id=True, shuffle_seed=order_seed if training else None)
-        wanted = {k: True for group in self._keys.values() for k in group.values()}
-        if decode:
-            decoders = self._tfds.decode.PartialDecoding(wanted)
-        else:  # only the ids are looked at: parse the selected features but decode none
-            decoders = {k: self._tfds.decode.SkipDecoding() for k in wanted}
+        wanted = {k: True for group in self._keys.values() for k in group.values()}  # the rest is not parsed
+        skip = None if decode else {k: self._tfds.decode.SkipDecoding() for k in wanted}  # ids only: no decode
+        decoders = self._tfds.decode.PartialDecoding(wanted, decoders=skip)
         ds = self._builder.as_dataset(
             split=self._files[split], shuffle_files=training, read_config=config, decoders=decoders
         )
@@ -184,3 +183,12 @@ def _selected(params: Mapping[str, Any], group: str, features: Any) -> dict[str,
         if key not in features:
             raise ConfigError(f"data.params.{group}.{out}", key, "the prepared set has no such feature", features)
     return {str(k): str(v) for k, v in chosen.items()}
+
+
+def _check_classes(features: Any, labels: Mapping[str, str], num_classes: int | None) -> None:
+    """A ClassLabel with more classes than `data.num_classes` is refused from the info, before a pass."""
+    for out, key in labels.items():
+        classes = getattr(features[key], "num_classes", None)
+        if num_classes is not None and classes is not None and classes > num_classes:
+            rule = f"label {out!r} (tfds key {key!r}) has {classes} classes, more than data.num_classes"
+            raise ConfigError("data.num_classes", num_classes, rule)
