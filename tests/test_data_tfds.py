@@ -14,10 +14,12 @@ import pytest
 
 from layerprobe.config.validate import validate
 from layerprobe.data.checks import require_tfds
+from layerprobe.data.keys import sample_rank, smallest
 from layerprobe.data.pipeline import prepare
 from tests.conftest import plain
 from tests.test_bad_inputs import TINY, assert_clean_failure, run_in_process
 from tests.test_data import data_cfg, digits_arrays, error_of
+from tests.test_shard import assert_same_stats, reservoirs
 
 tfds = pytest.importorskip("tensorflow_datasets")  # the tfds extra: `make venv` installs it
 
@@ -171,6 +173,34 @@ def test_a_whole_run_trains_probes_and_logs_the_tfds_digest(data_dir, tmp_path, 
     for split, d in inputs.items():
         assert d.digest == hashlib.sha256(f"{data.digest}:{split}".encode()).hexdigest()[:16]
         assert json.loads(d.source)["tags"]["layerprobe.data.source"] == "tfds"
+
+
+def test_two_probe_shards_of_a_trained_run_merge_to_the_one_pass(data_dir, tiny, tmp_path):
+    from layerprobe.reprobe import merge_shards, probe_existing, probe_shard
+    from layerprobe.runner import run
+
+    c = tiny(
+        "data=tfds",
+        "data.params.name=layerprobe_digits",
+        f"data.params.data_dir={data_dir}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "probe.reservoir_size=8",
+        "probe.batch_size=6",
+    )
+    result = run(c, tmp_path / "train")
+    one, _ = probe_existing(result.model_dir, [], tmp_path / "one")
+    for i in (0, 1):
+        probe_shard(result.model_dir, [], (i, 2), tmp_path / "states")
+    merged, _ = merge_shards(result.model_dir, [], tmp_path / "states", tmp_path / "merged")
+    assert_same_stats(one, merged)
+    assert one["conv1"].examples == 20
+    a, b = reservoirs(tmp_path / "one"), reservoirs(tmp_path / "merged")
+    for layer in a:
+        for key in ("keys", "activations", "labels"):
+            np.testing.assert_array_equal(a[layer][key], b[layer][key])
+    # the reservoir is the 8 eval examples whose seeded ranks of their tfds_id keys are smallest
+    keys = pass_over(prepare(c["data"]), "eval")[2]
+    np.testing.assert_array_equal(a["conv1"]["keys"], np.sort(keys[smallest(sample_rank(keys, 0), keys, 8)]))
 
 
 BAD = {
