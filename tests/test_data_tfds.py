@@ -89,7 +89,7 @@ def by_pixels(images: np.ndarray, labels: np.ndarray, index: range) -> dict[byte
 
 def test_the_stream_yields_exactly_the_generated_examples_counted_by_the_info(data_dir):
     data = prepare(tfds_cfg(data_dir, "data.transforms=[]"))
-    assert type(data).__name__ == "TFDSStream" and data.name == "layerprobe_digits"
+    assert type(data).__name__ == "TFDSStream" and data.name == "tfds"
     assert data.sizes() == {"train": 60, "eval": 20}  # from the dataset info, not a pass
     features, labels = data.element_spec
     assert (features["image"].dtype.name, features["image"].shape.as_list()) == ("uint8", [8, 8, 1])
@@ -157,6 +157,7 @@ def test_a_whole_run_trains_probes_and_logs_the_tfds_digest(data_dir, tmp_path, 
         f"trainer.model_dir={tmp_path / 'model'}",
         f"tracking.uri={store}",
         "data=tfds",
+        "data.name=digits_tfds",
         "data.params.name=layerprobe_digits",
         f"data.params.data_dir={data_dir}",
         f"data.cache_dir={tmp_path / 'cache'}",
@@ -169,7 +170,7 @@ def test_a_whole_run_trains_probes_and_logs_the_tfds_digest(data_dir, tmp_path, 
     inputs = {i.tags[0].value: i.dataset for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
     data = prepare(plain(argv)["data"])
     assert {k: json.loads(d.profile)["num_rows"] for k, d in inputs.items()} == {"train": 60, "eval": 20}
-    assert {d.name for d in inputs.values()} == {"layerprobe_digits"}
+    assert {d.name for d in inputs.values()} == {"digits_tfds"}
     for split, d in inputs.items():
         assert d.digest == hashlib.sha256(f"{data.digest}:{split}".encode()).hexdigest()[:16]
         assert json.loads(d.source)["tags"]["layerprobe.data.source"] == "tfds"
@@ -237,6 +238,10 @@ BAD = {
     "too-few-classes": (
         ["data.num_classes=3"],
         "data.num_classes: label 'label' (tfds key 'label') has 10 classes, more than data.num_classes. Received: 3",
+    ),
+    "no-name": (
+        ["data.params.name=???"],
+        "data.params.name: required for this source. Received: '???'",
     ),
     "not-a-prepared-path": (
         ["+data.params.path={empty}"],

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.data.arrays import known_params
+from layerprobe.data.arrays import known_params, required
 from layerprobe.data.checks import require_tfds
 from layerprobe.data.digests import files_digest
 from layerprobe.data.fitting import check_and_fit_stream
@@ -148,9 +148,7 @@ def _builder(tfds: Any, params: Mapping[str, Any]) -> Any:
             rule = "is not a prepared tfds directory (no dataset_info.json in it); layerprobe never downloads"
             raise ConfigError("data.params.path", str(path), rule)
         return tfds.builder_from_directory(str(path))
-    name = params.get("name")
-    if not name:
-        raise ConfigError("data.params.name", name, "name the prepared tfds set (or give data.params.path)")
+    name = required(params, "name")  # or data.params.path
     data_dir = str(params.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
     root = Path(data_dir).expanduser()
     try:
