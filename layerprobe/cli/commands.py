@@ -11,9 +11,9 @@ from layerprobe.shell import installed_command
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+    from layerprobe.config.compose import plain
 
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)  # type: ignore[no-any-return]
 
 
 def validate_command(argv: Sequence[str]) -> int:
