@@ -204,8 +204,8 @@ def check(
 def _write_baseline(name: str, baseline: dict[str, Any]) -> None:
     path = baseline_path(name)
     header = (
-        f"# Baseline of experiments/{name}.yaml for `layerprobe check` (rewrite: `layerprobe check --update {name}`"
-        ", or with `--engine keras` the Keras engine's values under engines.keras).\n"
+        f"# Baseline of experiments/{name}.yaml for `layerprobe check` (rewrite: `layerprobe check --update {name}`;\n"
+        f"# an engine's own values, engines.<engine>: `layerprobe check --update --engine <engine> {name}`).\n"
     )
     path.write_text(header + yaml.safe_dump(baseline, sort_keys=False))
 
@@ -226,4 +226,4 @@ def table(gate: Gate) -> str:
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     skipped = [f"{name}: skipped on the {gate.engine} engine: {reason}" for name, reason in gate.skipped.items()]
-    return "\n".join([*(fmt.format(*x) for x in [head, *body]), *skipped])
+    return "\n".join([*(fmt.format(*x).rstrip() for x in [head, *body]), *skipped])
