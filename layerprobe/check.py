@@ -17,7 +17,9 @@ each run and reads the shared `metrics` overlaid with `engines.keras.metrics`: h
 (accuracy, MAE) are shared when both engines meet them; statistics that depend on the initial weights
 (each engine's Keras draws its own) get engine-specific values. `--update` rewrites the values this
 engine reads from its own block (tolerances are kept), deliberately: on the default engine the shared
-values too, on any other engine only its `engines.<name>` values.
+values too, on any other engine only its `engines.<name>` values. Which metrics are engine-specific is
+declared, never inferred: to give an engine its own value of a shared metric, add the metric under
+`engines.<name>.metrics` (e.g. `{value: 0}`) and run `check --update --engine <name> <experiment>`.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def load_baseline(name: str) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     _check_metrics(f"{path.name}:metrics", data.get("metrics"), {"value", "tolerance"})
     engines = data.get("engines") or {}
+    if not isinstance(engines, dict):
+        raise ConfigError(f"{path.name}:engines", engines, "give {<engine>: {metrics: {...}, skip: <reason>}}")
     for engine, block in engines.items():
         where = f"{path.name}:engines.{engine}"
         if engine not in ENGINES:
@@ -106,6 +110,8 @@ def load_baseline(name: str) -> dict[str, Any]:
 
 
 def _check_metrics(where: str, metrics: Any, needs: set[str]) -> None:
+    if not isinstance(metrics or {}, dict):
+        raise ConfigError(where, metrics, "give {<metric>: {value: <number>, tolerance: <number>}}")
     for key, spec in (metrics or {}).items():
         if not isinstance(spec, dict) or not needs <= set(spec) or not set(spec) <= {"value", "tolerance"}:
             raise ConfigError(f"{where}.{key}", spec, "give {value: <number>, tolerance: <number>}")

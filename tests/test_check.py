@@ -137,6 +137,10 @@ def test_an_unknown_engine_is_one_line_with_did_you_mean_and_exit_2(tmp_path):
             "tiny.baseline.yaml:engines.keras.metrics.probe/new: give {value: <number>, tolerance: <number>}",
         ),
         ({"keras": {"skip": ""}}, "tiny.baseline.yaml:engines.keras.skip: give the reason this engine skips it"),
+        (
+            ["keras"],
+            "tiny.baseline.yaml:engines: give {<engine>: {metrics: {...}, skip: <reason>}}. Received: ['keras']",
+        ),
     ],
 )
 def test_a_malformed_engines_block_is_one_line_before_anything_runs(tmp_path, engines, message):
