@@ -13,7 +13,7 @@ STAMP_KERAS := $(VENV_KERAS)/.installed
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run test test-keras test-all lint format experiments ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run test test-keras test-all lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 
 experiments: $(STAMP) ## the CI gate: run experiments/ and compare with their baselines
 	$(BIN)/layerprobe check
+
+experiments-keras: $(STAMP_KERAS) ## the CI gate on the Keras engine (.venv-keras): check --engine keras
+	$(BIN_KERAS)/layerprobe check --engine keras
 
 ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
