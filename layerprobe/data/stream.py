@@ -35,8 +35,12 @@ class TFRecordStream(RecordFiles):
         self._names = {g: list(params.get(g) or {}) for g in ("features", "labels")}
         specs = {n: (f"data.params.{g}.{n}", s) for g in self._names for n, s in (params.get(g) or {}).items()}
         self._parse = parser(specs)
+        self._specs = repr((sorted(specs.items()), self._compression))
         self._open_files(data_cfg, params)
-        self._open_data()
+        self._opened()
+
+    def _parse_key(self) -> str:
+        return self._specs
 
     def _open(self, path: Any) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(path, compression_type=self._compression)
