@@ -107,3 +107,27 @@ def test_a_deferred_open_reads_nothing_until_asked(tmp_path):
     assert sum(data.sizes().values()) == 60  # asked: read now
     assert reads()["hashed"] == before["hashed"] + 2 and reads()["scanned"] == before["scanned"] + 2
     assert data.digest == prepare(stream_cfg(tmp_path / "shards")).digest
+
+
+def test_records_parsed_in_batches_are_those_parsed_one_by_one_in_the_same_order(tmp_path):
+    write_png_shards(tmp_path / "shards", shards=3, per_shard=50)
+    batched = prepare(stream_cfg(tmp_path / "shards"))
+    one_by_one = prepare(stream_cfg(tmp_path / "shards", "data.skip_corrupt=true"))  # never batches a parse
+    for split, training in (("train", True), ("eval", False)):
+        pipes = [
+            d.tf_dataset(split, training=training, batch_size=16, seed=3, cache=False) for d in (batched, one_by_one)
+        ]
+        a, b = (list(p.take(6).as_numpy_iterator()) for p in pipes)
+        for (fa, ya), (fb, yb) in zip(a, b):
+            assert set(fa) == {"png", "raw", "image", "id"}
+            for name in fa:
+                np.testing.assert_array_equal(fa[name], fb[name])
+            np.testing.assert_array_equal(ya["label"], yb["label"])
+    a, b = (
+        list(d.probe_dataset("eval", batch_size=8, shard=(1, 2)).as_numpy_iterator()) for d in (batched, one_by_one)
+    )
+    assert len(a) == len(b) > 0
+    for (fa, ya, ka), (fb, yb, kb) in zip(a, b):
+        np.testing.assert_array_equal(ka, kb)
+        np.testing.assert_array_equal(fa["png"], fb["png"])
+        np.testing.assert_array_equal(ya["label"], yb["label"])

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 HASH_BUCKETS = 1 << 20  # eval = records whose keyed hash falls below eval_fraction of the buckets
 SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0: memory stays bounded whatever the split size
 CYCLE_LENGTH = 8  # files read at once
+PARSE_BATCH = 128  # records parsed by one parse_example call
 
 
 class RecordFiles(OpensOnDemand, Streamed):
@@ -44,6 +45,7 @@ class RecordFiles(OpensOnDemand, Streamed):
 
     _names: dict[str, list[str]]  # features / labels -> names, in declared order
     _parse: Any  # serialized record -> {name: tensor}
+    _parse_batch: Any = None  # (batch,) serialized records -> {name: (batch, ...) tensor}, if the source has one
 
     def _open_files(self, data_cfg: Mapping[str, Any], params: Mapping[str, Any]) -> None:
         """Name, transforms and the files of each split."""
@@ -103,8 +105,30 @@ class RecordFiles(OpensOnDemand, Streamed):
         return {}
 
     def _pair(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        parsed = self._parse(record)
+        return self._grouped(self._parse(record))
+
+    def _grouped(self, parsed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         return {n: parsed[n] for n in self._names["features"]}, {n: parsed[n] for n in self._names["labels"]}
+
+    def _parsed(self, ds: tf.data.Dataset, keyed: bool = False) -> tf.data.Dataset:
+        """Records (keyed: (record, key) pairs) -> examples. Parsed PARSE_BATCH at a time when the
+        source can (`_parse_batch`: parse, then decode what it left encoded one by one), else one by
+        one (also under data.skip_corrupt: an error drops one record, not a batch)."""
+
+        def each(d: tf.data.Dataset, fn: Any) -> tf.data.Dataset:  # fn of the record; the key passed along
+            def with_key(r: Any, k: Any) -> Any:
+                out = fn(r)
+                return (*out, k) if isinstance(out, tuple) else (out, k)
+
+            return d.map(with_key if keyed else fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        if self._parse_batch is None or self.skip_corrupt:
+            ds = each(ds, self._pair)
+            return ds.ignore_errors() if self.skip_corrupt else ds
+        parse, decode = self._parse_batch
+        if decode is None:
+            return each(ds.batch(PARSE_BATCH), lambda r: self._grouped(parse(r))).unbatch()
+        return each(each(ds.batch(PARSE_BATCH), parse).unbatch(), lambda p: self._grouped(decode(p)))
 
     def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
         """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
@@ -120,12 +144,14 @@ class RecordFiles(OpensOnDemand, Streamed):
             if keep is None and not keyed:
                 return records
             name = tf.strings.split(path, "/")[-1]  # the file name, not where it lies: stable across machines
-            indexed = records.enumerate()
-            if keep is not None:
-                indexed = indexed.filter(lambda i, r: keep(name, i))
-            if keyed:
-                return indexed.map(lambda i, r: (r, record_key(name, i)))
-            return indexed.map(lambda i, r: r)
+
+            def pick(j: Any, chunk: Any) -> Any:  # hashes of a chunk's keys at once, not one per record
+                i = j * PARSE_BATCH + tf.range(tf.size(chunk, out_type=tf.int64))
+                mask = tf.ones_like(i, tf.bool) if keep is None else keep(name, i)
+                picked = tf.boolean_mask(chunk, mask)
+                return (picked, tf.boolean_mask(record_key(name, i), mask)) if keyed else picked
+
+            return records.batch(PARSE_BATCH).enumerate().map(pick).unbatch()
 
         cycle = min(CYCLE_LENGTH, len(paths))
         return file_ds.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
@@ -140,8 +166,7 @@ class RecordFiles(OpensOnDemand, Streamed):
         if blocks is not None:
             i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
             ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
-        ds = ds.map(lambda r, k: (*self._pair(r), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.ignore_errors() if self.skip_corrupt else ds
+        return self._parsed(ds, keyed=True)
 
     def _examples(
         self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None
@@ -149,8 +174,7 @@ class RecordFiles(OpensOnDemand, Streamed):
         ds = self._records(split, training=training, seed=seed)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        ds = ds.map(self._pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.ignore_errors() if self.skip_corrupt else ds
+        return self._parsed(ds)
 
     def _shuffle_buffer(self, split: str) -> int:
         return SHUFFLE_BUFFER
