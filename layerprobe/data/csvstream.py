@@ -113,7 +113,10 @@ class CSVStream(RecordFiles):
         return super()._bad_record(where, path, index)
 
     def _nan_counts(self) -> dict[str, dict[tuple[str, str], int]]:
-        """NaN per float feature and label of each split, by one pass (normalize refuses them)."""
+        """NaN per float feature and label of each split, by one pass (normalize refuses them); only
+        the transforms read them, so without transforms there is no pass."""
+        if not self.transforms:
+            return {}
         return {split: _nan_count(self._examples(split, training=False)) for split in self._files}
 
 

@@ -1,14 +1,15 @@
 """Records in files streamed through tf.data: what the TFRecord and CSV streams share.
 
 Pipeline: file list (train: shuffled by the seed) -> parallel interleave over files (deterministic
-order) -> split filter -> parse and decode in a parallel `map` -> the shared transforms, shuffle buffer,
-batch and prefetch of `serve.Served`. Splits need no loading: per-split files (`splits.method: files`)
-or a seeded hash of (file name, record index) (`method: fraction`), stable across runs, machines and
-shards. Sizes are counted when the source opens, by one pass that reads, parses and decodes every
-record: bad files and bad records are found before training. What it finds is remembered beside the
-files' digests (`digests.FileFacts`), so opening unchanged files again (a shard process, the next run)
-reads nothing. A subclass says how to open a file as records (`_open`), parse one (`_pair`) and count
-and explain its bad ones.
+order; each file's split filter hashes a chunk of record keys at once) -> parse in a parallel `map`,
+PARSE_BATCH records per call when the source can (`_parse_batch`), then decode what it leaves encoded
+record by record -> the shared transforms, shuffle buffer, batch and prefetch of `serve.Served`.
+Splits need no loading: per-split files (`splits.method: files`) or a seeded hash of (file name, record
+index) (`method: fraction`), stable across runs, machines and shards. Sizes are counted when the source
+opens, by one pass that reads, parses and decodes every record: bad files and bad records are found
+before training. What it finds is remembered beside the files' digests (`digests.FileFacts`), so opening
+unchanged files again (a shard process, the next run) reads nothing. A subclass says how to open a file
+as records (`_open`), parse one (`_pair`) and count and explain its bad ones.
 """
 
 from __future__ import annotations
