@@ -36,9 +36,10 @@ def batch_parser(
     specs: Mapping[str, tuple[str, Any]],
 ) -> tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], dict[str, Any]] | None] | None:
     """(parse, decode): `(batch,) serialized records -> {name: (batch, ...) tensor}` by one
-    `parse_example` (several times faster than a parse per record), and the per-record decode of
-    the images it leaves encoded (None: nothing left), which together give `parser`'s values.
-    None when a var_len feature needs the per-record padding. Call `parser` first: it checks the specs."""
+    `parse_example` (faster than a parse per record: BENCHMARKS.md, "Data at scale"), and the
+    per-record decode of the images it leaves encoded (None: nothing left), which together give
+    `parser`'s values. None when a var_len feature needs the per-record padding. Call `parser`
+    first: it checks the specs."""
     if any(spec.get("var_len") for _, spec in specs.values()):
         return None
     wire = {name: _wire(path, spec) for name, (path, spec) in specs.items()}
@@ -126,7 +127,8 @@ def _finish(x: Any, spec: Mapping[str, Any]) -> Any:
 
 def _finish_batch(x: Any, spec: Mapping[str, Any]) -> Any:
     if spec.get("decode") == "raw":
-        return tf.reshape(tf.io.decode_raw(x, spec["raw_dtype"]), [-1, *spec["shape"]])
+        # (batch, ...): a record of another length is an error, never a different number of examples
+        return tf.reshape(tf.io.decode_raw(x, spec["raw_dtype"]), [tf.shape(x)[0], *spec["shape"]])
     return x
 
 
