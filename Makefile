@@ -13,7 +13,7 @@ STAMP_KERAS := $(VENV_KERAS)/.installed
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run test test-keras test-all lint format experiments ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run test test-keras test-all lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,sweeps]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,sweeps,tfds]"
 	$(BIN)/python -m layerprobe.probe.fused.build
 	@touch $(STAMP)
 
@@ -65,6 +65,9 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 experiments: $(STAMP) ## the CI gate: run experiments/ and compare with their baselines
 	$(BIN)/layerprobe check
 
+experiments-keras: $(STAMP_KERAS) ## the CI gate on the Keras engine (.venv-keras): check --engine keras
+	$(BIN_KERAS)/layerprobe check --engine keras
+
 ui: $(STAMP) ## open the MLflow UI on the local store (http://127.0.0.1:5000)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
@@ -73,12 +76,12 @@ bench: $(STAMP) ## run the benchmarks and write BENCHMARKS.md
 
 lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf /tmp/layerprobe-lock && $(PYTHON) -m venv /tmp/layerprobe-lock
-	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps]"
+	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps,tfds]"
 	/tmp/layerprobe-lock/bin/pip freeze --exclude-editable | sed '1i # Pinned versions: regenerate with `make lock`.' > constraints.txt
 
 lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies (sweeps too)
 	rm -rf /tmp/layerprobe-lock-keras && $(PYTHON) -m venv /tmp/layerprobe-lock-keras
-	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["sweeps"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["tfds"] + p["optional-dependencies"]["sweeps"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 

@@ -155,8 +155,10 @@ def shards(work: Path) -> dict[str, float]:
     return {"probe_1_process_s": single, "probe_2_shards_s": sharded, "merge_s": merge}
 
 
-def throughput(data: Path, work: Path, batches: int = 60, image: str = RAW) -> dict[str, float]:
-    """Examples/s: layerprobe's train pipeline vs a hand-written tf.data pipeline of the same files."""
+def throughput(data: Path, work: Path, batches: int = 300, image: str = RAW, rounds: int = 3) -> dict[str, float]:
+    """Examples/s: layerprobe's train pipeline vs a hand-written tf.data pipeline of the same files,
+    each timed over `batches` batches in `rounds` alternating rounds (the median round; a shared
+    machine's load moves between rounds, so alternating exposes both to it alike)."""
     import tensorflow as tf
 
     from layerprobe.data.pipeline import prepare
@@ -179,16 +181,18 @@ def throughput(data: Path, work: Path, batches: int = 60, image: str = RAW) -> d
     hand = files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=8, deterministic=True)
     hand = hand.map(parse, num_parallel_calls=tf.data.AUTOTUNE).shuffle(10_000, seed=0).repeat()
     hand = hand.batch(256).prefetch(tf.data.AUTOTUNE)
-    out = {}
-    for name, ds in (("layerprobe", ours), ("hand_written", hand)):
-        it = iter(ds)
-        for _ in range(5):  # fill the shuffle buffer and the prefetch
+    rates: dict[str, list[float]] = {"layerprobe": [], "hand_written": []}
+    iterators = {"layerprobe": iter(ours), "hand_written": iter(hand)}
+    for it in iterators.values():
+        for _ in range(20):  # fill the shuffle buffer and the prefetch
             next(it)
-        t = time.perf_counter()
-        for _ in range(batches):
-            next(it)
-        out[f"{name}_examples_per_s"] = batches * 256 / (time.perf_counter() - t)
-    return out
+    for _ in range(rounds):
+        for name, it in iterators.items():
+            t = time.perf_counter()
+            for _ in range(batches):
+                next(it)
+            rates[name].append(batches * 256 / (time.perf_counter() - t))
+    return {f"{name}_examples_per_s": float(np.median(r)) for name, r in rates.items()}
 
 
 def main(argv: list[str]) -> None:

@@ -106,8 +106,12 @@ def merge_shards(
     source: str, overrides: Sequence[str], state_dir: str | Path, output_dir: str | Path, allow_imports: bool = False
 ) -> tuple[dict[str, Any], str | None]:
     """Fold the states `probe_shard` wrote to `state_dir` into one pass's statistics and log them
-    as `probe_existing` does. Every shard of the same checkpoint and config must be there."""
-    p = _prepared(source, overrides, allow_imports)
+    as `probe_existing` does. Every shard of the same checkpoint and config must be there. The data
+    is not read (the graph needs only its element spec): the shards read and checked it."""
+    from layerprobe.data.opening import deferred
+
+    with deferred():
+        p = _prepared(source, overrides, allow_imports)
     files = sorted(Path(state_dir).glob("shard-*-of-*.npz"))
     if not files:
         raise LayerprobeError(f"--merge {state_dir}: no shard-I-of-N.npz files there (written by --shard I/N)")

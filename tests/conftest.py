@@ -123,6 +123,9 @@ ESTIMATOR_ONLY = {
     "test_validate.py::test_layer_table_matches_installed_keras",  # Keras 3's: test_keras_engine_config
     "test_locks.py::test_a_run_whose_model_dir_is_locked_is_one_line_and_exit_2",
     "test_data_stream.py::test_a_whole_run_trains_evaluates_and_probes_on_a_stream",
+    "test_data_tfds.py::test_a_whole_run_trains_probes_and_logs_the_tfds_digest",  # the default engine
+    "test_data_tfds.py::test_bad_input_is_one_line_exit_2_and_leaves_nothing",  # through a default-engine run
+    "test_data_tfds.py::test_two_probe_shards_of_a_trained_run_merge_to_the_one_pass",
 }
 
 

@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BAD_GRAMMAR = (
     "layerprobe: error: cannot parse override 'model.layers.conv1.filters=[3': no viable alternative at input '[3'"
 )
+MISSING_INTERPOLATION = (
+    "layerprobe: error: data.name: cannot be resolved (Missing mandatory value: data.params.path). "
+    "Received: '${data.params.path}'"
+)
 CASES = {
     "grammar": (["model.layers.conv1.filters=[3"], BAD_GRAMMAR),
     "grammar-in-a-sweep": (["-m", "model.layers.conv1.filters=[3"], BAD_GRAMMAR),
@@ -83,6 +87,27 @@ CASES = {
     "two-modes": (
         ["-m", "--cfg", "job"],
         "layerprobe: error: --multirun and --cfg: give only one of --run, --multirun, --cfg, --info",
+    ),
+    "interpolation-of-a-missing-value": (
+        ["data=tfrecord", "data.name=${data.params.path}"],
+        MISSING_INTERPOLATION,
+    ),
+    "interpolation-of-a-missing-value-in-a-sweep": (
+        ["-m", "data=tfrecord", "data.name=${data.params.path}", "trainer.seed=1,2"],
+        MISSING_INTERPOLATION,
+    ),
+    "interpolation-of-a-missing-value-in-validate": (
+        ["validate", "--static", "data=tfrecord", "data.name=${data.params.path}"],
+        MISSING_INTERPOLATION,
+    ),
+    "interpolation-of-a-missing-value-in-data": (
+        ["data", "data=tfrecord", "data.name=${data.params.path}"],
+        MISSING_INTERPOLATION,
+    ),
+    "interpolation-of-no-such-key": (
+        ["data.name=${nope.x}"],
+        "layerprobe: error: data.name: cannot be resolved (Interpolation key 'nope.x' not found). "
+        "Received: '${nope.x}'",
     ),
     "cfg-with-a-misspelt-key": (
         ["--cfg", "job", "trainer.train_step=3"],

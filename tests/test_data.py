@@ -153,16 +153,6 @@ def test_tfrecord_source_streams_fixed_and_var_len_features(tmp_path):
     np.testing.assert_array_equal(np.concatenate([f["tokens"] for f, _ in batches]), padded)
 
 
-def test_tfds_without_tensorflow_datasets_is_a_clear_error():
-    c = plain(["data=tfds_mnist"])
-    msg = error_of(validate, c)
-    assert msg == (
-        "data.source: needs tensorflow-datasets, which is not installed (pip install tensorflow-datasets, "
-        "then prepare the data set once; layerprobe never downloads). Received: 'tfds'"
-    )
-    assert error_of(prepare, c["data"]) == msg
-
-
 # --- splits and order -------------------------------------------------------------------------------
 
 

@@ -1,15 +1,13 @@
-"""Reproducible experiments: bitwise reruns, `reproduce` of a logged run, the baseline gate."""
+"""Reproducible experiments: bitwise reruns and `reproduce` of a logged run (the baseline gate: test_check.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
-import yaml
 from mlflow.tracking import MlflowClient
 
 from layerprobe.provenance import checkpoint_digest
@@ -81,40 +79,3 @@ def test_reproduce_fails_when_the_checkpoint_was_tampered_with(logged, tmp_path)
     data.write_bytes(bytes(raw))
     report = reproduce(logged.run_id, tmp_path / "re", logged.tracking_uri)
     assert any(f.startswith("the original checkpoint changed since it was logged") for f in report.failures)
-
-
-def write_experiment(root: Path, value: float, tolerance: float) -> None:
-    (root / "tiny.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /model: tiny_cnn\n  - override /trainer: quick\n"
-        "probe: {plots: false}\n"
-    )
-    baseline = {"metrics": {"eval/accuracy": {"value": value, "tolerance": tolerance}}}
-    (root / "tiny.baseline.yaml").write_text(yaml.safe_dump(baseline))
-
-
-def check(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LAYERPROBE_EXPERIMENTS_DIR": str(root)}
-    return subprocess.run(
-        [sys.executable, "-m", "layerprobe", "check", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
-
-
-def test_check_passes_on_its_baseline_and_fails_when_the_baseline_is_tightened(tmp_path):
-    root = tmp_path / "experiments"
-    root.mkdir()
-    write_experiment(root, 0.0, 1.0)
-    first = check(root, tmp_path, "--update")
-    assert first.returncode == 0, first.stderr[-2000:]
-    got = yaml.safe_load((root / "tiny.baseline.yaml").read_text())["metrics"]["eval/accuracy"]["value"]
-    assert 0.0 < got < 1.0
-    assert check(root, tmp_path).returncode == 0  # the same run again: on the baseline
-    write_experiment(root, got + 0.05, 0.01)  # tightened past what the model reaches
-    tight = check(root, tmp_path)
-    assert tight.returncode == 1
-    row = next(line for line in tight.stdout.splitlines() if line.startswith("tiny "))
-    assert row.split() == ["tiny", "eval/accuracy", f"{got + 0.05:.4f}", f"{got:.4f}", "0.01", "FAIL"]

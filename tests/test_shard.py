@@ -103,9 +103,19 @@ def test_shards_of_a_tfrecord_stream_through_the_cli_merge_to_one_pass_and_log_i
         printed = done.stdout.split("merge with: ", 1)[1].split()
         assert os.access(tmp_path / printed[0], os.X_OK) or os.access(printed[0], os.X_OK)  # runs as printed
         assert printed[1:] == ["probe", model_dir, "--merge", str(states)]
+    index = (tmp_path / "cache" / "file-digests.json").read_bytes()
+    (tmp_path / "shards").rename(tmp_path / "kept")  # the merge reads no data: empty files in its place
+    (tmp_path / "shards").mkdir()
+    for f in (tmp_path / "kept").iterdir():
+        (tmp_path / "shards" / f.name).touch()
     done = layerprobe("probe", result.run_id, "--merge", str(states), f"tracking.uri={result.tracking_uri}",
                       "--output-dir", str(tmp_path / "merged"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "cache" / "file-digests.json").read_bytes() == index  # nothing hashed or scanned
+    for f in (tmp_path / "shards").iterdir():
+        f.unlink()
+    (tmp_path / "shards").rmdir()
+    (tmp_path / "kept").rename(tmp_path / "shards")
     assert f"logged into run {result.run_id}" in done.stdout
     one, _ = probe_existing(model_dir, [], tmp_path / "one")
     stats0, _ = load_state(states / "shard-0-of-2.npz")

@@ -11,9 +11,9 @@ from layerprobe.shell import installed_command
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
+    from layerprobe.config.compose import plain
 
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)  # type: ignore[no-any-return]
 
 
 def validate_command(argv: Sequence[str]) -> int:
@@ -157,26 +157,29 @@ def reproduce_command(argv: Sequence[str]) -> int:
 
 
 def check_command(argv: Sequence[str]) -> int:
-    """`layerprobe check [NAME ...]`: run experiments and compare with their baselines; exit 1 on a
-    regression."""
+    """`layerprobe check [NAME ...] [--engine keras]`: run experiments and compare with their
+    baselines; exit 1 on a regression."""
     import argparse
     from pathlib import Path
+
+    from layerprobe.check import DEFAULT_ENGINE
 
     parser = argparse.ArgumentParser(prog="layerprobe check", description=check_command.__doc__)
     parser.add_argument("names", nargs="*", help="experiments (default: all in experiments/)")
     parser.add_argument("--full", action="store_true", help="the full experiment, not the CI budget variant")
-    parser.add_argument("--update", action="store_true", help="rewrite the baselines from this run")
+    parser.add_argument("--update", action="store_true", help="rewrite this engine's baseline values from this run")
+    parser.add_argument("--engine", default=DEFAULT_ENGINE, help=f"trainer.engine of every run ({DEFAULT_ENGINE})")
     parser.add_argument("--output-dir", default="outputs/check")
     args = parser.parse_args(argv)
     try:
         from layerprobe.check import check, table
 
-        rows = check(args.names, Path(args.output_dir), ci=not args.full, update=args.update)
+        gate = check(args.names, Path(args.output_dir), ci=not args.full, update=args.update, engine=args.engine)
     except LayerprobeError as e:
         return fail(e)
-    print(table(rows))
-    failed = [r for r in rows if not r.passed]
-    print(f"check: {len(rows) - len(failed)} of {len(rows)} metrics within their baseline tolerance")
+    print(table(gate))
+    rows, failed = len(gate.rows), len(gate.failed)
+    print(f"check ({gate.engine}): {rows - failed} of {rows} metrics within their baseline tolerance")
     return 1 if failed else 0
 
 

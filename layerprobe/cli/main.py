@@ -101,11 +101,10 @@ def run_command(argv: Sequence[str]) -> int:
 
 
 def _check_run(cfg: Any) -> None:
-    from omegaconf import OmegaConf
-
+    from layerprobe.config.compose import plain
     from layerprobe.config.validate import check_writable_dir, validate
 
-    validate({k: OmegaConf.to_container(cfg[k], resolve=True) for k in cfg if k != "hydra"})
+    validate({k: plain(cfg[k]) for k in cfg if k != "hydra"})
     check_writable_dir("hydra.run.dir", str(cfg.hydra.run.dir))
 
 

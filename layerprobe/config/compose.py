@@ -89,6 +89,27 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", config_d
     return cfg
 
 
+def plain(cfg: Any) -> Any:
+    """`cfg` resolved into plain containers. An interpolation that cannot resolve (one pointing at a
+    `???` still to be given, or at a key that does not exist) is one ConfigError naming the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as e:
+        reason = str(e).splitlines()[0].split(" while resolving interpolation: ")[-1]
+        raise ConfigError(str(e.full_key), _raw(e), f"cannot be resolved ({reason})") from None
+
+
+def _raw(e: Any) -> Any:
+    """The interpolation text of the key `e` names (`${...}`), read without resolving it."""
+    try:
+        return e.parent_node._get_node(e.key)._value()
+    except Exception:  # noqa: BLE001 - the message is still useful without the raw value
+        return None
+
+
 def _check_experiments(overrides: Sequence[str]) -> None:
     """`experiments` is an optional group, so Hydra silently ignores a name it does not hold."""
     known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if not p.name.endswith(".baseline.yaml"))

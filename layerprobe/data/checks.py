@@ -85,7 +85,7 @@ def require_tfds() -> None:
         raise ConfigError(
             "data.source",
             "tfds",
-            "needs tensorflow-datasets, which is not installed (pip install tensorflow-datasets, then "
+            "needs tensorflow-datasets, which is not installed (pip install 'layerprobe[tfds]', then "
             "prepare the data set once; layerprobe never downloads)",
         )
 

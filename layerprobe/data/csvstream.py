@@ -3,8 +3,9 @@
 The same column config as the in-memory `csv` source (`sources.load_csv`): features a list of columns
 stacked into `x` or {feature: [columns]}, labels one per column, dtypes per column; an undeclared
 feature column is float32 (an empty cell is NaN), an undeclared label int64 when every cell is an
-integer (one pass over the label cells when the source opens), else float32. Several files (a glob or
-a list) need the same header. One record per line: a quoted cell may hold commas but no line break.
+integer (one pass over the label cells when the source opens, remembered per file), else float32.
+Several files (a glob or a list) need the same header. One record per line: a quoted cell may hold
+commas but no line break.
 Pipeline, splits (files, or a seeded hash of (file name, line index)) and checks: `files.RecordFiles`.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.data.arrays import known_params
+from layerprobe.data.digests import FileFacts, files_digest
 from layerprobe.data.files import RecordFiles
 from layerprobe.data.sources import CSV_DTYPES, csv_columns, feature_where
 from layerprobe.errors import ConfigError
@@ -46,7 +48,7 @@ class CSVStream(RecordFiles):
                 raise ConfigError(feature_where(params, name), cols, "the columns of one feature need one dtype")
         self._groups, self._labels = groups, labels
         self._names = {"features": list(groups), "labels": list(labels)}
-        self._open_data()
+        self._opened()
 
     def _open(self, path: Any) -> tf.data.Dataset:
         return tf.data.TextLineDataset(path).skip(1)  # the header
@@ -64,19 +66,35 @@ class CSVStream(RecordFiles):
     def _raw_count(self, path: str, where: str) -> int:
         return int(self._open(path).reduce(np.int64(0), lambda n, r: n + 1))
 
+    def _parse_key(self) -> str:
+        return repr((self._header, self._groups, self._labels, self._dtypes))
+
     def _integers(self, paths: list[str], columns: list[str]) -> list[bool]:
         """Per column: whether every cell of every file is an integer (rows that do not split into the
-        header's cells are left to the checks)."""
+        header's cells are left to the checks); each file's answer is remembered."""
         if not columns:
             return []
-        lines = tf.data.Dataset.from_tensor_slices(paths).flat_map(self._open)
+        files_digest(paths, self.cache_dir)  # the facts are kept beside the digests
+        facts = FileFacts(self.cache_dir, repr(("integers", self._header, columns)))
+        every = [True] * len(columns)
+        try:
+            for path in paths:
+                known = facts.get(path)
+                if known is None:
+                    known = self._integer_columns(path, columns)
+                    facts.put(path, known)
+                every = [a and bool(b) for a, b in zip(every, known)]
+        finally:
+            facts.save()
+        return every
 
+    def _integer_columns(self, path: str, columns: list[str]) -> list[int]:
         def whole(line: Any) -> Any:
             cells = self._cells(line)
             return tf.stack([tf.strings.regex_full_match(cells[c], INT_TEXT) for c in columns])
 
-        flags = lines.map(whole, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-        return [bool(v) for v in flags.reduce(tf.ones([len(columns)], tf.bool), tf.logical_and).numpy()]
+        flags = self._open(path).map(whole, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+        return [int(v) for v in flags.reduce(tf.ones([len(columns)], tf.bool), tf.logical_and).numpy()]
 
     def _bad_record(self, where: str, path: str, index: int) -> ConfigError:
         """The in-memory source's line for a bad row, naming the file: line `index + 2` (after the header)."""
@@ -95,7 +113,10 @@ class CSVStream(RecordFiles):
         return super()._bad_record(where, path, index)
 
     def _nan_counts(self) -> dict[str, dict[tuple[str, str], int]]:
-        """NaN per float feature and label of each split, by one pass (normalize refuses them)."""
+        """NaN per float feature and label of each split, by one pass (normalize refuses them); only
+        the transforms read them, so without transforms there is no pass."""
+        if not self.transforms:
+            return {}
         return {split: _nan_count(self._examples(split, training=False)) for split in self._files}
 
 

@@ -1,12 +1,15 @@
 """Records in files streamed through tf.data: what the TFRecord and CSV streams share.
 
 Pipeline: file list (train: shuffled by the seed) -> parallel interleave over files (deterministic
-order) -> split filter -> parse and decode in a parallel `map` -> the shared transforms, shuffle buffer,
-batch and prefetch of `serve.Served`. Splits need no loading: per-split files (`splits.method: files`)
-or a seeded hash of (file name, record index) (`method: fraction`), stable across runs, machines and
-shards. Sizes are counted when the source opens, by a pass that reads the records and one that parses
-and decodes them: bad files and bad records are found before training. A subclass says how to open a
-file as records (`_open`), parse one (`_pair`) and count and explain its bad ones.
+order; each file's split filter hashes a chunk of record keys at once) -> parse in a parallel `map`,
+PARSE_BATCH records per call when the source can (`_parse_batch`), then decode what it leaves encoded
+record by record -> the shared transforms, shuffle buffer, batch and prefetch of `serve.Served`.
+Splits need no loading: per-split files (`splits.method: files`) or a seeded hash of (file name, record
+index) (`method: fraction`), stable across runs, machines and shards. Sizes are counted when the source
+opens, by one pass that reads, parses and decodes every record: bad files and bad records are found
+before training. What it finds is remembered beside the files' digests (`digests.FileFacts`), so opening
+unchanged files again (a shard process, the next run) reads nothing. A subclass says how to open a file
+as records (`_open`), parse one (`_pair`) and count and explain its bad ones.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.data.arrays import required
-from layerprobe.data.digests import files_digest
+from layerprobe.data.digests import FileFacts, files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
+from layerprobe.data.opening import OpensOnDemand
 from layerprobe.data.records import tf_message
 from layerprobe.data.serve import Streamed
 from layerprobe.data.tfrecord import files_of
@@ -34,25 +38,28 @@ log = logging.getLogger(__name__)
 HASH_BUCKETS = 1 << 20  # eval = records whose keyed hash falls below eval_fraction of the buckets
 SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0: memory stays bounded whatever the split size
 CYCLE_LENGTH = 8  # files read at once
+PARSE_BATCH = 128  # records parsed by one parse_example call
 
 
-class RecordFiles(Streamed):
-    """A split is files of records; `_open_files` then `_open_data` (after the parser exists) set it up."""
+class RecordFiles(OpensOnDemand, Streamed):
+    """A split is files of records; `_open_files` then `_opened` (after the parser exists) set it up."""
 
     _names: dict[str, list[str]]  # features / labels -> names, in declared order
     _parse: Any  # serialized record -> {name: tensor}
+    _parse_batch: Any = None  # (batch,) serialized records -> {name: (batch, ...) tensor}, if the source has one
 
     def _open_files(self, data_cfg: Mapping[str, Any], params: Mapping[str, Any]) -> None:
         """Name, transforms and the files of each split."""
         self.name = data_cfg["name"]
         self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
         self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
-        self.skip_corrupt, self.skipped = bool(data_cfg.get("skip_corrupt")), 0
+        self.skip_corrupt = bool(data_cfg.get("skip_corrupt"))
         self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
         self._files, self._fraction, self._split_seed = _split_files(params, data_cfg.get("splits") or {})
 
-    def _open_data(self) -> None:
-        """The digest, the checked counts and the fitted transforms (a pass over the data each)."""
+    def _read_files(self) -> None:
+        """The digest, the checked counts (remembered per file) and the fitted transforms."""
+        self.skipped = 0
         names = {split: [Path(f).name for f in files] for split, files in self._files.items()}
         split_def = repr((sorted(names.items()), self._fraction, self._split_seed)).encode()  # no directories
         every = sorted({f for files in self._files.values() for f in files})
@@ -61,6 +68,19 @@ class RecordFiles(Streamed):
         self.fitted: dict[str, Any] = check_and_fit_stream(
             self.transforms, self._examples("train", training=False), self._nan_counts()
         )
+
+    def _fit_only(self) -> dict[str, Any] | None:
+        if any(t["name"] == "normalize" and t.get("mean") is None for t in self.transforms):
+            return None  # fitted by a pass over the train split
+        return check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
+
+    def _facts_kind(self) -> str:
+        """What a file's remembered facts depend on besides its bytes: the parse and the split hash."""
+        return repr((type(self).__name__, self._parse_key(), self._fraction, self._split_seed))
+
+    def _parse_key(self) -> str:
+        """The declared parse of a record, as text."""
+        raise NotImplementedError
 
     def _open(self, path: Any) -> tf.data.Dataset:
         """One file's serialized records."""
@@ -86,8 +106,30 @@ class RecordFiles(Streamed):
         return {}
 
     def _pair(self, record: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        parsed = self._parse(record)
+        return self._grouped(self._parse(record))
+
+    def _grouped(self, parsed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         return {n: parsed[n] for n in self._names["features"]}, {n: parsed[n] for n in self._names["labels"]}
+
+    def _parsed(self, ds: tf.data.Dataset, keyed: bool = False) -> tf.data.Dataset:
+        """Records (keyed: (record, key) pairs) -> examples. Parsed PARSE_BATCH at a time when the
+        source can (`_parse_batch`: parse, then decode what it left encoded one by one), else one by
+        one (also under data.skip_corrupt: an error drops one record, not a batch)."""
+
+        def each(d: tf.data.Dataset, fn: Any) -> tf.data.Dataset:  # fn of the record; the key passed along
+            def with_key(r: Any, k: Any) -> Any:
+                out = fn(r)
+                return (*out, k) if isinstance(out, tuple) else (out, k)
+
+            return d.map(with_key if keyed else fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        if self._parse_batch is None or self.skip_corrupt:
+            ds = each(ds, self._pair)
+            return ds.ignore_errors() if self.skip_corrupt else ds
+        parse, decode = self._parse_batch
+        if decode is None:
+            return each(ds.batch(PARSE_BATCH), lambda r: self._grouped(parse(r))).unbatch()
+        return each(each(ds.batch(PARSE_BATCH), parse).unbatch(), lambda p: self._grouped(decode(p)))
 
     def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
         """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
@@ -103,12 +145,14 @@ class RecordFiles(Streamed):
             if keep is None and not keyed:
                 return records
             name = tf.strings.split(path, "/")[-1]  # the file name, not where it lies: stable across machines
-            indexed = records.enumerate()
-            if keep is not None:
-                indexed = indexed.filter(lambda i, r: keep(name, i))
-            if keyed:
-                return indexed.map(lambda i, r: (r, record_key(name, i)))
-            return indexed.map(lambda i, r: r)
+
+            def pick(j: Any, chunk: Any) -> Any:  # hashes of a chunk's keys at once, not one per record
+                i = j * PARSE_BATCH + tf.range(tf.size(chunk, out_type=tf.int64))
+                mask = tf.ones_like(i, tf.bool) if keep is None else keep(name, i)
+                picked = tf.boolean_mask(chunk, mask)
+                return (picked, tf.boolean_mask(record_key(name, i), mask)) if keyed else picked
+
+            return records.batch(PARSE_BATCH).enumerate().map(pick).unbatch()
 
         cycle = min(CYCLE_LENGTH, len(paths))
         return file_ds.interleave(read, cycle_length=cycle, num_parallel_calls=cycle, deterministic=True)
@@ -123,8 +167,7 @@ class RecordFiles(Streamed):
         if blocks is not None:
             i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
             ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
-        ds = ds.map(lambda r, k: (*self._pair(r), k), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.ignore_errors() if self.skip_corrupt else ds
+        return self._parsed(ds, keyed=True)
 
     def _examples(
         self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None
@@ -132,8 +175,7 @@ class RecordFiles(Streamed):
         ds = self._records(split, training=training, seed=seed)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        ds = ds.map(self._pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.ignore_errors() if self.skip_corrupt else ds
+        return self._parsed(ds)
 
     def _shuffle_buffer(self, split: str) -> int:
         return SHUFFLE_BUFFER
@@ -157,26 +199,30 @@ class RecordFiles(Streamed):
         return "data.splits.eval_params.path" if split == "eval" and self._fraction is None else "data.params.path"
 
     def _count(self) -> dict[str, int]:
-        """Examples per split, by one pass that reads every file's records and one that parses and
-        decodes them: a bad file or a record that does not match the declared features is one line
-        naming the file and the record, before training (or, with data.skip_corrupt, a skipped
-        record, counted in `skipped`)."""
+        """Examples per split, from each file's (records, parsed, eval records, first bad record):
+        remembered, or found by `_scan`. A bad file or a record that does not match the declared
+        features is one line naming the file and the record, before training (or, with
+        data.skip_corrupt, a skipped record, counted in `skipped`)."""
         counts = dict.fromkeys(self._files, 0)
-        done: set[str] = set()
+        split_of: dict[str, str] = {}  # a fraction split: train and eval share the files
         for split, files in self._files.items():
-            for path in files:
-                if path in done:  # a fraction split: train and eval share the files
-                    continue
-                done.add(path)
-                where = self._where(split)
-                total = self._raw_count(path, where)
-                ok, evals, first_bad = self._check_records(path)
+            split_of.update({path: split for path in files if path not in split_of})
+        facts = FileFacts(self.cache_dir, self._facts_kind())
+        try:
+            for path, split in split_of.items():
+                known = facts.get(path)
+                if known is None:
+                    known = self._scan(path, self._where(split))
+                    facts.put(path, known)
+                total, ok, evals, first_bad = known
                 if ok < total and not self.skip_corrupt:
-                    raise self._bad_record(where, path, first_bad)
+                    raise self._bad_record(self._where(split), path, first_bad)
                 self.skipped += total - ok
                 counts[split] += ok - evals
                 if evals:
                     counts["eval"] += evals
+        finally:
+            facts.save()
         if self.skipped:
             log.warning("%s: skipped %d corrupt record(s) (data.skip_corrupt)", self.name, self.skipped)
         for split, count in counts.items():
@@ -184,9 +230,22 @@ class RecordFiles(Streamed):
                 raise ConfigError("data.splits", split, "split is empty")
         return counts
 
-    def _check_records(self, path: str) -> tuple[int, int, int]:
-        """(records that parse and decode, of them eval records of a fraction split, index of the
-        first that does not or -1)."""
+    def _scan(self, path: str, where: str) -> list[int]:
+        """[records, records that parse and decode, of them eval records, first that does not or -1]:
+        one pass over a good file; a file with a bad record is read again to find it."""
+        try:
+            total, evals = self._checked(path).reduce(
+                (np.int64(0), np.int64(0)), lambda a, e: (a[0] + 1 + e[2], a[1] + e[1])
+            )
+            return [int(total), int(total), int(evals), -1]
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+            pass
+        total = self._raw_count(path, where)
+        ok, evals, first = self._check_records(path)
+        return [total, ok, evals, first]
+
+    def _checked(self, path: str) -> tf.data.Dataset:
+        """(index, is eval, 0) per record of a file, each parsed and decoded (an error if one does not)."""
         name = tf.constant(Path(path).name)
         fraction = self._fraction is not None
 
@@ -198,16 +257,20 @@ class RecordFiles(Streamed):
             return i, evals, tf.cast(tf.minimum(touched, 0), tf.int64)  # 0, but not foldable: nothing is pruned
 
         records = self._open(tf.constant(path)).enumerate()
-        checked = records.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+        return records.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _check_records(self, path: str) -> tuple[int, int, int]:
+        """(records that parse and decode, of them eval records of a fraction split, index of the
+        first that does not or -1)."""
 
         def step(acc: Any, e: Any) -> Any:
             ok, evals, first = acc
             first = tf.where(tf.logical_and(first < 0, tf.not_equal(e[0], ok)), ok, first)
             return ok + 1 + e[2], evals + e[1], first
 
-        ok, evals, first = checked.reduce((np.int64(0), np.int64(0), np.int64(-1)), step)
-        ok, first = int(ok), int(first)
-        return ok, int(evals), first if first >= 0 else ok
+        reduced = self._checked(path).ignore_errors().reduce((np.int64(0), np.int64(0), np.int64(-1)), step)
+        ok, evals, first = (int(v) for v in reduced)
+        return ok, evals, first if first >= 0 else ok
 
 
 def record_key(name: Any, index: Any) -> Any:

@@ -4,7 +4,8 @@ What `image_dataset_from_directory` users have. Labels are the class folders in 
 a seeded hash of each file's `class/name` (`method: fraction`), or another directory with the same class
 folders (`method: files`, `eval_params: {path: ...}`). Only the file list is held in memory; every image
 is decoded once when the source opens, so a file that does not decode is one line naming it (or, with
-`data.skip_corrupt`, skipped and counted).
+`data.skip_corrupt`, skipped and counted); whether it decodes is remembered beside its digest, so
+opening unchanged files again decodes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.data.arrays import known_params, required
-from layerprobe.data.digests import files_digest
+from layerprobe.data.digests import FileFacts, files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
+from layerprobe.data.opening import OpensOnDemand
 from layerprobe.data.records import tf_message
 from layerprobe.data.serve import Streamed
 from layerprobe.errors import ConfigError
@@ -33,7 +35,7 @@ HASH_BUCKETS = 1 << 20
 SHUFFLE_BUFFER = 10_000
 
 
-class ImageFolder(Streamed):
+class ImageFolder(OpensOnDemand, Streamed):
     """params = {path, image_size: [height, width], channels: 1|3}: features {image: uint8 (h, w, c)},
     labels {label: int64 class index}."""
 
@@ -44,7 +46,7 @@ class ImageFolder(Streamed):
         self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
         self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
         self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
-        self.skip_corrupt, self.skipped = bool(data_cfg.get("skip_corrupt")), 0
+        self.skip_corrupt = bool(data_cfg.get("skip_corrupt"))
         size = params.get("image_size")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(d, int) and d > 0 for d in size)):
             raise ConfigError("data.params.image_size", size, "give [height, width] in pixels")
@@ -70,14 +72,26 @@ class ImageFolder(Streamed):
                 "train": [f for f, e in zip(files, in_eval) if not e],
                 "eval": [f for f, e in zip(files, in_eval) if e],
             }
+        self._opened()
+
+    def _read_files(self) -> None:
+        """The digest, the checked counts (whether each file decodes: remembered) and the fitted transforms."""
+        self.skipped = 0
         every = sorted(p for part in self._files.values() for p, _, _ in part)
         split_def = repr({k: [rel for _, _, rel in v] for k, v in self._files.items()}).encode()
         self.digest = hashlib.sha256(files_digest(every, self.cache_dir).encode() + split_def).hexdigest()
         self._sizes = {split: self._checked(split) for split in self._files}
         self.fitted: dict[str, Any] = check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
 
-    def _listed(self, split: str) -> tf.data.Dataset:
-        paths, labels, rels = zip(*self._files[split])
+    def _fit_only(self) -> dict[str, Any] | None:
+        if any(t["name"] == "normalize" and t.get("mean") is None for t in self.transforms):
+            return None  # fitted by a pass over the train split
+        return check_and_fit_stream(self.transforms, self._examples("train", training=False), {})
+
+    def _listed(self, split: str, only: list[int] | None = None) -> tf.data.Dataset:
+        """(path, label, key) of the split's files (`only`: of those at these positions)."""
+        rows = self._files[split] if only is None else [self._files[split][i] for i in only]
+        paths, labels, rels = zip(*rows)
         keys = [_bucket(rel, 0, KEY_BUCKETS) for rel in rels]  # stable: the same file, the same key
         return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64), np.asarray(keys)))
 
@@ -119,23 +133,38 @@ class ImageFolder(Streamed):
         return SHUFFLE_BUFFER
 
     def _checked(self, split: str) -> int:
-        """Decode every image of a split once: the count, and a file that does not decode is one line."""
+        """Whether each image of a split decodes (remembered, else one pass over the new files): the
+        count, and a file that does not decode is one line."""
         where = "data.splits.eval_params.path" if split == "eval" and self._by_files else "data.params.path"
-        ds = self._listed(split).map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        # 1 per decoded image, computed from its pixels so that the decode is never pruned away
-        ones = ds.ignore_errors().map(lambda f, y, k: tf.minimum(tf.cast(f["image"][0, 0, 0], tf.int64), 0) + 1)
-        ok = int(ones.reduce(np.int64(0), lambda n, one: n + one))
-        bad = len(self._files[split]) - ok
+        facts = FileFacts(self.cache_dir, repr(("decodes", self._shape[2])))
+        known = [facts.get(path) for path, _, _ in self._files[split]]
+        new = [i for i, k in enumerate(known) if k is None]
+        if new:
+            ds = (
+                self._listed(split, new)
+                .enumerate()
+                .map(lambda i, e: (i, *self._example(*e)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            )
+            # the index of each decoded image, computed from its pixels so that the decode is never pruned
+            ok = ds.ignore_errors().map(lambda i, f, y, k: tf.minimum(tf.cast(f["image"][0, 0, 0], tf.int64), 0) + i)
+            decoded = {int(i) for batch in ok.batch(4096).as_numpy_iterator() for i in batch}
+            for pos, i in enumerate(new):
+                known[i] = fact = [int(pos in decoded)]
+                facts.put(self._files[split][i][0], fact)
+            facts.save()
+        ok_count = sum(k[0] for k in known if k is not None)
+        bad = len(known) - ok_count
         if bad and not self.skip_corrupt:
-            for path, _, _ in self._files[split]:
-                try:
-                    self._decode(tf.constant(path))
-                except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-                    raise ConfigError(where, path, f"the image does not decode ({tf_message(e)})") from None
+            for (path, _, _), k in zip(self._files[split], known):
+                if k is not None and not k[0]:
+                    try:
+                        self._decode(tf.constant(path))
+                    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+                        raise ConfigError(where, path, f"the image does not decode ({tf_message(e)})") from None
         self.skipped += bad
-        if not ok:
+        if not ok_count:
             raise ConfigError("data.splits", split, "split is empty")
-        return ok
+        return ok_count
 
 
 def _listing(root: Any, where: str) -> tuple[list[str], list[tuple[str, int, str]]]:

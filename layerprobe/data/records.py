@@ -32,6 +32,31 @@ def parser(specs: Mapping[str, tuple[str, Any]]) -> Callable[[Any], dict[str, An
     return parse
 
 
+def batch_parser(
+    specs: Mapping[str, tuple[str, Any]],
+) -> tuple[Callable[[Any], dict[str, Any]], Callable[[dict[str, Any]], dict[str, Any]] | None] | None:
+    """(parse, decode): `(batch,) serialized records -> {name: (batch, ...) tensor}` by one
+    `parse_example` (faster than a parse per record: BENCHMARKS.md, "Data at scale"), and the
+    per-record decode of the images it leaves encoded (None: nothing left), which together give
+    `parser`'s values. None when a var_len feature needs the per-record padding. Call `parser`
+    first: it checks the specs."""
+    if any(spec.get("var_len") for _, spec in specs.values()):
+        return None
+    wire = {name: _wire(path, spec) for name, (path, spec) in specs.items()}
+    images = {name: spec for name, (_, spec) in specs.items() if spec.get("decode") in ("png", "jpeg", "image")}
+
+    def parse(records: Any) -> dict[str, Any]:
+        raw = tf.io.parse_example(records, wire)
+        return {
+            name: raw[name] if name in images else _finish_batch(raw[name], spec) for name, (_, spec) in specs.items()
+        }
+
+    def decode(parsed: dict[str, Any]) -> dict[str, Any]:
+        return {name: _finish(x, images[name]) if name in images else x for name, x in parsed.items()}
+
+    return parse, decode if images else None
+
+
 def tf_message(e: Exception) -> str:
     """A TensorFlow error's message on one line."""
     return " ".join(str(getattr(e, "message", e)).split())
@@ -97,6 +122,13 @@ def _finish(x: Any, spec: Mapping[str, Any]) -> Any:
         return tf.ensure_shape(image, [height, width, channels])
     if decode == "raw":
         return tf.reshape(tf.io.decode_raw(x, spec["raw_dtype"]), spec["shape"])
+    return x
+
+
+def _finish_batch(x: Any, spec: Mapping[str, Any]) -> Any:
+    if spec.get("decode") == "raw":
+        # (batch, ...): a record of another length is an error, never a different number of examples
+        return tf.reshape(tf.io.decode_raw(x, spec["raw_dtype"]), [tf.shape(x)[0], *spec["shape"]])
     return x
 
 

@@ -25,13 +25,13 @@ ARRAY_LOADERS: dict[str, str] = {
     "synthetic": "layerprobe.data.sources:load_synthetic",
     "npz": "layerprobe.data.sources:load_npz",
     "csv": "layerprobe.data.sources:load_csv",
-    "tfds": "layerprobe.data.tfrecord:read_tfds",
 }
 # name -> a class built from the whole data config that implements `source.DataSource` itself
 STREAMS: dict[str, str] = {
     "tfrecord": "layerprobe.data.stream:TFRecordStream",
     "tfrecord_stream": "layerprobe.data.stream:TFRecordStream",  # the name it had before tfrecord streamed
     "image_folder": "layerprobe.data.images:ImageFolder",
+    "tfds": "layerprobe.data.tfdsstream:TFDSStream",  # prepared TensorFlow Datasets on disk
 }
 # in-memory sources that stream instead when `data.params.stream` is true (large files)
 STREAMABLE: dict[str, str] = {"csv": "layerprobe.data.csvstream:CSVStream"}

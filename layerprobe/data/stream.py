@@ -14,7 +14,7 @@ import numpy as np
 from layerprobe._tf import tf
 from layerprobe.data.arrays import known_params
 from layerprobe.data.files import RecordFiles, record_key
-from layerprobe.data.records import parser, tf_message
+from layerprobe.data.records import batch_parser, parser, tf_message
 from layerprobe.data.tfrecord import COMPRESSION
 from layerprobe.errors import ConfigError
 
@@ -35,8 +35,13 @@ class TFRecordStream(RecordFiles):
         self._names = {g: list(params.get(g) or {}) for g in ("features", "labels")}
         specs = {n: (f"data.params.{g}.{n}", s) for g in self._names for n, s in (params.get(g) or {}).items()}
         self._parse = parser(specs)
+        self._parse_batch = batch_parser(specs)
+        self._specs = repr((sorted(specs.items()), self._compression))
         self._open_files(data_cfg, params)
-        self._open_data()
+        self._opened()
+
+    def _parse_key(self) -> str:
+        return self._specs
 
     def _open(self, path: Any) -> tf.data.Dataset:
         return tf.data.TFRecordDataset(path, compression_type=self._compression)

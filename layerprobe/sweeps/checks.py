@@ -51,9 +51,9 @@ def sweep_points(cfg: Any, overrides: Sequence[str]) -> list[list[str]]:
 
 def check_jobs(hydra: Any, cfg: Any, overrides: Sequence[str], name: str) -> None:
     """Compose and validate every point of `sweep_points`; the first bad one as one line."""
-    from omegaconf import OmegaConf
 
     from layerprobe.config import compose_in
+    from layerprobe.config.compose import plain
     from layerprobe.config.validate import validate
 
     searched = _search_lines(cfg, overrides)
@@ -69,7 +69,7 @@ def check_jobs(hydra: Any, cfg: Any, overrides: Sequence[str], name: str) -> Non
                 text = text.replace(f"={value}?", f"={given}?")
             raise type(e)(text) from None
         try:
-            validate({k: OmegaConf.to_container(job[k], resolve=True) for k in job if k != "hydra"})
+            validate({k: plain(job[k]) for k in job if k != "hydra"})
         except LayerprobeError as e:  # named by the swept override when that key breaks the rule
             keys = [p.split("=", 1)[0].lstrip("+~") for p in swept]
             named = [k for k in keys if k == e.path] if isinstance(e, ConfigError) else keys
