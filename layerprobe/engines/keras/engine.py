@@ -81,14 +81,14 @@ class KerasEngine(ModelDirFiles):
         del model
         return ModelSummary(rows)
 
-    def _warm_start(self, graph: Graph) -> None:
+    def _warm_start(self, graph: Graph, level: int = logging.DEBUG) -> None:
         """Initial values of the nested models' weights files and trainer.warm_start (in that order,
         as the Estimator engine applies them); a model_dir's own checkpoint restores over them."""
         keys = model_weight_keys(graph.layers.values())
         layer_vars = {keys[id(v)]: v for layer in graph.layers.values() for v in layer.weights}
         for ws in [*graph.warm, *filter(None, [from_trainer(self.trainer)])]:
             assigned = assign_from(ws, layer_vars)
-            log.info("warm start: %d variables from %s", len(assigned), ws.source)
+            log.log(level, "warm start: %d variables from %s", len(assigned), ws.source)
 
     def train(
         self,
@@ -103,7 +103,7 @@ class KerasEngine(ModelDirFiles):
         if latest is not None:  # resume: weights, optimizer state and global_step
             saver.restore(latest)
         else:
-            self._warm_start(self._model()[1])
+            self._warm_start(self._model()[1], logging.INFO)
         start = int(model.optimizer.iterations.numpy())
         if start >= until_step:
             return start
