@@ -34,6 +34,7 @@ $(STAMP_KERAS): pyproject.toml constraints-keras.txt
 	$(BIN_KERAS)/python -m pip install --quiet --upgrade "pip>=23"
 	$(BIN_KERAS)/python -m pip install --quiet -r constraints-keras.txt
 	$(BIN_KERAS)/python -m pip install --quiet --no-deps -e .
+	$(BIN_KERAS)/python -m layerprobe.probe.fused.build
 	@touch $(STAMP_KERAS)
 
 venv-keras: $(STAMP_KERAS) ## create .venv-keras: Keras 3 on TensorFlow 2.21, numpy 2 (trainer.engine=keras)
@@ -78,9 +79,9 @@ lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps,tfds]"
 	/tmp/layerprobe-lock/bin/pip freeze --exclude-editable | sed '1i # Pinned versions: regenerate with `make lock`.' > constraints.txt
 
-lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies
+lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies (sweeps too)
 	rm -rf /tmp/layerprobe-lock-keras && $(PYTHON) -m venv /tmp/layerprobe-lock-keras
-	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["tfds"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["tfds"] + p["optional-dependencies"]["sweeps"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 

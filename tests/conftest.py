@@ -82,6 +82,7 @@ def _keras_major() -> int:
 
 
 KERAS3 = _keras_major() >= 3
+ENGINE = "keras" if KERAS3 else "estimator"  # the engine a test that runs on both stacks trains with
 
 # Test modules (and single tests) that drive the Estimator engine or its TensorFlow 2.15: marked
 # `estimator` here in one list rather than in each file, so the two environments' split is visible.
@@ -97,7 +98,6 @@ ESTIMATOR_ONLY = {
     "test_sweeps.py",
     "test_bench_smoke.py",  # `make bench` measures the Estimator engine
     "test_readme.py",  # the README's commands run on `make venv`
-    "test_fused.py",  # the kernel is built into the source tree against .venv's TensorFlow
     "test_probe_layers.py",
     "test_optuna.py",  # sweeps and pruning train with the default engine (and optuna is a `sweeps` extra)
     "test_shard.py",

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from layerprobe.graph import build
+from layerprobe.graph.keys import weight_keys
 
 
 def keras_model(c: dict[str, Any], model_dir: str, layers: list[str]) -> tf.keras.Model:
@@ -16,7 +17,8 @@ def keras_model(c: dict[str, Any], model_dir: str, layers: list[str]) -> tf.kera
     graph = build(c["model"]["layers"], inputs, training=False, keras=tf.keras)
     ckpt = tf.train.latest_checkpoint(model_dir)
     for layer in graph.layers.values():
-        layer.set_weights([tf.train.load_variable(ckpt, w.name.split(":")[0]) for w in layer.weights])
+        keys = weight_keys(layer)  # Keras 2's names and Keras 3's paths alike
+        layer.set_weights([tf.train.load_variable(ckpt, keys[id(w)]) for w in layer.weights])
     return tf.keras.Model(inputs, [graph.tensors[n] for n in layers])
 
 

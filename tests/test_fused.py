@@ -1,4 +1,5 @@
-"""The fused probe kernel (a C++ TensorFlow op) against the TensorFlow path it replaces, and end to end."""
+"""The fused probe kernel (a C++ TensorFlow op) against the TensorFlow path it replaces, and end to end
+(on either stack: each builds its own library, and a run trains with that stack's engine)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from layerprobe.errors import ConfigError
 from layerprobe.probe.fused import build, kernel
 from layerprobe.probe.graph_stats import LayerProbeSpec, batch_summaries
 from layerprobe.probe.sketch import SketchLayout
+from tests.conftest import ENGINE
 from tests.test_sketch_and_merge import exact_summaries
 
 LAYOUT = SketchLayout(0.005)
@@ -153,7 +155,7 @@ def test_an_unknown_kernel_name_is_one_line_with_the_options(monkeypatch):
 def test_a_run_gives_the_same_probe_statistics_with_either_kernel(tiny, tmp_path, monkeypatch):
     from layerprobe.runner import run
 
-    c = tiny("probe.reservoir_size=5", "probe.batch_size=50", "probe.analysis=false")
+    c = tiny("probe.reservoir_size=5", "probe.batch_size=50", "probe.analysis=false", f"trainer.engine={ENGINE}")
     stats = {}
     for name in ("fused", "tf"):  # the second run restores the first one's checkpoint: same weights
         monkeypatch.setenv(kernel.ENV, name)

@@ -45,21 +45,23 @@ def call_nested(
     import tensorflow as tf
 
     kwargs = {k: v for k, v in args.items() if k not in ("trainable", "weights")}
-    kwargs["input_shape"] = tuple(x.shape.as_list()[1:])
+    kwargs["input_shape"] = tuple(list(x.shape)[1:])  # TensorShape (Keras 2) and tuple (Keras 3) alike
     if model_constructor_is_application(make, keras):
         kwargs["weights"] = None  # a weights file is read through a checkpoint (graph.warm), never downloaded
+    # Keras 3 names a variable by its own name scope (keras.name_scope), Keras 2 by TensorFlow's
+    scope = getattr(keras, "name_scope", None) or tf.name_scope
     try:
-        with tf.name_scope(name):  # variables: <name>/<inner layer>/<weight>
+        with scope(name):  # variables: <name>/<inner layer>/<weight>
             model = make(**kwargs)
     except Exception as e:  # noqa: BLE001 - the model's arguments caused it
         raise ConfigError(path, dict(args), f"the model rejected its arguments: {_first_line(e)}") from None
     if not isinstance(model, keras.Model):
         raise ConfigError(f"{path}.type", getattr(make, "__name__", make), "must return a Keras model")
-    model._name = name
+    _rename(model, name)
     if "trainable" in args:
         model.trainable = bool(args["trainable"])
     inner = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    before = {id(u) for layer in inner for u in layer.updates}
+    before = {id(u) for layer in inner for u in _updates(layer)}
     twin = keras.Model(model.inputs, [layer.output for layer in inner], name=name)
     with tf.name_scope(name):
         outs = twin(x, training=training)
@@ -68,8 +70,21 @@ def call_nested(
     for layer, t in zip(inner, outs):
         nested.inner_tensors[f"{name}/{layer.name}"] = t
         nested.inner_layers[f"{name}/{layer.name}"] = layer
-    nested.updates = [u for layer in inner for u in layer.updates if id(u) not in before]
+    nested.updates = [u for layer in inner for u in _updates(layer) if id(u) not in before]
     return nested
+
+
+def _updates(layer: Any) -> list[Any]:
+    # Keras 3 layers have no `updates`: fit applies BatchNorm's moving averages itself
+    return list(getattr(layer, "updates", ()))
+
+
+def _rename(model: Any, name: str) -> None:
+    """Keras 2 keeps a model's name in `_name` behind a read-only property; Keras 3 in `name`."""
+    try:
+        model.name = name
+    except AttributeError:
+        model._name = name
 
 
 def model_constructor_is_application(make: Callable[..., Any], keras: Any) -> bool:

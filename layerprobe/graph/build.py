@@ -17,6 +17,7 @@ from typing import Any
 from layerprobe.config.validate import RESERVED_LAYER_KEYS
 from layerprobe.errors import ConfigError
 from layerprobe.graph.applications import call_nested, model_constructor
+from layerprobe.graph.keys import weight_keys
 from layerprobe.graph.warm import WarmStart
 
 
@@ -114,7 +115,7 @@ def _add_nested(
     graph.updates.extend(nested.updates)
     if args.get("weights"):
         order = tuple(
-            (layer.name, tuple(w.name.split(":")[0] for w in layer.weights))
+            (layer.name, tuple(weight_keys(layer)[id(w)] for w in layer.weights))
             for layer in nested.inner_layers.values()
             if layer.weights
         )

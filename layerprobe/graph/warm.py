@@ -20,6 +20,12 @@ from layerprobe.errors import ConfigError
 
 CACHE_DIR = Path(".cache/layerprobe/weights")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")
+# Keras 3's `save_weights` layout keys each layer by an object path (`layers/conv2d_17/vars/0`), not
+# by the layer's name, so it cannot be matched to a config's layers here.
+KERAS3_FILE = (
+    "a Keras 3 weights file (layers/<object path>/vars/<i>, no layer names) cannot be matched by name: "
+    "give a Keras 2 .h5 weights file, a checkpoint or a model_dir"
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ def _converted(ws: WarmStart) -> str:
     values: dict[str, Any] = {}
     with h5py.File(ws.source, "r") as f:
         root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs and "layers" in root and "vars" in root:
+            raise ConfigError(ws.path, ws.source, KERAS3_FILE)
         if ws.layer_order:
             for layer, names in ws.layer_order:
                 if layer not in root:
@@ -124,4 +132,25 @@ def init_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:
     shapes = {n: v.shape.as_list() for n, v in model_vars.items()}
     assigned = assignment(ws, checkpoint, shapes)
     tf.compat.v1.train.init_from_checkpoint(checkpoint, {k: model_vars[v] for k, v in assigned.items()})
+    return assigned
+
+
+def from_trainer(trainer: Mapping[str, Any]) -> WarmStart | None:
+    """trainer.warm_start as a WarmStart, or None without a source."""
+    ws = trainer.get("warm_start") or {}
+    if not ws.get("source"):
+        return None
+    return WarmStart("trainer.warm_start.source", ws["source"], ws.get("variables", ".*"), ws.get("rename") or {})
+
+
+def assign_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:
+    """The eager twin of `init_from` (Keras 3 variables, no graph): assign the source's values to
+    `model_vars` (name -> variable) now; returns the assignment used."""
+    import tensorflow as tf
+
+    checkpoint = checkpoint_of(ws)
+    assigned = assignment(ws, checkpoint, {n: list(v.shape) for n, v in model_vars.items()})
+    reader = tf.train.load_checkpoint(checkpoint)
+    for theirs, ours in assigned.items():
+        model_vars[ours].assign(reader.get_tensor(theirs))
     return assigned

@@ -76,6 +76,14 @@ class SummaryOutputs:
     def __init__(self, specs: Sequence[Any]) -> None:
         self.specs = tuple(specs)
 
+    # Equal specs compute equal outputs: a new session's outputs equal the last one's, so an engine
+    # that keeps its traced predict function per ExtraOutputs (the Keras engine) traces it once.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SummaryOutputs) and other.specs == self.specs
+
+    def __hash__(self) -> int:
+        return hash(self.specs)
+
     def __call__(self, tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
         from layerprobe.probe.graph_stats import batch_summaries
 

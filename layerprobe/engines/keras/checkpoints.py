@@ -13,6 +13,7 @@ from typing import Any
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import Checkpoint
+from layerprobe.graph.keys import model_weight_keys
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,8 @@ PREFIX = "model.ckpt"  # the Estimator's file prefix: model.ckpt-<step>
 
 def variables(model: Any) -> dict[str, Any]:
     """Checkpoint key -> tf.Variable: the model's weights, the optimizer's state and global_step."""
-    out = {v.path: v.value for v in model.weights}
+    keys = model_weight_keys(model.layers)
+    out = {keys[id(v)]: v.value for v in model.weights}
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         out["global_step"] = optimizer.iterations.value
@@ -67,11 +69,12 @@ class Saver:
 def restore_weights(model: Any, path: str) -> None:
     """The model's weights only, by key, from `path` (either engine's checkpoint)."""
     reader = tf.train.load_checkpoint(path)
-    missing = [v.path for v in model.weights if not reader.has_tensor(v.path)]
+    keys = model_weight_keys(model.layers)
+    missing = [keys[id(v)] for v in model.weights if not reader.has_tensor(keys[id(v)])]
     if missing:
         raise ValueError(f"checkpoint {path} holds no {missing[:5]}")
     for v in model.weights:
-        v.assign(reader.get_tensor(v.path))
+        v.assign(reader.get_tensor(keys[id(v)]))
 
 
 def listed(model_dir: str) -> list[Checkpoint]:

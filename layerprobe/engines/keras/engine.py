@@ -30,6 +30,8 @@ from layerprobe.engines.keras.model import build_model, compile_model, metric_ke
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import LayerprobeError
 from layerprobe.graph import Graph
+from layerprobe.graph.keys import model_weight_keys
+from layerprobe.graph.warm import assign_from, from_trainer
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +69,26 @@ class KerasEngine(ModelDirFiles):
 
     def summary(self, data: Any, exposed: set[str]) -> ModelSummary:
         model, graph = build_model(self.spec, keras)  # a throwaway model: nothing touches model_dir
-        rows = []
+        self._warm_start(graph)  # a weights file or warm-start source that does not fit stops here
+        rows, keys = [], model_weight_keys(graph.layers.values())
         for name, layer in graph.layers.items():
             params = int(sum(np.prod(w.shape) for w in layer.weights))
             shape = list(graph.tensors[name].shape)[1:]
-            weights = tuple(w.path for w in layer.weights)
+            weights = tuple(keys[id(w)] for w in layer.weights)
             rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
+        for name, layer in graph.inner.items():  # a nested model's weights count in its own row
+            rows.append(LayerRow(name, type(layer).__name__, list(graph.tensors[name].shape)[1:], 0, name in exposed))
         del model
         return ModelSummary(rows)
+
+    def _warm_start(self, graph: Graph, level: int = logging.DEBUG) -> None:
+        """Initial values of the nested models' weights files and trainer.warm_start (in that order,
+        as the Estimator engine applies them); a model_dir's own checkpoint restores over them."""
+        keys = model_weight_keys(graph.layers.values())
+        layer_vars = {keys[id(v)]: v for layer in graph.layers.values() for v in layer.weights}
+        for ws in [*graph.warm, *filter(None, [from_trainer(self.trainer)])]:
+            assigned = assign_from(ws, layer_vars)
+            log.log(level, "warm start: %d variables from %s", len(assigned), ws.source)
 
     def train(
         self,
@@ -88,6 +102,8 @@ class KerasEngine(ModelDirFiles):
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest is not None:  # resume: weights, optimizer state and global_step
             saver.restore(latest)
+        else:
+            self._warm_start(self._model()[1], logging.INFO)
         start = int(model.optimizer.iterations.numpy())
         if start >= until_step:
             return start
@@ -152,11 +168,14 @@ class KerasEngine(ModelDirFiles):
 
         Traced once for the dataset's element spec (batch dimension None, so the last, smaller batch
         needs no second trace: tracing the summaries of three conv layers took ~3 s) and kept per
-        (extra, feed, spec), so that probing checkpoint after checkpoint traces once."""
-        key = (id(extra), labelled, sampled, repr(signature))
+        (extra, feed, spec): probing checkpoint after checkpoint, or in a new probe session whose
+        outputs equal the last one's (SummaryOutputs of the same specs), traces once."""
+        key = (extra, labelled, sampled, repr(signature))
         if key not in self._predict_fns:
             inputs = {n: graph.tensors[n] for n in self.spec.inputs}
-            sub = keras.Model(inputs, {n: graph.tensors[n] for n in graph.layers})
+            # every layer's output, a nested model's inner layers too (`backbone/block_3_expand_relu`):
+            # what nothing fetches, the tf.function prunes
+            sub = keras.Model(inputs, {n: graph.tensors[n] for n in [*graph.layers, *graph.inner]})
             raw = self.spec.raw or tuple(self.spec.heads)
 
             @tf.function(input_signature=list(signature))
@@ -166,8 +185,8 @@ class KerasEngine(ModelDirFiles):
                 out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
                 return out
 
-            self._predict_fns[key] = (extra, fn)  # extra kept alive: its id stays its own
-        return self._predict_fns[key][1]
+            self._predict_fns[key] = fn
+        return self._predict_fns[key]
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         model, _, _ = self._at(checkpoint)

@@ -1,7 +1,9 @@
 """`python -m layerprobe.probe.fused.build`: compile the fused probe kernel next to its source.
 
-Run by `make venv` (the install step). It never fails the install: without a compiler, or if the build
-fails, it prints one line and the probe uses its pure-TensorFlow path. An up-to-date library is kept.
+Run by `make venv` and `make venv-keras` (the install steps). It never fails the install: without a
+compiler, or if the build fails, it prints one line and the probe uses its pure-TensorFlow path. An
+up-to-date library is kept. One library per TensorFlow version (`_summaries-tf2.15.1.so`): a custom op
+is bound to the TensorFlow it was compiled against, and the two venvs share this source tree.
 """
 
 from __future__ import annotations
@@ -10,11 +12,25 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 HERE = Path(__file__).parent
 SOURCE = HERE / "summaries.cc"
-LIBRARY = HERE / "_summaries.so"  # gitignored; loaded by layerprobe.probe.fused
+TF_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos")
+
+
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version, read from package metadata (no TensorFlow import)."""
+    for name in TF_DISTRIBUTIONS:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+LIBRARY = HERE / f"_summaries-tf{tensorflow_version()}.so"  # gitignored; loaded by layerprobe.probe.fused
 
 
 def command(compiler: str, output: Path) -> list[str]:
@@ -29,6 +45,9 @@ def command(compiler: str, output: Path) -> list[str]:
         "-fPIC",
         "-O3",
         "-march=native",  # built where it runs: the widest vectors this CPU has for the per-unit loop
+        # The kernel is float32 only; Eigen's AVX512-FP16 code in TensorFlow 2.21's headers does not
+        # compile with g++ 12 ("expected initializer before '<'" in PacketMathFP16.h)
+        "-mno-avx512fp16",
         "-fopenmp-simd",  # honours `#pragma omp simd` (no OpenMP runtime)
         "-fno-trapping-math",  # lets the compiler turn the NaN/Inf selects into vector blends
         *tf.sysconfig.get_compile_flags(),
