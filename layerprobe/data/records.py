@@ -8,6 +8,7 @@ tensor of `raw_dtype` and `shape`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,9 +58,19 @@ def batch_parser(
     return parse, decode if images else None
 
 
+# TensorFlow's wrapping of an op's message: where it ran, the dataset stage, the node, the op
+_TF_CONTEXT = re.compile(
+    r"\{\{function_node [^}]*\}\}"
+    r"|Error in user-defined function passed to \S+ transformation with iterator: \S+: "
+    r"|\[\[.*?\]\]"
+    r"|\[Op:[^\]]*\](?: name:\S*)?"
+)
+
+
 def tf_message(e: Exception) -> str:
-    """A TensorFlow error's message on one line."""
-    return " ".join(str(getattr(e, "message", e)).split())
+    """A TensorFlow error's own message on one line, without TF's context around it (function and
+    node names, dataset stages, op names: they name graph internals and change from call to call)."""
+    return " ".join(_TF_CONTEXT.sub(" ", str(getattr(e, "message", e))).split())
 
 
 def check_keys(path: str, spec: Any, keys: tuple[str, ...], form: str) -> None:
