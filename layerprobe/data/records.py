@@ -57,6 +57,17 @@ def batch_parser(
     return parse, decode if images else None
 
 
+def each_record(fn: Callable[[Any], Any], batch: Any) -> Any:
+    """`fn` of one record applied to every record of `batch` (a structure of (batch, ...) tensors) by one
+    `tf.map_fn`, inside the caller's `map` of whole batches: one tf.data stage per batch instead of one
+    per record, whose per-element cost is what made decoding PNGs record by record slow (BENCHMARKS.md,
+    "Data at scale"). The result's structure, dtypes and shapes are those `fn` gives for one record."""
+    specs = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape[1:], x.dtype), batch)
+    one = tf.function(fn).get_concrete_function(specs).structured_outputs
+    signature = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), one)
+    return tf.map_fn(fn, batch, fn_output_signature=signature)
+
+
 def tf_message(e: Exception) -> str:
     """A TensorFlow error's message on one line."""
     return " ".join(str(getattr(e, "message", e)).split())
