@@ -58,14 +58,12 @@ def batch_parser(
 
 
 def each_record(fn: Callable[[Any], Any], batch: Any) -> Any:
-    """`fn` of one record applied to every record of `batch` (a structure of (batch, ...) tensors) by one
-    `tf.map_fn`, inside the caller's `map` of whole batches: one tf.data stage per batch instead of one
-    per record, whose per-element cost is what made decoding PNGs record by record slow (BENCHMARKS.md,
-    "Data at scale"). The result's structure, dtypes and shapes are those `fn` gives for one record."""
-    specs = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape[1:], x.dtype), batch)
-    one = tf.function(fn).get_concrete_function(specs).structured_outputs
-    signature = tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), one)
-    return tf.map_fn(fn, batch, fn_output_signature=signature)
+    """`fn` of one record applied to every record of `batch` (a structure of (batch, ...) tensors), inside
+    the caller's `map` of whole batches: one tf.data stage per batch instead of one per record, whose
+    per-element cost is what made decoding PNGs record by record slow (BENCHMARKS.md, "Data at scale").
+    Vectorized where TensorFlow can (casts, arithmetic: the whole batch at once), a loop over the
+    records where it cannot (the image decodes)."""
+    return tf.vectorized_map(fn, batch, fallback_to_while_loop=True)
 
 
 def tf_message(e: Exception) -> str:
