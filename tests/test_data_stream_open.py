@@ -134,3 +134,34 @@ def test_records_parsed_in_batches_are_those_parsed_one_by_one_in_the_same_order
         np.testing.assert_array_equal(ka, kb)
         np.testing.assert_array_equal(fa["png"], fb["png"])
         np.testing.assert_array_equal(ya["label"], yb["label"])
+
+
+def test_transforms_folded_into_the_batched_parse_are_those_mapped_record_by_record(tmp_path):
+    """The deterministic transforms run in the batched parse's own map (one per-record stage, not two);
+    the values and the order are those of the one-by-one parse with the transforms mapped per record,
+    and the eval images are the written pixels cast and scaled."""
+    pixels = write_png_shards(tmp_path / "shards", shards=3, per_shard=50)
+    transforms = (
+        "data.transforms=[{name: cast, features: [png], dtype: float32},"
+        " {name: scale, features: [png], factor: 0.5, offset: 1.0}, {name: random_flip, features: [png]}]"
+    )
+    batched = prepare(stream_cfg(tmp_path / "shards", transforms))
+    one_by_one = prepare(stream_cfg(tmp_path / "shards", transforms, "data.skip_corrupt=true"))
+    for split, training in (("train", True), ("eval", False)):
+        pipes = [
+            d.tf_dataset(split, training=training, batch_size=16, seed=3, cache=False) for d in (batched, one_by_one)
+        ]
+        a, b = (list(p.take(6).as_numpy_iterator()) for p in pipes)
+        assert len(a) == len(b) > 0
+        for (fa, ya), (fb, yb) in zip(a, b):
+            assert fa["png"].dtype == np.float32 and fa["png"].shape[1:] == (8, 8, 1)
+            for name in fa:
+                np.testing.assert_array_equal(fa[name], fb[name])
+            np.testing.assert_array_equal(ya["label"], yb["label"])
+            expected = pixels[fa["id"]].astype(np.float32) * np.float32(0.5) + np.float32(1.0)
+            if not training:  # no augmentation: the written pixels, cast and scaled
+                np.testing.assert_array_equal(fa["png"], expected)
+                continue
+            flipped = [bool((x == e[:, ::-1]).all() and (x != e).any()) for x, e in zip(fa["png"], expected)]
+            assert all(f or (x == e).all() for f, x, e in zip(flipped, fa["png"], expected))
+            assert 0 < sum(flipped) < len(flipped)  # augmented after the folded transforms, train only

@@ -2,8 +2,9 @@
 
 Pipeline: file list (train: shuffled by the seed) -> parallel interleave over files (deterministic
 order; each file's split filter hashes a chunk of record keys at once) -> parse in a parallel `map`,
-PARSE_BATCH records per call when the source can (`_parse_batch`), then decode what it leaves encoded
-record by record -> the shared transforms, shuffle buffer, batch and prefetch of `serve.Served`.
+PARSE_BATCH records per call when the source can (`_parse_batch`), decoding what it leaves encoded and
+applying the deterministic transforms in the same call -> the shuffle buffer, batch and prefetch of
+`serve.Served`.
 Splits need no loading: per-split files (`splits.method: files`) or a seeded hash of (file name, record
 index) (`method: fraction`), stable across runs, machines and shards. Sizes are counted when the source
 opens, by one pass that reads, parses and decodes every record: bad files and bad records are found
@@ -28,7 +29,7 @@ from layerprobe.data.digests import FileFacts, files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.opening import OpensOnDemand
-from layerprobe.data.records import tf_message
+from layerprobe.data.records import each_record, tf_message
 from layerprobe.data.serve import Streamed
 from layerprobe.data.tfrecord import files_of
 from layerprobe.errors import ConfigError
@@ -111,10 +112,11 @@ class RecordFiles(OpensOnDemand, Streamed):
     def _grouped(self, parsed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         return {n: parsed[n] for n in self._names["features"]}, {n: parsed[n] for n in self._names["labels"]}
 
-    def _parsed(self, ds: tf.data.Dataset, keyed: bool = False) -> tf.data.Dataset:
-        """Records (keyed: (record, key) pairs) -> examples. Parsed PARSE_BATCH at a time when the
-        source can (`_parse_batch`: parse, then decode what it left encoded one by one), else one by
-        one (also under data.skip_corrupt: an error drops one record, not a batch)."""
+    def _parsed(self, ds: tf.data.Dataset, keyed: bool = False, then: Any = None) -> tf.data.Dataset:
+        """Records (keyed: (record, key) pairs) -> examples, `then` (example -> example) applied to each.
+        Parsed PARSE_BATCH at a time when the source can (`_parse_batch`), what is left per record (the
+        decode of encoded images, `then`) done in the same map by `each_record`; else one by one (also
+        under data.skip_corrupt: an error drops one record, not a batch)."""
 
         def each(d: tf.data.Dataset, fn: Any) -> tf.data.Dataset:  # fn of the record; the key passed along
             def with_key(r: Any, k: Any) -> Any:
@@ -124,12 +126,17 @@ class RecordFiles(OpensOnDemand, Streamed):
             return d.map(with_key if keyed else fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
         if self._parse_batch is None or self.skip_corrupt:
-            ds = each(ds, self._pair)
+            ds = each(ds, self._pair if then is None else lambda r: then(*self._pair(r)))
             return ds.ignore_errors() if self.skip_corrupt else ds
         parse, decode = self._parse_batch
-        if decode is None:
+        if decode is None and then is None:
             return each(ds.batch(PARSE_BATCH), lambda r: self._grouped(parse(r))).unbatch()
-        return each(each(ds.batch(PARSE_BATCH), parse).unbatch(), lambda p: self._grouped(decode(p)))
+
+        def record(parsed: dict[str, Any]) -> Any:
+            example = self._grouped(parsed if decode is None else decode(parsed))
+            return example if then is None else then(*example)
+
+        return each(ds.batch(PARSE_BATCH), lambda r: each_record(record, parse(r))).unbatch()
 
     def _records(self, split: str, *, training: bool, seed: int = 0, keyed: bool = False) -> tf.data.Dataset:
         """The split's serialized records (keyed: (record, key) pairs, see `record_key`)."""
@@ -170,12 +177,19 @@ class RecordFiles(OpensOnDemand, Streamed):
         return self._parsed(ds, keyed=True)
 
     def _examples(
-        self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None
+        self, split: str, *, training: bool, seed: int = 0, max_examples: int | None = None, then: Any = None
     ) -> tf.data.Dataset:
         ds = self._records(split, training=training, seed=seed)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        return self._parsed(ds)
+        return self._parsed(ds, then=then)
+
+    def _transformed_examples(
+        self, split: str, fn: Any, *, training: bool, seed: int, max_examples: int | None
+    ) -> tf.data.Dataset:
+        """The transforms in the parse's own map (`_parsed`): a map per record cost PNG images a third
+        of their throughput (BENCHMARKS.md, "Data at scale")."""
+        return self._examples(split, training=training, seed=seed, max_examples=max_examples, then=fn)
 
     def _shuffle_buffer(self, split: str) -> int:
         return SHUFFLE_BUFFER

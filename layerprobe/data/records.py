@@ -58,6 +58,15 @@ def batch_parser(
     return parse, decode if images else None
 
 
+def each_record(fn: Callable[[Any], Any], batch: Any) -> Any:
+    """`fn` of one record applied to every record of `batch` (a structure of (batch, ...) tensors), inside
+    the caller's `map` of whole batches: one tf.data stage per batch instead of one per record, whose
+    per-element cost is what made decoding PNGs record by record slow (BENCHMARKS.md, "Data at scale").
+    Vectorized where TensorFlow can (casts, arithmetic: the whole batch at once), a loop over the
+    records where it cannot (the image decodes)."""
+    return tf.vectorized_map(fn, batch, fallback_to_while_loop=True)
+
+
 # TensorFlow's wrapping of an op's message: where it ran, the dataset stage, the node, the op
 _TF_CONTEXT = re.compile(
     r"\{\{function_node [^}]*\}\}"

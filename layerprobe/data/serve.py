@@ -34,6 +34,14 @@ class Served:
         """Unbatched (features, labels) of a split, before any transform."""
         raise NotImplementedError
 
+    def _transformed_examples(
+        self, split: str, fn: Any, *, training: bool, seed: int, max_examples: int | None
+    ) -> tf.data.Dataset:
+        """`_examples` with `fn` (example -> example) applied to each; a source may fold it into its own
+        per-record work instead of a map of its own."""
+        ds = self._examples(split, training=training, seed=seed, max_examples=max_examples)
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
     def _shuffle_buffer(self, split: str) -> int:
         """The train shuffle buffer when the config gives 0."""
         raise NotImplementedError
@@ -81,10 +89,11 @@ class Served:
         n = len(self.transforms)
         # everything before the first augmentation is deterministic and can be cached
         cut = next((i for i, t in enumerate(self.transforms) if t["name"] in TRAIN_ONLY), n) if training else n
-        ds = self._examples(split, training=training, seed=seed, max_examples=max_examples)
         if cut:
             fn = functools.partial(self._apply_range, lo=0, hi=cut, training=training, seed=seed)
-            ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = self._transformed_examples(split, fn, training=training, seed=seed, max_examples=max_examples)
+        else:
+            ds = self._examples(split, training=training, seed=seed, max_examples=max_examples)
         mode = {True: "memory", False: "none"}.get(cache, cache) if isinstance(cache, bool) else cache
         if mode == "memory" and self.caches_in_memory:
             ds = ds.cache()
