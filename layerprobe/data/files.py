@@ -171,9 +171,7 @@ class RecordFiles(OpensOnDemand, Streamed):
         ds = self._records(split, training=False, keyed=True)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        if blocks is not None:
-            i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
-            ds = ds.enumerate().filter(lambda pos, rk: tf.equal((pos // size) % n, i)).map(lambda pos, rk: rk)
+        ds = self._in_blocks(ds, blocks)
         return self._parsed(ds, keyed=True)
 
     def _examples(

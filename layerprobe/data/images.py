@@ -124,9 +124,7 @@ class ImageFolder(OpensOnDemand, Streamed):
         ds = self._listed(split)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        if blocks is not None:
-            i, n, size = blocks
-            ds = ds.enumerate().filter(lambda pos, e: tf.equal((pos // size) % n, i)).map(lambda pos, e: e)
+        ds = self._in_blocks(ds, blocks)
         return self._decoded(ds)
 
     def _shuffle_buffer(self, split: str) -> int:

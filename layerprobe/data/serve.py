@@ -54,6 +54,15 @@ class Served:
         of that order with (p // size) mod n = i, picked before they are parsed."""
         raise NotImplementedError
 
+    @staticmethod
+    def _in_blocks(ds: tf.data.Dataset, blocks: tuple[int, int, int] | None) -> tf.data.Dataset:
+        """The elements of `ds` at positions p with (p // size) mod n = i, blocks = (i, n, size);
+        all of them for None. Cheap when taken before parsing: the rest are only counted."""
+        if blocks is None:
+            return ds
+        i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
+        return ds.enumerate().filter(lambda pos, e: tf.equal((pos // size) % n, i)).map(lambda pos, e: e)
+
     def probe_dataset(
         self, split: str, *, batch_size: int, max_examples: int | None = None, shard: tuple[int, int] | None = None
     ) -> tf.data.Dataset:

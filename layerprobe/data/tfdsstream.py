@@ -114,9 +114,7 @@ class TFDSStream(Streamed):
         ds = self._read(split)
         if max_examples is not None:
             ds = ds.take(max_examples)
-        if blocks is not None:
-            i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode
-            ds = ds.enumerate().filter(lambda pos, e: tf.equal((pos // size) % n, i)).map(lambda pos, e: e)
+        ds = self._in_blocks(ds, blocks)
         ds = ds.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.ignore_errors() if self.skip_corrupt else ds
 
