@@ -156,3 +156,11 @@ def test_mutated_configs_fail_cleanly_or_build_many(c):
 def test_the_unmutated_bases_build():
     for c in BASES.values():
         assert check(copy.deepcopy(c)) == "ok"
+
+
+def test_a_lookup_layer_whose_weights_list_a_table_handler_builds():
+    """Found by the slow tier: Keras 2 lists StringLookup's table handler (no name, no shape) among its
+    weights, and the warm-start variable map raised AttributeError on it."""
+    c = copy.deepcopy(BASES["tabular"])
+    c["model"]["layers"]["extra"] = {"type": "StringLookup"}
+    assert check(c) == "ok"

@@ -17,7 +17,7 @@ from typing import Any
 from layerprobe.config.validate import RESERVED_LAYER_KEYS
 from layerprobe.errors import ConfigError
 from layerprobe.graph.applications import call_nested, model_constructor
-from layerprobe.graph.keys import weight_keys
+from layerprobe.graph.keys import variables, weight_keys
 from layerprobe.graph.warm import WarmStart
 
 
@@ -115,9 +115,9 @@ def _add_nested(
     graph.updates.extend(nested.updates)
     if args.get("weights"):
         order = tuple(
-            (layer.name, tuple(weight_keys(layer)[id(w)] for w in layer.weights))
+            (layer.name, tuple(weight_keys(layer)[id(w)] for w in variables(layer)))
             for layer in nested.inner_layers.values()
-            if layer.weights
+            if variables(layer)
         )
         graph.warm.append(WarmStart(f"{path}.weights", args["weights"], f"{name}/.*", scope=name, layer_order=order))
 

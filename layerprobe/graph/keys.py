@@ -21,12 +21,18 @@ def variable_name(v: Any) -> str:
     return str(getattr(v, "path", None) or v.name.split(":")[0])
 
 
+def variables(layer: Any) -> list[Any]:
+    """`layer.weights` that are variables: Keras 2 also lists a lookup layer's table handler there
+    (StringLookup's VocabWeightHandler), which has neither name nor shape and is no checkpoint value."""
+    return [v for v in layer.weights if hasattr(v, "name") and hasattr(v, "shape")]
+
+
 def weight_keys(layer: Any) -> dict[int, str]:
     """id(weight) -> checkpoint key for every weight of `layer`, a nested model's inner layers included."""
-    keys = {id(v): variable_name(v) for v in layer.weights}
+    keys = {id(v): variable_name(v) for v in variables(layer)}
     flatten = getattr(layer, "_flatten_layers", None)
     for sub in flatten(include_self=True, recursive=True) if flatten else [layer]:
-        for v in sub.weights:
+        for v in variables(sub):
             renamed = KERAS2_NAMES.get((type(sub).__name__, v.name))  # Keras 2's names hold the path: no match
             if renamed and id(v) in keys:
                 keys[id(v)] = f"{variable_name(v).rpartition('/')[0]}/{renamed}"

@@ -28,6 +28,7 @@ from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
+from layerprobe.graph.keys import variables
 from layerprobe.graph.warm import WarmStart
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ class EstimatorEngine(ModelDirFiles):
             graph = built[0]
             rows = []
             for name, layer in graph.layers.items():
-                params = int(sum(np.prod(w.shape) for w in layer.weights))
+                params = int(sum(np.prod(w.shape) for w in variables(layer)))
                 shape = graph.tensors[name].shape.as_list()[1:]
-                weights = tuple(w.name.split(":")[0] for w in layer.weights)
+                weights = tuple(w.name.split(":")[0] for w in variables(layer))
                 rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
             for name, layer in graph.inner.items():  # a nested model's weights count in its own row
                 shape = graph.tensors[name].shape.as_list()[1:]

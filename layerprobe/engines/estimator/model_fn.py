@@ -15,6 +15,7 @@ from layerprobe.engines.estimator.inputs import INDEX_FEATURE, LABEL_FEATURE, SA
 from layerprobe.engines.spec import Head, ModelSpec
 from layerprobe.errors import ConfigError
 from layerprobe.graph import Graph, build
+from layerprobe.graph.keys import variables
 from layerprobe.graph.warm import WarmStart, init_from
 
 ModeKeys = tf.estimator.ModeKeys
@@ -39,7 +40,7 @@ def make_model_fn(
         inputs = {n: tf.cast(features[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
         graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN, keras=tf.keras)
         if mode == ModeKeys.TRAIN:  # initial values only: a model_dir's own checkpoint restores over them
-            layer_vars = {v.name.split(":")[0]: v for layer in graph.layers.values() for v in layer.weights}
+            layer_vars = {v.name.split(":")[0]: v for layer in graph.layers.values() for v in variables(layer)}
             for ws in [*graph.warm, *([warm_start] if warm_start else [])]:
                 init_from(ws, layer_vars)
         if on_build is not None:

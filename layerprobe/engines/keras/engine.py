@@ -30,7 +30,7 @@ from layerprobe.engines.keras.model import build_model, compile_model, metric_ke
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import LayerprobeError
 from layerprobe.graph import Graph
-from layerprobe.graph.keys import model_weight_keys
+from layerprobe.graph.keys import model_weight_keys, variables
 from layerprobe.graph.warm import assign_from, from_trainer
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class KerasEngine(ModelDirFiles):
         self._warm_start(graph)  # a weights file or warm-start source that does not fit stops here
         rows, keys = [], model_weight_keys(graph.layers.values())
         for name, layer in graph.layers.items():
-            params = int(sum(np.prod(w.shape) for w in layer.weights))
+            params = int(sum(np.prod(w.shape) for w in variables(layer)))
             shape = list(graph.tensors[name].shape)[1:]
-            weights = tuple(keys[id(w)] for w in layer.weights)
+            weights = tuple(keys[id(w)] for w in variables(layer))
             rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
         for name, layer in graph.inner.items():  # a nested model's weights count in its own row
             rows.append(LayerRow(name, type(layer).__name__, list(graph.tensors[name].shape)[1:], 0, name in exposed))
