@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from layerprobe.config.compose import plain
 from layerprobe.config.schema import LayerprobeConfig
 from layerprobe.errors import LayerprobeError
 from layerprobe.probe.state import load_state, save_state
@@ -36,7 +37,7 @@ def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> dic
         raise LayerprobeError(
             f"cannot apply {list(overrides)} to the logged config: {str(e).splitlines()[0]}"
         ) from None
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)  # type: ignore[no-any-return]
 
 
 def refuse_code(c: Mapping[str, Any], allow_imports: bool) -> None:

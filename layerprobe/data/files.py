@@ -169,9 +169,7 @@ class RecordFiles(OpensOnDemand, Streamed):
     ) -> tf.data.Dataset:
         """A shard reads every record but parses and decodes only its own."""
         ds = self._records(split, training=False, keyed=True)
-        if max_examples is not None:
-            ds = ds.take(max_examples)
-        ds = self._in_blocks(ds, blocks)
+        ds = self._in_blocks(ds, max_examples, blocks)
         return self._parsed(ds, keyed=True)
 
     def _examples(

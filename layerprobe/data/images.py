@@ -122,9 +122,7 @@ class ImageFolder(OpensOnDemand, Streamed):
         self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
     ) -> tf.data.Dataset:
         ds = self._listed(split)
-        if max_examples is not None:
-            ds = ds.take(max_examples)
-        ds = self._in_blocks(ds, blocks)
+        ds = self._in_blocks(ds, max_examples, blocks)
         return self._decoded(ds)
 
     def _shuffle_buffer(self, split: str) -> int:

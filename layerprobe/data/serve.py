@@ -55,9 +55,14 @@ class Served:
         raise NotImplementedError
 
     @staticmethod
-    def _in_blocks(ds: tf.data.Dataset, blocks: tuple[int, int, int] | None) -> tf.data.Dataset:
-        """The elements of `ds` at positions p with (p // size) mod n = i, blocks = (i, n, size);
-        all of them for None. Cheap when taken before parsing: the rest are only counted."""
+    def _in_blocks(
+        ds: tf.data.Dataset, max_examples: int | None, blocks: tuple[int, int, int] | None
+    ) -> tf.data.Dataset:
+        """Of the first `max_examples` elements of `ds` (all for None), those at positions p with
+        (p // size) mod n = i, blocks = (i, n, size); all of them for None. Cheap when taken before
+        parsing: the rest are only counted."""
+        if max_examples is not None:
+            ds = ds.take(max_examples)
         if blocks is None:
             return ds
         i, n, size = blocks  # tf.equal: `==` on tensors is identity in the Estimator's graph mode

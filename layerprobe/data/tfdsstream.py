@@ -112,9 +112,7 @@ class TFDSStream(Streamed):
         self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None
     ) -> tf.data.Dataset:
         ds = self._read(split)
-        if max_examples is not None:
-            ds = ds.take(max_examples)
-        ds = self._in_blocks(ds, blocks)
+        ds = self._in_blocks(ds, max_examples, blocks)
         ds = ds.map(self._example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.ignore_errors() if self.skip_corrupt else ds
 

@@ -14,6 +14,7 @@ from typing import Any
 from layerprobe._tf import tf
 from layerprobe.engines.base import Checkpoint
 from layerprobe.graph.keys import model_weight_keys
+from layerprobe.graph.keys import variables as weights_of
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ PREFIX = "model.ckpt"  # the Estimator's file prefix: model.ckpt-<step>
 def variables(model: Any) -> dict[str, Any]:
     """Checkpoint key -> tf.Variable: the model's weights, the optimizer's state and global_step."""
     keys = model_weight_keys(model.layers)
-    out = {keys[id(v)]: v.value for v in model.weights}
+    out = {keys[id(v)]: v.value for v in weights_of(model)}
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         out["global_step"] = optimizer.iterations.value
@@ -70,10 +71,10 @@ def restore_weights(model: Any, path: str) -> None:
     """The model's weights only, by key, from `path` (either engine's checkpoint)."""
     reader = tf.train.load_checkpoint(path)
     keys = model_weight_keys(model.layers)
-    missing = [keys[id(v)] for v in model.weights if not reader.has_tensor(keys[id(v)])]
+    missing = [keys[id(v)] for v in weights_of(model) if not reader.has_tensor(keys[id(v)])]
     if missing:
         raise ValueError(f"checkpoint {path} holds no {missing[:5]}")
-    for v in model.weights:
+    for v in weights_of(model):
         v.assign(reader.get_tensor(keys[id(v)]))
 
 

@@ -85,7 +85,7 @@ class KerasEngine(ModelDirFiles):
         """Initial values of the nested models' weights files and trainer.warm_start (in that order,
         as the Estimator engine applies them); a model_dir's own checkpoint restores over them."""
         keys = model_weight_keys(graph.layers.values())
-        layer_vars = {keys[id(v)]: v for layer in graph.layers.values() for v in layer.weights}
+        layer_vars = {keys[id(v)]: v for layer in graph.layers.values() for v in variables(layer)}
         for ws in [*graph.warm, *filter(None, [from_trainer(self.trainer)])]:
             assigned = assign_from(ws, layer_vars)
             log.log(level, "warm start: %d variables from %s", len(assigned), ws.source)
