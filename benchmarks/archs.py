@@ -16,6 +16,8 @@ import tempfile
 import time
 from typing import Any
 
+from layerprobe.config.loaded import load
+
 INNER = ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
 
 
@@ -62,7 +64,7 @@ def main(examples: int = 1000, repeats: int = 3) -> None:
 
     model_dir = tempfile.mkdtemp(prefix="archs_bench_")
     c = config(examples, model_dir)
-    x = prepare(c)
+    x = prepare(load(c))
     t = time.perf_counter()
     x.engine.train(x.data, 1)
     print(f"train 1 step (ResNet50 64x64, batch 64): {time.perf_counter() - t:.1f} s")

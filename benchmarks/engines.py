@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.loaded import load
+
 
 def measure(engine_name: str, examples: int, steps: int, repeats: int, workdir: Path) -> dict[str, Any]:
     from benchmarks.configs import cnn_config
@@ -37,14 +39,14 @@ def measure(engine_name: str, examples: int, steps: int, repeats: int, workdir: 
     c = cnn_config(examples, str(workdir / "model"))
     c["trainer"].update(engine=engine_name, train_steps=steps, log_every_steps=max(steps // 10, 1))
     c["trainer"]["save_checkpoints_steps"] = steps
-    data, spec = prepare(c["data"]), model_spec(c)
+    data, spec = prepare(c["data"]), model_spec(load(c))
     engine = make_engine(spec, c["trainer"]["model_dir"], c["trainer"], c["data"])
     records: list[float] = []
     t = time.perf_counter()
     engine.train(data, steps, lambda rs: records.extend(r["train/steps_per_sec"] for r, _ in rs))
     train_wall = time.perf_counter() - t
 
-    names = tuple(exposed_layers(c))
+    names = tuple(exposed_layers(load(c)))
     x = Experiment(c, data, spec, engine, engine.summary(data, set(names)), names)
     probe, warm, bare = [], [], []
     for _ in range(repeats):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import PeakRSS
+from layerprobe.config.loaded import load
 
 ROOT = Path(__file__).absolute().parents[1]  # not resolved: a symlinked checkout keeps its own layerprobe
 MARK = "MEMORY_RESULT "
@@ -55,12 +56,12 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     from layerprobe.experiment import prepare
 
     c = cnn_config(spec["examples"], spec["model_dir"], spec["exposed"])
-    x = prepare(c, spec["model_dir"])
+    x = prepare(load(c), spec["model_dir"])
     names = x.exposed
     out = Path(spec["workdir"]) / f"mem-{spec['examples']}-{len(names)}"
     with PeakRSS() as mem:
         t = time.perf_counter()
-        stats = probe_outcome(c, x.session().run(x.data), x.summary, out).stats
+        stats = probe_outcome(load(c), x.session().run(x.data), x.summary, out).stats
         seconds = time.perf_counter() - t
     return {
         "examples": stats[names[0]].examples,

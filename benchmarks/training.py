@@ -10,6 +10,7 @@ import numpy as np
 
 from benchmarks.configs import default_config
 from benchmarks.measure import Goal, Section, fmt, median, say, spread
+from layerprobe.config.loaded import load
 
 # The default experiment's model as the hand-written model_fn below builds it; if conf/ changes the
 # default model, the comparison would be of two different models, so it stops instead.
@@ -99,7 +100,7 @@ def _train_layerprobe(c: dict[str, Any], steps: int, model_dir: str) -> list[flo
     from layerprobe.engines.spec import model_spec
 
     data = prepare(c["data"])
-    est = make_engine(model_spec(c), model_dir, c["trainer"], c["data"]).estimator()  # type: ignore[attr-defined]
+    est = make_engine(model_spec(load(c)), model_dir, c["trainer"], c["data"]).estimator()  # type: ignore[attr-defined]
     hook = _step_hook()
     est.train(train_input_fn(data, c["data"], c["trainer"]["seed"]), max_steps=steps, hooks=[hook])
     return hook.times

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from layerprobe.config.loaded import Config
 from layerprobe.probe.session import ProbeState
 from layerprobe.provenance import frozen_requirements
 
@@ -27,20 +28,20 @@ def probe_metrics(stats: Mapping[str, Any]) -> dict[str, float]:
 
 
 def probe_outcome(
-    c: Mapping[str, Any], state: ProbeState, summary: Any, out_dir: Path, report: Mapping[str, Any] | None = None
+    c: Config, state: ProbeState, summary: Any, out_dir: Path, report: Mapping[str, Any] | None = None
 ) -> ProbeOutcome:
     """Statistics of a probe pass: stats.json, reservoir.npz, plots, representation analysis, report
     (`report`: extra keyword arguments of analysis.write_report, e.g. the run's context, dynamics)."""
     stats = state.stats(summary)
-    write_probe_files(stats, state.layers, out_dir, plots=c["probe"]["plots"])
+    write_probe_files(stats, state.layers, out_dir, plots=c.probe.plots)
     metrics = probe_metrics(stats)
-    if c["probe"]["analysis"]:
+    if c.probe.analysis:
         metrics.update(analyse(c, stats, state.layers, summary, out_dir, report or {}))
     return ProbeOutcome(stats, metrics)
 
 
 def analyse(
-    c: Mapping[str, Any],
+    c: Config,
     stats: Mapping[str, Any],
     accs: Mapping[str, Any],
     summary: Any,
@@ -56,7 +57,7 @@ def analyse(
         if res:
             samples[name] = (res["activations"], res.get("labels"))
             keys[name] = res["keys"]
-    result = analyze(samples, c["trainer"]["seed"], out_dir, keys=keys) if samples else None
+    result = analyze(samples, c.trainer.seed, out_dir, keys=keys) if samples else None
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
     title = f"layerprobe: {c['model']['name']} on {c['data']['name']}"
     context = report.get("context") or {}
@@ -90,10 +91,11 @@ def write_probe_files(stats: Mapping[str, Any], accs: Mapping[str, Any], out_dir
         overview(stats, out_dir / "overview.png")
 
 
-def write_run_files(c: Mapping[str, Any], summary: Any, data: Any, output_dir: Path) -> None:
+def write_run_files(c: Config, summary: Any, data: Any, output_dir: Path) -> None:
+    """config/: the config as written (block instances as declared), the layer table, the pins, the data's facts."""
     d = output_dir / "config"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.yaml").write_text(yaml.safe_dump(dict(c), sort_keys=False))
+    (d / "config.yaml").write_text(yaml.safe_dump(dict(c.written), sort_keys=False))
     (d / "model_summary.txt").write_text(summary.table() + "\n")
     (d / "requirements.txt").write_text(frozen_requirements())
     fitted = {k: np.asarray(v).tolist() for k, v in data.fitted.items()}

@@ -160,9 +160,8 @@ def _headline(key: str) -> bool:
 
 
 def run_experiment(name: str, baseline: dict[str, Any], out_root: Path, ci: bool, engine: str) -> dict[str, float]:
-    from omegaconf import OmegaConf
-
     from layerprobe.config import compose
+    from layerprobe.config.loaded import load
     from layerprobe.runner import run
 
     out = out_root / engine / name
@@ -170,8 +169,7 @@ def run_experiment(name: str, baseline: dict[str, Any], out_root: Path, ci: bool
     overrides = [f"experiments={name}", f"trainer.engine={engine}"]
     overrides += baseline.get("ci_overrides") or [] if ci else []
     overrides += [f"trainer.model_dir={out / 'model'}", "tracking.experiment_name=layerprobe-check"]
-    c = OmegaConf.to_container(compose(overrides), resolve=True)
-    result = run(c, out, overrides, tags={"layerprobe.check": name})  # type: ignore[arg-type]
+    result = run(load(compose(overrides)), out, overrides, tags={"layerprobe.check": name})
     return {**result.eval_metrics, **result.probe_metrics}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.config.archs import resolve_exposed
+from layerprobe.config.loaded import Config
 from layerprobe.engines import make_engine
 from layerprobe.engines.base import Engine, ModelSummary
 from layerprobe.engines.spec import ModelSpec, model_spec
@@ -21,7 +22,7 @@ from layerprobe.provenance import exposed_layers, training_digest
 
 @dataclass(frozen=True)
 class Experiment:
-    c: Mapping[str, Any]
+    c: Config
     data: Any  # the prepared data source
     spec: ModelSpec
     engine: Engine
@@ -33,14 +34,14 @@ class Experiment:
         return ProbeSession(self.c, self.engine, self.exposed, label)
 
 
-def model_dir_for(c: Mapping[str, Any]) -> str:
+def model_dir_for(c: Config) -> str:
     """trainer.model_dir, else models/<model name>-<training digest>: the same command resumes."""
-    if c["trainer"].get("model_dir"):
-        return str(c["trainer"]["model_dir"])
-    return str(Path("models") / f"{c['model']['name']}-{training_digest(c)[:12]}")
+    if c.trainer.model_dir:
+        return str(c.trainer.model_dir)
+    return str(Path("models") / f"{c.model.name}-{training_digest(c)[:12]}")
 
 
-def prepare(c: Mapping[str, Any], model_dir: str | None = None, exposed: Sequence[str] | None = None) -> Experiment:
+def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | None = None) -> Experiment:
     """Load the data, check it against the model's inputs and labels, and build the graph once."""
     from layerprobe.data.pipeline import check_against_inputs
     from layerprobe.data.pipeline import prepare as prepare_data
@@ -57,7 +58,7 @@ def prepare(c: Mapping[str, Any], model_dir: str | None = None, exposed: Sequenc
     return Experiment(c, data, spec, engine, ModelSummary(rows), names)
 
 
-def with_warm_start_dir(c: Mapping[str, Any]) -> Mapping[str, Any]:
+def with_warm_start_dir(c: Config) -> Mapping[str, Any]:
     """The trainer config, with a warm start from an MLflow run id replaced by that run's model_dir."""
     from layerprobe.config.archs import RUN_ID
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe.config.validate import validate
+from layerprobe.config.loaded import Config, load
 from layerprobe.experiment import Experiment
 
 STATIC_CHECK = "config: schema, types, layer types and arguments, wiring, losses, metrics, names"
@@ -30,16 +30,17 @@ class Preflight:
         return self.experiment.exposed
 
 
-def preflight(c: Mapping[str, Any], validated: bool = False, model_dir: str | None = None) -> Preflight:
-    """Check `c` as far as it can be checked without training. `validated=True` skips the static
-    rules when the caller has just checked them (the CLI does, before Hydra makes an output dir)."""
-    checks = [] if validated else [_static(c)]
+def preflight(c: Config | Mapping[str, Any], model_dir: str | None = None) -> Preflight:
+    """Check `c` as far as it can be checked without training (a mapping is loaded first: the
+    config rules, the static checks)."""
+    c = load(c)
+    checks = [STATIC_CHECK]
     from layerprobe.experiment import prepare
 
     x = prepare(c, model_dir)
     sizes = ", ".join(f"{k} {v}" for k, v in x.data.sizes().items())
     checks.append(f"data: {x.data.name} prepared ({sizes} examples)")
-    checks.append(f"data: every split has the model's inputs ({', '.join(c['model']['inputs'])}) and labels")
+    checks.append(f"data: every split has the model's inputs ({', '.join(c.model.inputs)}) and labels")
     checks.append(f"graph: training graph built ({x.summary.total_params} parameters); losses fit their outputs")
     from layerprobe.dynamics.trace import check_subset
 
@@ -47,11 +48,7 @@ def preflight(c: Mapping[str, Any], validated: bool = False, model_dir: str | No
     return Preflight(x, tuple(checks))
 
 
-def static_checks(c: Mapping[str, Any]) -> tuple[str, ...]:
+def static_checks(c: Config | Mapping[str, Any]) -> tuple[str, ...]:
     """The checks that need no TensorFlow and no data (`layerprobe validate --static`)."""
-    return (_static(c),)
-
-
-def _static(c: Mapping[str, Any]) -> str:
-    validate(c)
-    return STATIC_CHECK
+    load(c)
+    return (STATIC_CHECK,)

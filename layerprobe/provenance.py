@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,16 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from layerprobe.config.blocks import expand_model
+from layerprobe.config.loaded import Config
 
 
-def exposed_layers(c: Mapping[str, Any]) -> list[str]:
+def exposed_layers(c: Config) -> list[str]:
     """Layers with `expose: true` or listed in probe.layers, in model order; then the entries of
     probe.layers that only the built model resolves (`backbone/conv4_block6_out`, glob patterns)."""
     from layerprobe.config.archs import is_pattern
 
-    extra = list(c["probe"].get("layers") or [])
-    layers = expand_model(c["model"])["layers"]
+    extra = list(c.probe.layers)
+    layers = c.model.layers
     named = [n for n, s in layers.items() if s.get("expose", False) or n in extra]
     return named + [e for e in extra if e not in layers and ("/" in e or is_pattern(e))]
 
@@ -30,25 +31,26 @@ def exposed_layers(c: Mapping[str, Any]) -> list[str]:
 NOT_SHAPING_TRAINING = ("model_dir", "log_every_steps", "train_steps", "eval_steps", "keep_checkpoint_max")
 
 
-def training_digest(c: Mapping[str, Any]) -> str:
+def training_digest(c: Config) -> str:
     """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
     and neither does the step budget or the checkpoint/log cadence: raising train_steps continues."""
-    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in expand_model(c["model"])["layers"].items()}
+    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c.model.layers.items()}
     trainer = {k: v for k, v in c["trainer"].items() if k not in NOT_SHAPING_TRAINING}
-    if not (trainer.get("warm_start") or {}).get("source"):  # digests of configs from before warm starts stay
+    if not c.trainer.warm_start.source:  # digests of configs from before warm starts stay
         trainer.pop("warm_start", None)
     blob = {
         "data": c["data"],
         "inputs": c["model"]["inputs"],
         "layers": layers,
-        "outputs": c["model"].get("outputs"),
+        "outputs": c["model"]["outputs"],
         "trainer": trainer,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def config_digest(c: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
+def config_digest(c: Config) -> str:
+    """Hash of the whole config as written."""
+    return hashlib.sha256(json.dumps(c.written, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def data_tags(data: Any) -> dict[str, str]:
@@ -90,7 +92,7 @@ def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any
     ]
 
 
-def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int) -> dict[str, str]:
+def provenance_tags(c: Config, overrides: Sequence[str], params: int) -> dict[str, str]:
     import tensorflow as tf
 
     import layerprobe
@@ -100,14 +102,14 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
         "layerprobe.config_sha256": config_digest(c),
         "layerprobe.training_sha256": training_digest(c),
         "layerprobe.overrides": " ".join(overrides),
-        "layerprobe.model": c["model"]["name"],
-        "layerprobe.data": c["data"]["name"],
+        "layerprobe.model": c.model.name,
+        "layerprobe.data": c.data.name,
         "layerprobe.parameters": str(params),
         "layerprobe.exposed": ",".join(exposed_layers(c)),
         "layerprobe.version": layerprobe.__version__,
         "python.version": platform.python_version(),
         "tensorflow.version": tf.__version__,
-        "layerprobe.engine": str(c["trainer"].get("engine", "estimator")),
+        "layerprobe.engine": c.trainer.engine,
         "keras.version": _dist_version("keras"),
         "git.commit": commit,
         "git.dirty": dirty,
@@ -115,11 +117,11 @@ def provenance_tags(c: Mapping[str, Any], overrides: Sequence[str], params: int)
     }
 
 
-def warm_start_tags(c: Mapping[str, Any]) -> dict[str, str]:
+def warm_start_tags(c: Config) -> dict[str, str]:
     """Where initial weights came from: trainer.warm_start and nested models' weights files, each a
     path and a sha256 (of the file, or of the checkpoint's files) or an MLflow run id."""
-    sources = {"layerprobe.warm_start": (c["trainer"].get("warm_start") or {}).get("source")}
-    for name, spec in expand_model(c["model"])["layers"].items():
+    sources = {"layerprobe.warm_start": c.trainer.warm_start.source}
+    for name, spec in c.model.layers.items():
         if isinstance(spec.get("weights"), str):
             sources[f"layerprobe.weights.{name}"] = spec["weights"]
     tags: dict[str, str] = {}
@@ -132,7 +134,7 @@ def warm_start_tags(c: Mapping[str, Any]) -> dict[str, str]:
         elif p.is_dir() or Path(source + ".index").is_file():
             prefix = source if not p.is_dir() else None
             tags[key] = str(p.resolve())
-            tags[f"{key}.sha256"] = checkpoint_digest(str(p if p.is_dir() else p.parent), prefix)
+            tags[f"{key}.sha256"] = checkpoint_digest(source if prefix else latest_in(source) or "")
         else:
             tags[f"{key}.run_id"] = source
     return tags
@@ -184,14 +186,9 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def checkpoint_digest(model_dir: str, checkpoint: str | None = None) -> str:
-    """sha256 over a checkpoint's files (index and data shards; default the latest): bitwise
-    identity of weights."""
-    import tensorflow as tf
-
-    prefix = checkpoint or tf.train.latest_checkpoint(model_dir)
-    if prefix is None:
-        return ""
+def checkpoint_digest(prefix: str) -> str:
+    """sha256 over one checkpoint's files (index and data shards) by its prefix: the bitwise identity
+    of its weights."""
     h = hashlib.sha256()
     for path in sorted(Path(prefix).parent.glob(Path(prefix).name + ".*")):
         if path.suffix == ".meta":  # the graph, with op names that carry no weights
@@ -199,3 +196,14 @@ def checkpoint_digest(model_dir: str, checkpoint: str | None = None) -> str:
         h.update(path.name.split(".", 1)[1].encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def latest_in(directory: str) -> str | None:
+    """The newest checkpoint prefix a TensorFlow `checkpoint` state file names in `directory` (a warm
+    start's source model_dir), read as text."""
+    state = Path(directory) / "checkpoint"
+    found = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(), re.M) if state.is_file() else None
+    if found is None:
+        return None
+    prefix = Path(found.group(1))
+    return str(prefix if prefix.is_absolute() else Path(directory) / prefix)

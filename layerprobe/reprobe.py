@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from layerprobe.config.compose import plain
+from layerprobe.config.loaded import Config, load
 from layerprobe.config.schema import LayerprobeConfig
 from layerprobe.errors import LayerprobeError
 from layerprobe.probe.state import load_state, save_state
@@ -27,7 +27,7 @@ from layerprobe.runner import MODEL_DIR_CONFIG
 log = logging.getLogger(__name__)
 
 
-def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> Config:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
@@ -37,12 +37,12 @@ def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> dic
         raise LayerprobeError(
             f"cannot apply {list(overrides)} to the logged config: {str(e).splitlines()[0]}"
         ) from None
-    return plain(cfg)  # type: ignore[no-any-return]
+    return load(cfg)
 
 
-def refuse_code(c: Mapping[str, Any], allow_imports: bool) -> None:
+def refuse_code(c: Config, allow_imports: bool) -> None:
     """A dotted `type` imports and runs code named by the config: not from a file we merely read."""
-    dotted = [f"model.layers.{n}.type={s['type']}" for n, s in c["model"]["layers"].items() if "." in s["type"]]
+    dotted = [f"model.layers.{n}.type={s['type']}" for n, s in c.model.layers.items() if "." in s["type"]]
     if dotted and not allow_imports:
         raise LayerprobeError(
             f"the logged config imports user code ({', '.join(dotted)}); pass --allow-imports to trust it"
@@ -138,7 +138,7 @@ def merge_shards(
 
 @dataclass(frozen=True)
 class _Prepared:
-    c: dict[str, Any]
+    c: Config
     x: Any  # experiment.Experiment
     checkpoint: str
     step: int
@@ -151,24 +151,19 @@ def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Pr
     """The run's config with `overrides`, checked, its experiment rebuilt and its latest checkpoint."""
     uri = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.uri=")), None)
     logged, model_dir, run_id = load_source(source, uri)
-    c = _apply_overrides(logged, overrides)
+    c = _apply_overrides(logged, overrides)  # the rules, blocks expanded: the config a run gets
     refuse_code(c, allow_imports)
-    from layerprobe.config.validate import validate
-
-    validate(c)
-    from layerprobe._tf import tf
     from layerprobe.experiment import prepare
 
-    checkpoint = tf.train.latest_checkpoint(model_dir)
-    if checkpoint is None:
-        raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
     exposed = exposed_layers(c)
     if not exposed:
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
     x = prepare(c, model_dir, exposed)
-    _refuse_new_weights(x.summary, checkpoint, tf)
-    step = int(tf.train.load_variable(checkpoint, "global_step"))
-    return _Prepared(c, x, checkpoint, step, run_id, uri, exposed)
+    checkpoint = x.engine.latest()
+    if checkpoint is None:
+        raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
+    _refuse_new_weights(x.summary, x.engine.variable_names(checkpoint))
+    return _Prepared(c, x, checkpoint.path, checkpoint.step, run_id, uri, exposed)
 
 
 def _log_outcome(
@@ -184,7 +179,7 @@ def _log_outcome(
 
         report = {"dynamics": report_section(dyn, Path(output_dir) / "probe" / "dynamics")}
     outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe", report)
-    if p.run_id and p.c["tracking"]["enabled"]:
+    if p.run_id and p.c.tracking.enabled:
         from layerprobe import tracking
 
         uri = p.uri or tracking.resolve_uri(None)
@@ -217,9 +212,8 @@ def _new_points(
     return [({k: v for k, v in m.items() if step not in held[k]}, step) for m, step in records]
 
 
-def _refuse_new_weights(summary: Any, checkpoint: str, tf: Any) -> None:
-    """Every weight of the rebuilt graph must come from the checkpoint."""
-    have = {name for name, _ in tf.train.list_variables(checkpoint)}
+def _refuse_new_weights(summary: Any, have: set[str]) -> None:
+    """Every weight of the rebuilt graph must come from the checkpoint (`have`: its variable names)."""
     missing = [r.name for r in summary.rows if r.params and not all(w in have for w in r.weight_names)]
     if missing:
         raise LayerprobeError(

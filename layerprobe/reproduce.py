@@ -6,7 +6,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from layerprobe.errors import LayerprobeError
 
@@ -94,17 +93,20 @@ def reproduce(
 ) -> ReproduceReport:
     """Rerun `run_id` from its logged config into a new run tagged with the original's id."""
     from layerprobe import runner, tracking
-    from layerprobe.provenance import checkpoint_digest
+    from layerprobe.config.loaded import load
+    from layerprobe.provenance import checkpoint_digest, latest_in
     from layerprobe.reprobe import load_source, refuse_code
 
     uri = uri or tracking.resolve_uri(None)
     logged, model_dir, _ = load_source(run_id, uri)
-    refuse_code(logged, allow_imports)
+    c = load(logged)
+    refuse_code(c, allow_imports)
     original = tracking.run_data(uri, run_id)
     output_dir = Path(output_dir)
-    c: dict[str, Any] = {**logged}
-    c["trainer"] = {**logged["trainer"], "model_dir": str(output_dir / "model")}  # trains from scratch
-    c["tracking"] = {**logged["tracking"], "uri": uri, "run_name": f"reproduce {run_id[:8]}", "enabled": True}
+    c = c.replace(
+        trainer={"model_dir": str(output_dir / "model")},  # trains from scratch
+        tracking={"uri": uri, "run_name": f"reproduce {run_id[:8]}", "enabled": True},
+    )
     overrides = original.tags.get("layerprobe.overrides", "").split()
     result = runner.run(c, output_dir, overrides, tags={"layerprobe.reproduces": run_id})
     if result.run_id is None:
@@ -117,7 +119,8 @@ def reproduce(
         for t in ENVIRONMENT_TAGS
         if original.tags.get(t, "") != rerun.tags.get(t, "")
     }
-    now = checkpoint_digest(model_dir) if Path(model_dir).is_dir() else None
+    prefix = latest_in(model_dir) if Path(model_dir).is_dir() else None
+    now = checkpoint_digest(prefix) if prefix else None
     report = ReproduceReport(
         run_id,
         result.run_id,

@@ -13,13 +13,14 @@ from typing import Any
 import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
+from layerprobe.config.loaded import Config, load
 from layerprobe.dynamics.cadence import snapshot_steps
 from layerprobe.dynamics.trace import after_training, report_section
 from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
-from layerprobe.provenance import checkpoint_digest, data_tags, dataset_inputs, provenance_tags
+from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags
 
 log = logging.getLogger(__name__)
 MODEL_DIR_CONFIG = "layerprobe_config.yaml"  # written into every model_dir when training starts
@@ -40,9 +41,7 @@ class RunResult:
     pruned_at_step: int | None = None  # a sweep's pruner stopped training at this step
 
 
-def open_tracker(
-    c: Mapping[str, Any], overrides: Sequence[str], tags: Mapping[str, str], parent_run_id: str | None
-) -> Any:
+def open_tracker(c: Config, overrides: Sequence[str], tags: Mapping[str, str], parent_run_id: str | None) -> Any:
     """Check the model_dir and the store (one line when either cannot be used, before any training
     and before a run exists) and start the run. Calls the store misses while training are buffered
     under the Hydra output dir (see tracking.Tracker)."""
@@ -50,13 +49,13 @@ def open_tracker(
     from layerprobe.config.validate import check_writable_dir
 
     check_writable_dir("trainer.model_dir", model_dir_for(c))
-    if not c["tracking"]["enabled"]:
+    if not c.tracking.enabled:
         return tracking.NullTracker()
-    uri = tracking.resolve_uri(c["tracking"]["uri"])
+    uri = tracking.resolve_uri(c.tracking.uri)
     tracking.check_reachable(uri)
-    run_name = c["tracking"].get("run_name") or readable_run_name(overrides) or c["model"]["name"]
+    run_name = c.tracking.run_name or readable_run_name(overrides) or c.model.name
     return tracking.Tracker(
-        uri, c["tracking"]["experiment_name"], run_name, tags, parent_run_id, pending_dir=_hydra_output_dir()
+        uri, c.tracking.experiment_name, run_name, tags, parent_run_id, pending_dir=_hydra_output_dir()
     )
 
 
@@ -72,16 +71,15 @@ def _hydra_output_dir() -> str | None:
 
 
 def run(
-    c: Mapping[str, Any],
+    c: Config | Mapping[str, Any],
     output_dir: str | Path,
     overrides: Sequence[str] = (),
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
-    validated: bool = False,
     on_evaluation: EvaluationCallback | None = None,
 ) -> RunResult:
-    """Train (or resume), evaluate, probe and log one experiment. `validated`: the caller (the CLI)
-    has checked the config rules already. `on_evaluation` (a sweep's pruner): hears the eval metrics
+    """Train (or resume), evaluate, probe and log one experiment (`c`: a loaded config, or a mapping
+    that is loaded here). `on_evaluation` (a sweep's pruner): hears the eval metrics
     (`eval/<name>`, also logged at their steps) of each checkpoint saved while training; when it
     answers True, training stops there and the run ends FINISHED with the tag `pruned=true`,
     without the final evaluation, probe and export.
@@ -95,19 +93,20 @@ def run(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
-    x = preflight(c, validated).experiment
+    c = load(c)
+    x = preflight(c).experiment
     all_tags = {**provenance_tags(c, overrides, x.summary.total_params), **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c["trainer"], cluster)
     kept = x.engine.checkpoints()
-    if kept and kept[-1].step > c["trainer"]["train_steps"] and not cluster.in_cluster:
+    if kept and kept[-1].step > c.trainer.train_steps and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists
     tracker = open_tracker(c, overrides, all_tags, parent_run_id) if cluster.is_chief else tracking.NullTracker()
     seconds["prepare"] = time.perf_counter() - t0
     model_dir = x.engine.model_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        tracker.log_params(tracking.flatten(c))
+        tracker.log_params(tracking.flatten(c.written))
         write_run_files(c, x.summary, x.data, output_dir)
         tracker.log_datasets(dataset_inputs(c["data"], x.data))
         tracker.log_artifacts(output_dir / "config", "config")
@@ -130,11 +129,12 @@ def run(
         metrics = x.engine.evaluate(x.data, "eval", checkpoint)
         eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
         tracker.log_metrics(eval_metrics, step=step)
-        tracker.set_tags({"layerprobe.checkpoint_sha256": checkpoint_digest(model_dir, checkpoint)})
+        evaluated = x.engine.at_step(step) or x.engine.latest()
+        tracker.set_tags({"layerprobe.checkpoint_sha256": x.engine.digest(evaluated) if evaluated else ""})
         seconds["evaluate"] = time.perf_counter() - t
         log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
         outcome = ProbeOutcome({}, {})
-        if c["probe"]["enabled"] and x.exposed:
+        if c.probe.enabled and x.exposed:
             t = time.perf_counter()
             dyn = after_training(x, kept[-1].step if kept else -1, step, output_dir / "probe" / "dynamics")
             seconds["dynamics"] = time.perf_counter() - t
@@ -202,9 +202,9 @@ def _train(
     """
     from layerprobe import distributed as D
 
-    budget = x.c["trainer"]["train_steps"]
+    budget = x.c.trainer.train_steps
     model_dir = Path(x.engine.model_dir)
-    config_text = yaml.safe_dump(dict(x.c), sort_keys=False)
+    config_text = yaml.safe_dump(dict(x.c.written), sort_keys=False)
     if cluster.in_cluster:
         if cluster.is_chief:
             model_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def _train(
 def _budget_checkpoint(x: Experiment, kept: Sequence[Any]) -> tuple[int, str | None]:
     """(step, checkpoint) for a model_dir trained at least to this run's budget: the latest when it
     is the budget, else the kept checkpoint of exactly the budget; one line when there is none."""
-    budget, latest = x.c["trainer"]["train_steps"], kept[-1].step
+    budget, latest = x.c.trainer.train_steps, kept[-1].step
     if latest == budget:
         return latest, None
     exact = next((k for k in kept if k.step == budget), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from layerprobe.config.loaded import load
 from layerprobe.experiment import prepare
 from layerprobe.runner import run
 
@@ -28,7 +29,7 @@ def test_resnet50_from_config_has_keras_parameter_count(tiny):
     }
     c["model"]["outputs"] = {}
     c["probe"]["layers"] = ["backbone/conv4_block6_out"]
-    rows = {r.name: r for r in prepare(c).summary.rows}  # the dry build only: no training
+    rows = {r.name: r for r in prepare(load(c)).summary.rows}  # the dry build only: no training
     ref = tf.keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
     assert rows["backbone"].params == ref.count_params() == 23_587_712
     assert rows["logits"].params == 2048 * 10 + 10
@@ -41,7 +42,7 @@ def test_inner_layer_reservoir_equals_a_plain_keras_submodel_on_the_restored_wei
     c = tiny(*BACKBONE, "trainer.train_steps=3", f"probe.layers=[backbone/{inner}]", "probe.reservoir_size=16")
     c["tracking"]["enabled"] = False
     result = run(c, tmp_path / "out")
-    x = prepare(c)
+    x = prepare(load(c))
     state = x.session().run(x.data)
     res = state.layers[f"backbone/{inner}"].reservoir()
     assert res["activations"].shape == (16, 8, 8, 48)

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from layerprobe import tracking
+from layerprobe.config.loaded import load
 from layerprobe.errors import ConfigError
-from layerprobe.provenance import checkpoint_digest, file_digest, warm_start_tags
+from layerprobe.provenance import checkpoint_digest, file_digest, latest_in, warm_start_tags
 from layerprobe.runner import run
 from tests.test_archs_models import _variables
 from tests.test_bad_inputs import assert_clean_failure, run_in_process
@@ -148,17 +149,17 @@ def test_provenance_names_each_kind_of_source(tiny, tmp_path):
     run_id = "0123456789abcdef0123456789abcdef"
 
     def tags(source: str) -> dict[str, str]:
-        return warm_start_tags(tiny(f"trainer.warm_start.source={source}"))
+        return warm_start_tags(load(tiny(f"trainer.warm_start.source={source}")))
 
     assert tags(str(h5)) == {"layerprobe.warm_start": str(h5), "layerprobe.warm_start.sha256": file_digest(str(h5))}
     assert tags(str(model_dir)) == {
         "layerprobe.warm_start": str(model_dir),
-        "layerprobe.warm_start.sha256": checkpoint_digest(str(model_dir)),
+        "layerprobe.warm_start.sha256": checkpoint_digest(latest_in(str(model_dir))),
     }
     assert tags(ckpt) == {
         "layerprobe.warm_start": ckpt,
-        "layerprobe.warm_start.sha256": checkpoint_digest(str(model_dir), ckpt),
+        "layerprobe.warm_start.sha256": checkpoint_digest(ckpt),
     }
-    assert checkpoint_digest(str(model_dir)) == checkpoint_digest(str(model_dir), ckpt) != ""
+    assert checkpoint_digest(latest_in(str(model_dir))) == checkpoint_digest(ckpt) != ""
     assert tags(run_id) == {"layerprobe.warm_start.run_id": run_id}
     assert Path(ckpt + ".index").is_file()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from layerprobe.config.loaded import load
 from layerprobe.dynamics.cadence import probe_steps
 from layerprobe.experiment import prepare
 from layerprobe.runner import run
@@ -30,8 +31,8 @@ def test_cadences():
     from layerprobe.dynamics.cadence import snapshot_steps
     from tests.conftest import plain
 
-    assert snapshot_steps(plain([])) == [0, 500, 1000]  # `make run`: three points per statistic
-    assert snapshot_steps(plain(["probe.dynamics.enabled=false"])) == []
+    assert snapshot_steps(load(plain([]))) == [0, 500, 1000]  # `make run`: three points per statistic
+    assert snapshot_steps(load(plain(["probe.dynamics.enabled=false"]))) == []
     assert probe_steps("checkpoint", 1000, 500) == [0, 500, 1000]
     assert probe_steps(300, 1000, 500) == [0, 300, 600, 900, 1000]
     assert probe_steps([5, 1, 5, 20], 20, 10) == [0, 1, 5, 20]
@@ -52,7 +53,7 @@ def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(train
     assert series["steps"] == [0, 10, 20] and series["examples"] == 100
     assert series["layers"]["conv1"]["cka_to_final"][-1] == pytest.approx(1.0)
     # a probe after training, of the final checkpoint (Estimator.predict at the latest), on the same 100 examples
-    x = prepare(c, result.model_dir)
+    x = prepare(load(c), result.model_dir)
     after = x.session().run(x.data, max_examples=100).stats(x.summary)
     for layer in ("conv1", "logits"):
         assert series["layers"][layer]["scalars"]["mean"][-1] == after[layer].mean

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from layerprobe.config.loaded import load
 from layerprobe.data.pipeline import prepare
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import model_spec
@@ -95,7 +96,7 @@ def test_two_inputs_skip_connection_and_two_outputs_match_a_keras_reference(tiny
 
     ev = eval_features(c)
     cls_ref, reg_ref = activations(c, result.model_dir, ["cls", "reg"], ev.features)
-    est = tf.estimator.Estimator(make_model_fn(model_spec(c, raw=("cls", "reg"))), model_dir=result.model_dir)
+    est = tf.estimator.Estimator(make_model_fn(model_spec(load(c), raw=("cls", "reg"))), model_dir=result.model_dir)
     input_fn = lambda: tf.data.Dataset.from_tensor_slices(ev.features).batch(64)  # noqa: E731
     got = list(est.predict(input_fn, yield_single_examples=False))
     np.testing.assert_allclose(np.concatenate([g["cls"] for g in got]), cls_ref, rtol=1e-5, atol=1e-5)
@@ -132,7 +133,7 @@ def test_dropout_is_active_only_in_training(tiny):
             built = []
             feats = {"image": tf.ones([256, 8, 8, 1])}
             labels = {"label": tf.zeros([256], tf.int64)}
-            make_model_fn(model_spec(c), on_build=built.append)(feats, labels, mode)
+            make_model_fn(model_spec(load(c)), on_build=built.append)(feats, labels, mode)
             g = built[0]
             with tf.compat.v1.Session() as sess:
                 sess.run(tf.compat.v1.global_variables_initializer())

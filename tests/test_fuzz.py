@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerprobe.config.layer_table import load_table
+from layerprobe.config.loaded import load
 from layerprobe.config.validate import validate
 from layerprobe.errors import LayerprobeError
 from tests.conftest import plain
@@ -113,7 +114,7 @@ def dry_build(c: dict) -> None:
     from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
     from layerprobe.engines.spec import model_spec
 
-    spec = model_spec(c)
+    spec = model_spec(load(c))
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(0)
         tf.compat.v1.train.get_or_create_global_step()

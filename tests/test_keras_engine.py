@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.keras, pytest.mark.integration]
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from layerprobe.config.loaded import load  # noqa: E402
 from layerprobe.data.pipeline import prepare  # noqa: E402
 from layerprobe.graph import build  # noqa: E402
 from layerprobe.runner import run  # noqa: E402
@@ -86,19 +87,19 @@ def test_checkpoints_every_n_steps_resume_and_bitwise_reruns(tiny, tmp_path):
     from layerprobe.experiment import prepare as prepare_experiment
 
     c = tiny("trainer.engine=keras", "trainer.save_checkpoints_steps=5", "trainer.keep_checkpoint_max=10")
-    x = prepare_experiment(c)
+    x = prepare_experiment(load(c))
     assert x.engine.train(x.data, 10) == 10
     assert [k.step for k in x.engine.checkpoints()] == [5, 10]
     assert tf.train.load_variable(x.engine.checkpoints()[-1].path, "conv1/kernel").shape == (3, 3, 1, 4)
     # a new engine over the same model_dir (a killed and restarted run) resumes from step 10
-    again = prepare_experiment(c)
+    again = prepare_experiment(load(c))
     assert again.engine.train(again.data, 20) == 20
     assert [k.step for k in again.engine.checkpoints()] == [5, 10, 15, 20]
     # the same config in a fresh model_dir, run twice: bitwise equal weights and metrics
     finals = []
     for d in ("r1", "r2"):
         c2 = tiny("trainer.engine=keras", model_dir=str(tmp_path / d))
-        y = prepare_experiment(c2)
+        y = prepare_experiment(load(c2))
         y.engine.train(y.data, 20)
         finals.append((tf.train.load_variable(y.engine.model_dir, "conv2/kernel"), y.engine.evaluate(y.data)))
     np.testing.assert_array_equal(finals[0][0], finals[1][0])
@@ -114,7 +115,7 @@ def test_dropout_trains_and_predicts_in_the_right_mode(tiny, tmp_path):
     layers["drop"] = {"type": "Dropout", "rate": 0.5, "inputs": "gap"}
     layers["logits"]["inputs"] = "drop"
     c["model"]["layers"] = {k: layers[k] for k in ["conv1", "pool1", "conv2", "gap", "drop", "logits"]}
-    model, graph = build_model(model_spec(c), keras)
+    model, graph = build_model(model_spec(load(c)), keras)
     sub = keras.Model(model.inputs, [graph.tensors["gap"], graph.tensors["drop"]])
     ones = np.ones((256, 8, 8, 1), np.float32)
     share = {}
@@ -184,10 +185,10 @@ def test_a_diverging_loss_stops_training_with_one_sentence_and_keeps_the_last_ch
     from layerprobe.experiment import prepare as prepare_experiment
 
     c = tiny("trainer.engine=keras", "trainer.optimizer.name=sgd", "trainer.save_checkpoints_steps=1")
-    x = prepare_experiment(c)
+    x = prepare_experiment(load(c))
     x.engine.train(x.data, 2)
     c["trainer"]["optimizer"]["learning_rate"] = 1e30
-    y = prepare_experiment(c)
+    y = prepare_experiment(load(c))
     with pytest.raises(TrainingDiverged) as e:
         y.engine.train(y.data, 20)
     assert "Lower trainer.optimizer.learning_rate" in str(e.value) and "\n" not in str(e.value)
@@ -202,6 +203,6 @@ def test_a_layer_that_cannot_take_its_input_is_one_line_before_model_dir_exists(
     c["model"]["layers"] = {k: c["model"]["layers"][k] for k in ["conv1", "pool1", "gap", "conv2", "logits"]}
     c["model"]["layers"]["logits"]["inputs"] = "conv2"
     with pytest.raises(ConfigError) as e:
-        prepare_experiment(c)
+        prepare_experiment(load(c))
     assert str(e.value).startswith("model.layers.conv2: Conv2D cannot take input shape [None, 4] from ['gap']")
     assert "\n" not in str(e.value) and not (tmp_path / "model").exists()

@@ -23,6 +23,7 @@ OVERRIDES = ["model=tiny_cnn", "trainer=quick", "tracking.enabled=false", "probe
 ESTIMATOR_SIDE = """
 import json, sys
 import numpy as np
+from layerprobe.config.loaded import load
 from layerprobe.engines.base import PredictRequest
 from layerprobe.experiment import prepare
 from layerprobe.runner import run
@@ -31,7 +32,7 @@ from tests.conftest import plain
 out, overrides = sys.argv[1], json.loads(sys.argv[2])
 c = plain(overrides)
 result = run(c, out + "/run")
-x = prepare(c)
+x = prepare(load(c))
 batches = x.engine.predict(x.data, PredictRequest("eval", 64), lambda tensors, feed: {})
 np.savez(out + "/estimator.npz", logits=np.concatenate([b["logits"] for b in batches]))
 rows = [[r.name, r.type, list(r.output_shape), r.params, list(r.weight_names)] for r in x.summary.rows]
@@ -68,9 +69,12 @@ def test_same_layer_table_parameter_count_and_metric_keys(estimator_side, tmp_pa
     est, _ = estimator_side
     c = plain([*OVERRIDES, "trainer.engine=keras", f"trainer.model_dir={tmp_path / 'model'}"])
     result = run(c, tmp_path / "run")
+    from layerprobe.config.loaded import load
     from layerprobe.experiment import prepare
 
-    rows = [[r.name, r.type, list(r.output_shape), r.params, list(r.weight_names)] for r in prepare(c).summary.rows]
+    rows = [
+        [r.name, r.type, list(r.output_shape), r.params, list(r.weight_names)] for r in prepare(load(c)).summary.rows
+    ]
     assert rows == est["rows"]
     assert sum(r[3] for r in rows) == 426
     assert set(result.eval_metrics) == set(est["eval"])
@@ -78,13 +82,14 @@ def test_same_layer_table_parameter_count_and_metric_keys(estimator_side, tmp_pa
 
 
 def test_the_estimators_checkpoint_in_the_keras_engine_gives_its_logits_and_probe_statistics(estimator_side):
+    from layerprobe.config.loaded import load
     from layerprobe.engines.base import PredictRequest
     from layerprobe.experiment import prepare
     from tests.conftest import plain
 
     est, est_logits = estimator_side
     c = plain([*OVERRIDES, "trainer.engine=keras", f"trainer.model_dir={est['model_dir']}"])
-    x = prepare(c)  # the Keras engine over the Estimator's model_dir: it only reads it here
+    x = prepare(load(c))  # the Keras engine over the Estimator's model_dir: it only reads it here
     assert x.engine.name == "keras"
     batches = x.engine.predict(x.data, PredictRequest("eval", 64), lambda tensors, feed: {})
     logits = np.concatenate([b["logits"] for b in batches])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from layerprobe.config.loaded import load
 from layerprobe.experiment import prepare as prepare_experiment
 from layerprobe.graph.keys import weight_keys
 from layerprobe.runner import run
@@ -171,7 +172,7 @@ def test_an_inner_layer_equals_a_plain_keras3_application_on_the_restored_weight
     c = tiny(*BACKBONE, "trainer.train_steps=3", f"probe.layers=[backbone/{inner}]", "probe.reservoir_size=16",
              "tracking.enabled=false")  # fmt: skip
     result = run(c, tmp_path / "out")
-    x = prepare_experiment(c)
+    x = prepare_experiment(load(c))
     res = x.session().run(x.data).layers[f"backbone/{inner}"].reservoir()
     assert res["activations"].shape == (16, 8, 8, 48)
     app = keras.applications.MobileNetV2(
@@ -194,7 +195,7 @@ def test_a_new_probe_session_reuses_the_engines_traced_function(tiny, tmp_path):
     layers its summaries are the same, so the engine keeps one traced function (no 4-6 s re-trace)."""
     c = tiny("probe.analysis=false", "probe.dynamics.enabled=false")
     result = run(c, tmp_path / "out")
-    x = prepare_experiment(c)
+    x = prepare_experiment(load(c))
     first = x.session().run(x.data).stats(x.summary)
     steps = x.engine.checkpoints()
     again = x.session().run(x.data, checkpoint=steps[0].path).stats(x.summary)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from layerprobe.provenance import checkpoint_digest
+from layerprobe.provenance import checkpoint_digest, latest_in
 from layerprobe.reproduce import reproduce
 from layerprobe.runner import run
 from tests.hang import HANG_GUARD
@@ -24,7 +24,7 @@ def test_same_config_gives_identical_checkpoint_files_and_another_seed_does_not(
         c = tiny(f"trainer.seed={seed}", model_dir=str(tmp_path / f"m{i}"))
         c["tracking"]["enabled"] = False
         r = run(c, tmp_path / f"o{i}")
-        digests.append(checkpoint_digest(r.model_dir))
+        digests.append(checkpoint_digest(latest_in(r.model_dir)))
         metrics.append({**r.eval_metrics, **r.probe_metrics})
     assert digests[0] == digests[1] != digests[2]
     assert metrics[0] == metrics[1]  # eval metrics and every probe statistic, bitwise

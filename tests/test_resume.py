@@ -8,6 +8,7 @@ import logging
 import pytest
 from mlflow.tracking import MlflowClient
 
+from layerprobe.config.loaded import load
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import model_dir_for
 from layerprobe.runner import run
@@ -30,7 +31,7 @@ def _loss_steps(result):
 def test_raising_train_steps_continues_the_same_model_dir(hashed, tmp_path, caplog):
     first = run(hashed("trainer.train_steps=20"), tmp_path / "a")
     c40 = hashed("trainer.train_steps=40")
-    assert model_dir_for(c40) == first.model_dir  # the budget is not part of the model_dir's name
+    assert model_dir_for(load(c40)) == first.model_dir  # the budget is not part of the model_dir's name
     second = run(c40, tmp_path / "b")
     assert (second.model_dir, second.global_step) == (first.model_dir, 40)
     assert _loss_steps(first) == [10, 20]

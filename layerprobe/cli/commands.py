@@ -23,12 +23,13 @@ def validate_command(argv: Sequence[str]) -> int:
     import argparse
 
     from layerprobe.config import compose
+    from layerprobe.config.loaded import load
 
     parser = argparse.ArgumentParser(prog="layerprobe validate", description=validate_command.__doc__)
     parser.add_argument("--static", action="store_true", help="config rules only: no data, no TensorFlow")
     args, overrides = parser.parse_known_args(argv)
     try:
-        c = _plain(compose(overrides))
+        c = load(compose(overrides))
         if args.static:
             from layerprobe.preflight import static_checks
 
@@ -48,7 +49,7 @@ def validate_command(argv: Sequence[str]) -> int:
         print(f"ok  {check}")
     if args.static:
         print("not checked (--static): the data against the model's inputs, layer shapes, losses against outputs")
-    print(f"config OK: model {c['model']['name']} ({len(c['model']['layers'])} layers), data {c['data']['name']}")
+    print(f"config OK: model {c.model.name} ({len(c.model.layers)} layers), data {c.data.name}")
     print(f"exposed layers: {', '.join(exposed) or '(none)'}")
     return 0
 

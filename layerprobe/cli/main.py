@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
 import sys
@@ -91,21 +92,25 @@ def run_command(argv: Sequence[str]) -> int:
             if not any(o.startswith("hydra.mode=") for o in overrides):
                 overrides.append(f"hydra.mode={'MULTIRUN' if args.multirun else 'RUN'}")  # as hydra.main does
             cfg = compose_in(hydra, overrides, name, multirun=args.multirun)
+            loaded = None
             if args.multirun:
                 _check_sweep_values(hydra, cfg, overrides, name)
             else:
-                _check_run(cfg)
-            return _launch(hydra, cfg, name, args.multirun)
+                loaded = _check_run(cfg)
+            return _launch(hydra, cfg, name, args.multirun, loaded)
     except LayerprobeError as e:
         return fail(e)
 
 
-def _check_run(cfg: Any) -> None:
+def _check_run(cfg: Any) -> Any:
+    """The run's config, loaded (checked, expanded, typed) before Hydra makes an output dir."""
     from layerprobe.config.compose import plain
-    from layerprobe.config.validate import check_writable_dir, validate
+    from layerprobe.config.loaded import load
+    from layerprobe.config.validate import check_writable_dir
 
-    validate({k: plain(cfg[k]) for k in cfg if k != "hydra"})
+    loaded = load({k: plain(cfg[k]) for k in cfg if k != "hydra"})
     check_writable_dir("hydra.run.dir", str(cfg.hydra.run.dir))
+    return loaded
 
 
 def _check_sweep_values(hydra: Any, cfg: Any, overrides: list[str], name: str) -> None:
@@ -156,7 +161,7 @@ def _reported(fn: Any, args: argparse.Namespace, name: str) -> Any:
         raise folded_error(e, args.overrides, name) from None
 
 
-def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
+def _launch(hydra: Any, cfg: Any, name: str, multirun: bool, loaded: Any = None) -> int:
     """What `Hydra.run` / `Hydra.multirun` do after composing: callbacks, then the job in its output
     dir, or the sweeper that launches one job per point. An exception a job raises is a bug: Hydra
     reports it (exit 1)."""
@@ -178,7 +183,7 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
             callbacks.on_multirun_end(config=cfg, config_name=name)
         else:
             callbacks.on_run_start(config=cfg, config_name=name)
-            ret = run_job(task, cfg, "hydra.run.dir", None, hydra_context=context)
+            ret = run_job(functools.partial(task, loaded=loaded), cfg, "hydra.run.dir", None, hydra_context=context)
             callbacks.on_run_end(config=cfg, config_name=name, job_return=ret)
             _ = ret.return_value  # raises what the job raised
 
@@ -186,9 +191,9 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool) -> int:
     return 0
 
 
-def task(cfg: Any) -> Any:
-    """The Hydra task: one run, or one job of a sweep. A run's config was validated before Hydra
-    made its output dir; a sweep job's config is its own, checked here (a bad one fails that job).
+def task(cfg: Any, loaded: Any = None) -> Any:
+    """The Hydra task: one run, or one job of a sweep. A run's config was loaded (`loaded`) before
+    Hydra made its output dir; a sweep job's config is its own, loaded here (a bad one fails that job).
     Returns the objective (None when the job failed), or `trial.Pruned` when a pruner stopped it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -209,17 +214,17 @@ def task(cfg: Any) -> Any:
         number = trial.trial_number(hc)
         tags = {} if number is None else {"layerprobe.trial": str(number)}
     try:
-        c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-        if run_name and not c["tracking"]["run_name"]:
-            c["tracking"]["run_name"] = run_name
+        from layerprobe.config.loaded import load
         from layerprobe.runner import run
 
+        if loaded is None:  # a sweep's job
+            written: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+            if run_name and not written["tracking"]["run_name"]:
+                written["tracking"]["run_name"] = run_name
+            loaded = load(written)
         if multirun:
             on_evaluation = trial.reporter(hc)  # an Optuna sweep with a pruner
-        # a single run's config was validated before Hydra made its output dir; a sweep job's is its own
-        result = run(
-            c, hc.runtime.output_dir, overrides, tags, parent, validated=not multirun, on_evaluation=on_evaluation
-        )
+        result = run(loaded, hc.runtime.output_dir, overrides, tags, parent, on_evaluation=on_evaluation)
     except Exception as e:
         if not multirun:
             if isinstance(e, LayerprobeError):
@@ -241,5 +246,5 @@ def task(cfg: Any) -> Any:
     if result.pruned_at_step is not None:
         return trial.Pruned(result.pruned_at_step)  # type: ignore[return-value]
     print_run(result)
-    objective = c["tracking"]["objective"]
+    objective = loaded.tracking.objective
     return result.eval_metrics.get(objective, result.probe_metrics.get(objective))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,8 +19,9 @@ RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
 DTYPES = ("float32", "float64", "float16", "int32", "int64", "uint8", "bool", "string")
 
 
-def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first rule the config breaks."""
+def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Raise ConfigError for the first rule the config breaks; returns the block-expanded model
+    (config.loaded.load keeps it, so that a command expands the model once)."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(c, dict)
     try:
@@ -38,6 +40,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> None:
     full = _against_schema(c, throw_on_missing=False)  # type: ignore[arg-type]
     if not isinstance(cfg, DictConfig):  # every key must be there
         _missing_keys(c, full, "")
+    return model
 
 
 FREE_FORM = ("model.inputs", "model.layers", "data.params", "data.splits.eval_params")  # no fixed keys
@@ -58,13 +61,22 @@ def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str
 def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> dict[str, Any]:
     """A plain dict (from `run`, a logged config, a test) checked against the schema as Hydra would:
     missing keys and wrong types become one ConfigError naming the key, never a KeyError later."""
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
-
     from layerprobe.config.schema import LayerprobeConfig
 
-    try:
+    with schema_error():
         merged = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), dict(cfg))
         out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=throw_on_missing)
+    assert isinstance(out, dict)
+    return out  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def schema_error() -> Iterator[None]:
+    """OmegaConf's error merging a mapping into the schema as one ConfigError naming the key."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        yield
     except ConfigKeyError as e:  # a key the schema does not have: the closest one it has
         full_key = str(e.full_key)
         parent = full_key.rpartition(".")[0] or "the config"
@@ -73,8 +85,6 @@ def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> di
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
         raise ConfigError(key, getattr(e, "value", None), str(e).splitlines()[0]) from None
-    assert isinstance(out, dict)
-    return out  # type: ignore[return-value]
 
 
 def check_writable_dir(path: str, directory: str) -> None:

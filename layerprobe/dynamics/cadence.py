@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
+
+from layerprobe.config.loaded import Config
 
 
 def probe_steps(every: Any, train_steps: int, save_every: int) -> list[int]:
@@ -20,9 +21,9 @@ def probe_steps(every: Any, train_steps: int, save_every: int) -> list[int]:
     return sorted({0} | {s for s in steps if 0 < s <= train_steps})
 
 
-def snapshot_steps(c: Mapping[str, Any]) -> list[int]:
+def snapshot_steps(c: Config) -> list[int]:
     """The steps to snapshot for config `c`: none when dynamics or the probe is off."""
-    d, t = c["probe"]["dynamics"], c["trainer"]
-    if not (c["probe"]["enabled"] and d["enabled"]):
+    d, t = c.probe.dynamics, c.trainer
+    if not (c.probe.enabled and d.enabled):
         return []
-    return probe_steps(d["every"], t["train_steps"], t["save_checkpoints_steps"])
+    return probe_steps(d.every, t.train_steps, t.save_checkpoints_steps)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.loaded import Config
 from layerprobe.dynamics.points import Dynamics, probe_points
 from layerprobe.engines.base import Checkpoint
 
@@ -21,23 +22,21 @@ TENSORBOARD_SUBDIR = "probe"  # a TensorBoard "run" of its own beside train and 
 DEFAULT_EXAMPLES = 256  # probe.dynamics.examples=null: enough for stable percentiles and linear probes
 
 
-def subset_size(c: Mapping[str, Any], data: Any) -> int:
+def subset_size(c: Config, data: Any) -> int:
     """How many examples of the probe split each point probes (probe.dynamics.examples)."""
-    size = data.size(c["probe"]["split"])
-    chosen = c["probe"]["dynamics"]["examples"]
+    size = data.size(c.probe.split)
+    chosen = c.probe.dynamics.examples
     return min(DEFAULT_EXAMPLES, size) if chosen is None else chosen
 
 
 def trace(x: Any, checkpoints: Sequence[Checkpoint], out_dir: Path) -> Dynamics:
     """Probe `checkpoints` of Experiment `x` on the configured subset and write the files."""
-    c: Mapping[str, Any] = x.c
-    d = c["probe"]["dynamics"]
+    c: Config = x.c
+    d = c.probe.dynamics
     examples = subset_size(c, x.data)
-    dyn = probe_points(
-        x.session(), x.data, x.summary, checkpoints, examples, d["linear_every"], d["cka"], c["trainer"]["seed"]
-    )
-    write_files(dyn, out_dir, plots=c["probe"]["plots"])
-    if d["histograms"]:
+    dyn = probe_points(x.session(), x.data, x.summary, checkpoints, examples, d.linear_every, d.cka, c.trainer.seed)
+    write_files(dyn, out_dir, plots=c.probe.plots)
+    if d.histograms:
         from layerprobe.dynamics.tensorboard import write_histograms
 
         write_histograms(dyn, Path(x.engine.model_dir) / TENSORBOARD_SUBDIR)
@@ -92,14 +91,14 @@ def convergence_order(dyn: Dynamics) -> str:
     return f"Mean CKA to the final checkpoint before it, by depth: {shown} ({verdict})."
 
 
-def check_subset(c: Mapping[str, Any], data: Any) -> None:
+def check_subset(c: Config, data: Any) -> None:
     """probe.dynamics.examples must fit in the probe split (one ConfigError, before any training)."""
     from layerprobe.errors import ConfigError
 
-    d, split = c["probe"]["dynamics"], c["probe"]["split"]
-    if c["probe"]["enabled"] and d["enabled"] and subset_size(c, data) > data.size(split):
+    d, split = c.probe.dynamics, c.probe.split
+    if c.probe.enabled and d.enabled and subset_size(c, data) > data.size(split):
         rule = f"the probe subset must fit in the {split} split ({data.size(split)} examples)"
-        raise ConfigError("probe.dynamics.examples", d["examples"], rule)
+        raise ConfigError("probe.dynamics.examples", d.examples, rule)
 
 
 def after_training(x: Any, start: int, step: int, out_dir: Path) -> Dynamics | None:

@@ -105,6 +105,22 @@ class ModelDirFiles:
     def event_files(self) -> list[str]:
         return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))
 
+    def checkpoints(self) -> list[Checkpoint]:
+        raise NotImplementedError
+
+    def latest(self) -> Checkpoint | None:
+        kept = self.checkpoints()
+        return kept[-1] if kept else None
+
+    def at_step(self, step: int) -> Checkpoint | None:
+        return next((k for k in self.checkpoints() if k.step == step), None)
+
+    def digest(self, checkpoint: Checkpoint) -> str:
+        """sha256 over the checkpoint's files: the bitwise identity of its weights."""
+        from layerprobe.provenance import checkpoint_digest
+
+        return checkpoint_digest(checkpoint.path)
+
 
 class Engine(Protocol):
     """A training backend bound to one model_dir."""
@@ -143,6 +159,18 @@ class Engine(Protocol):
 
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints model_dir keeps, oldest first."""
+
+    def latest(self) -> Checkpoint | None:
+        """The newest kept checkpoint; None before training."""
+
+    def at_step(self, step: int) -> Checkpoint | None:
+        """The kept checkpoint of global step `step`, if model_dir keeps it."""
+
+    def variable_names(self, checkpoint: Checkpoint) -> set[str]:
+        """The weights a checkpoint holds, by the layer-table rows' keys (`conv1/kernel`)."""
+
+    def digest(self, checkpoint: Checkpoint) -> str:
+        """sha256 of the checkpoint's files (the bitwise identity of its weights)."""
 
     def snapshots(self) -> list[Checkpoint]:
         """The snapshots saved for training dynamics (every one kept), oldest first."""

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe.config.blocks import expand_model
-from layerprobe.config.names import LOSSES
+from layerprobe.config.loaded import Config
+from layerprobe.config.schema import HeadSpec, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -34,32 +34,21 @@ class ModelSpec:
     raw: tuple[str, ...] = ()  # PREDICT returns these layers' whole outputs (default: the heads)
 
 
-def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
-    outputs = model.get("outputs") or {}
-    if not outputs:  # the last layer, classified against `label`
-        outputs = {
-            list(model["layers"])[-1]: {"label": "label", "loss": LOSSES[0], "weight": 1.0, "metrics": ["accuracy"]}
-        }
-    return {
-        name: Head(
-            h.get("label", "label"),
-            h.get("loss", LOSSES[0]),
-            float(h.get("weight", 1.0)),
-            tuple(h.get("metrics", ("accuracy",))),
-        )
-        for name, h in outputs.items()
-    }
+def heads_from_config(model: ModelConfig) -> dict[str, Head]:
+    """model.outputs; none declared: the last layer with the schema's default head."""
+    outputs = model.outputs or {list(model.layers)[-1]: HeadSpec()}
+    return {name: Head(h.label, h.loss, float(h.weight), tuple(h.metrics)) for name, h in outputs.items()}
 
 
-def model_spec(c: Mapping[str, Any], raw: tuple[str, ...] = ()) -> ModelSpec:
-    t = c["trainer"]
-    model = expand_model(c["model"])  # block instances -> their layers
+def model_spec(c: Config, raw: tuple[str, ...] = ()) -> ModelSpec:
+    """The engine's view of the (block-expanded) model."""
+    model = c["model"]
     return ModelSpec(
         inputs=model["inputs"],
         layers=model["layers"],
-        heads=heads_from_config(model),
-        optimizer=t["optimizer"]["name"],
-        learning_rate=float(t["optimizer"]["learning_rate"]),
-        seed=t["seed"],
+        heads=heads_from_config(c.model),
+        optimizer=c.trainer.optimizer.name,
+        learning_rate=float(c.trainer.optimizer.learning_rate),
+        seed=c.trainer.seed,
         raw=raw,
     )

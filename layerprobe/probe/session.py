@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.config.loaded import Config
 from layerprobe.engines.base import Engine, ModelSummary, PredictRequest, ProbeFeed
 from layerprobe.probe.accumulate import LayerAccumulator, LayerStats
 from layerprobe.probe.sketch import SketchLayout
@@ -44,15 +45,13 @@ class ProbeState:
         return ProbeState(self.layers, self.batches + other.batches)
 
 
-def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple[Any, ...]:
+def probe_specs(c: Config, exposed: Sequence[str]) -> tuple[Any, ...]:
     """How each exposed layer is summarised in the graph (graph_stats.LayerProbeSpec)."""
     from layerprobe.probe.graph_stats import LayerProbeSpec
 
-    p = c["probe"]
-    layout = SketchLayout(p["relative_accuracy"])
-    from layerprobe.config.blocks import expand_model
-
-    layers = expand_model(c["model"])["layers"]
+    p = c.probe
+    layout = SketchLayout(p.relative_accuracy)
+    layers = c.model.layers
     specs = []
     for name in exposed:
         layer = layers.get(name, {})  # an inner layer of a nested model (`backbone/conv1_relu`) has no spec
@@ -61,10 +60,10 @@ def probe_specs(c: Mapping[str, Any], exposed: Sequence[str]) -> tuple[Any, ...]
             LayerProbeSpec(
                 name=name,
                 layout=layout,
-                active_threshold=p["active_threshold"],
+                active_threshold=p.active_threshold,
                 bounds=BOUNDED_ACTIVATIONS.get(act) if isinstance(act, str) else None,
-                saturation_margin=p["saturation_margin"],
-                reservoir_size=p["reservoir_size"],
+                saturation_margin=p.saturation_margin,
+                reservoir_size=p.reservoir_size,
             )
         )
     return tuple(specs)
@@ -97,15 +96,15 @@ class SummaryOutputs:
 class ProbeSession:
     """Probes the exposed layers of one model (config `c`) through `engine`."""
 
-    def __init__(self, c: Mapping[str, Any], engine: Engine, exposed: Sequence[str], label: str | None) -> None:
+    def __init__(self, c: Config, engine: Engine, exposed: Sequence[str], label: str | None) -> None:
         self.c, self.engine, self.exposed, self.label = c, engine, list(exposed), label
         self.outputs = SummaryOutputs(probe_specs(c, self.exposed))
 
     def accumulators(self) -> dict[str, LayerAccumulator]:
-        p = self.c["probe"]
-        layout = SketchLayout(p["relative_accuracy"])
+        p = self.c.probe
+        layout = SketchLayout(p.relative_accuracy)
         return {
-            n: LayerAccumulator(n, layout, p["percentiles"], p["histogram_bins"], p["reservoir_size"], p["sample_seed"])
+            n: LayerAccumulator(n, layout, p.percentiles, p.histogram_bins, p.reservoir_size, p.sample_seed)
             for n in self.exposed
         }
 
@@ -121,11 +120,11 @@ class ProbeSession:
         probe.max_examples; shard (i, n): the i-th of n disjoint parts of them) at `checkpoint`
         (default: the engine's latest). The split's size is never needed: states of the shards merge
         (`ProbeState.merge`) into the state of one pass."""
-        p = self.c["probe"]
-        split = split or p["split"]
-        max_examples = p["max_examples"] if max_examples is None else max_examples
-        batch = p.get("batch_size") or self.c["data"]["batch_size"]
-        request = PredictRequest(split, batch, self.label, max_examples, p["reservoir_size"], p["sample_seed"], shard)
+        p = self.c.probe
+        split = split or p.split
+        max_examples = p.max_examples if max_examples is None else max_examples
+        batch = p.batch_size or self.c.data.batch_size
+        request = PredictRequest(split, batch, self.label, max_examples, p.reservoir_size, p.sample_seed, shard)
         accs = self.accumulators()
         batches = 0
         for item in self.engine.predict(data, request, self.outputs, checkpoint):

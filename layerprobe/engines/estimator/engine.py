@@ -81,8 +81,10 @@ class EstimatorEngine(ModelDirFiles):
             tf.compat.v1.set_random_seed(self.spec.seed)  # op determinism refuses unseeded random ops
             tf.compat.v1.train.get_or_create_global_step()
             spec_f, spec_l = dataset(data, "train", training=False, batch_size=2, seed=0, max_examples=2).element_spec
-            feats = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_f.items()}
-            labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=n) for n, s in spec_l.items()}
+            # Placeholders under their own scopes: one named like a layer (a label `target` and an output
+            # layer `target`) would take that layer's name scope and move its weights to `target_1/...`.
+            feats = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=f"features/{n}") for n, s in spec_f.items()}
+            labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=f"labels/{n}") for n, s in spec_l.items()}
             built: list[Graph] = []
             make_model_fn(self.spec, on_build=built.append, warm_start=self.warm_start)(feats, labels, ModeKeys.TRAIN)
             graph = built[0]
@@ -157,6 +159,9 @@ class EstimatorEngine(ModelDirFiles):
 
         est = tf.estimator.Estimator(make_model_fn(spec), model_dir=self.model_dir)
         return est.export_saved_model(export_base, receiver, checkpoint_path=checkpoint).decode()
+
+    def variable_names(self, checkpoint: Checkpoint) -> set[str]:
+        return {name for name, _ in tf.train.list_variables(checkpoint.path)}
 
     def checkpoints(self) -> list[Checkpoint]:
         state = tf.train.get_checkpoint_state(self.model_dir)

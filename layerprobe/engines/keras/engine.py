@@ -194,5 +194,8 @@ class KerasEngine(ModelDirFiles):
         model.export(str(path), format="tf_saved_model", verbose=False)
         return str(path)
 
+    def variable_names(self, checkpoint: Checkpoint) -> set[str]:
+        return {name for name, _ in tf.train.list_variables(checkpoint.path)}
+
     def checkpoints(self) -> list[Checkpoint]:
         return ckpt.listed(self.model_dir)
