@@ -39,15 +39,16 @@ def measure(engine_name: str, examples: int, steps: int, repeats: int, workdir: 
     c = cnn_config(examples, str(workdir / "model"))
     c["trainer"].update(engine=engine_name, train_steps=steps, log_every_steps=max(steps // 10, 1))
     c["trainer"]["save_checkpoints_steps"] = steps
-    data, spec = prepare(c["data"]), model_spec(load(c))
-    engine = make_engine(spec, c["trainer"]["model_dir"], c["trainer"], c["data"])
+    cfg = load(c)
+    data, spec = prepare(c["data"]), model_spec(cfg)
+    engine = make_engine(spec, c["trainer"]["model_dir"], cfg.trainer, cfg.data)
     records: list[float] = []
     t = time.perf_counter()
     engine.train(data, steps, lambda rs: records.extend(r["train/steps_per_sec"] for r, _ in rs))
     train_wall = time.perf_counter() - t
 
-    names = tuple(exposed_layers(load(c)))
-    x = Experiment(c, data, spec, engine, engine.summary(data, set(names)), names)
+    names = tuple(exposed_layers(cfg))
+    x = Experiment(cfg, data, spec, engine, engine.summary(data, set(names)), names)
     probe, warm, bare = [], [], []
     for _ in range(repeats):
         session = x.session()  # a new session, as each run's probe phase makes one

@@ -48,13 +48,14 @@ class ProbeBench:
         c = cnn_config(examples, self.model_dir, exposed)
         c["probe"]["plots"] = c["probe"]["analysis"] = extras
         data = self.data(examples)
-        names = tuple(exposed_layers(load(c)))
+        cfg = load(c)
+        names = tuple(exposed_layers(cfg))
         engine = _engine(c, self.model_dir)
-        x = Experiment(c, data, engine.spec, engine, engine.summary(data, set(names)), names)
+        x = Experiment(cfg, data, engine.spec, engine, engine.summary(data, set(names)), names)
         self._runs += 1
         t = time.perf_counter()
         state = x.session().run(data)
-        stats = probe_outcome(load(c), state, x.summary, self.workdir / f"probe{self._runs}").stats
+        stats = probe_outcome(cfg, state, x.summary, self.workdir / f"probe{self._runs}").stats
         seconds = time.perf_counter() - t
         if stats[names[0]].examples != examples:
             raise RuntimeError(f"probed {stats[names[0]].examples} examples, expected {examples}")
@@ -98,7 +99,8 @@ def _engine(c: dict[str, Any], model_dir: str) -> Any:
     from layerprobe.engines import make_engine
     from layerprobe.engines.spec import model_spec
 
-    return make_engine(model_spec(load(c)), model_dir, c["trainer"], c["data"])
+    cfg = load(c)
+    return make_engine(model_spec(cfg), model_dir, cfg.trainer, cfg.data)
 
 
 def _probe_input_fn(data: Any, c: dict[str, Any]) -> Any:

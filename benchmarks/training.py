@@ -100,7 +100,8 @@ def _train_layerprobe(c: dict[str, Any], steps: int, model_dir: str) -> list[flo
     from layerprobe.engines.spec import model_spec
 
     data = prepare(c["data"])
-    est = make_engine(model_spec(load(c)), model_dir, c["trainer"], c["data"]).estimator()  # type: ignore[attr-defined]
+    cfg = load(c)
+    est = make_engine(model_spec(cfg), model_dir, cfg.trainer, cfg.data).estimator()  # type: ignore[attr-defined]
     hook = _step_hook()
     est.train(train_input_fn(data, c["data"], c["trainer"]["seed"]), max_steps=steps, hooks=[hook])
     return hook.times

@@ -1,16 +1,11 @@
-"""Distribution strategies for the Estimator, and a launcher for N-process jobs on 127.0.0.1.
-
-`trainer.distribute`:
-  none                   one process, TensorFlow's default device placement
-  mirrored               one process, synchronous replicas: every GPU, else `trainer.cpu_replicas` CPU devices
-  multi_worker_mirrored  synchronous all-reduce across the chief and workers named in TF_CONFIG
-  parameter_server       asynchronous; variables live on the `ps` tasks named in TF_CONFIG
+"""Clusters: this process's role in TF_CONFIG, the model_dir lock, and a launcher for N-process jobs
+on 127.0.0.1. The strategies themselves belong to the engine (engines/estimator/strategies.py).
 
 Try a cluster on one machine (one process per task, ports picked on 127.0.0.1, all stopped at the end):
   layerprobe cluster --workers 2 model=tiny_cnn trainer=quick
   layerprobe cluster --workers 2 --ps 1 --evaluator model=tiny_cnn trainer=quick
 
-This module imports TensorFlow only inside the functions that build strategies, so the launcher starts fast.
+This module does not import TensorFlow, so the launcher starts fast.
 """
 
 from __future__ import annotations
@@ -24,11 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from layerprobe.errors import ConfigError
 
@@ -69,57 +63,15 @@ def role(environ: Mapping[str, str] | None = None) -> Role:
     return Role(str(task["type"]), int(task.get("index", 0)))
 
 
-def check_cluster(trainer: Mapping[str, Any], me: Role) -> None:
-    """A cluster strategy needs a TF_CONFIG cluster: say so before any MLflow run or model_dir exists."""
-    kind = trainer.get("distribute", "none")
+def check_cluster(kind: str, me: Role) -> None:
+    """A cluster strategy (trainer.distribute=`kind`) needs a TF_CONFIG cluster: say so before any
+    MLflow run or model_dir exists."""
     if kind in CLUSTER_STRATEGIES and not me.in_cluster:
         raise ConfigError(
             "trainer.distribute",
             kind,
             "needs TF_CONFIG naming a cluster with a chief; on one machine run `layerprobe cluster --workers N`",
         )
-
-
-def run_config_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """`train_distribute` (and the session config exposing CPU replicas) for tf.estimator.RunConfig."""
-    kind = trainer.get("distribute", "none")
-    if kind == "none":
-        return {}
-    from layerprobe._tf import tf
-
-    if kind == "mirrored":
-        if tf.config.list_physical_devices("GPU"):
-            return {"train_distribute": tf.distribute.MirroredStrategy()}
-        n = int(trainer["cpu_replicas"])
-        return {
-            "train_distribute": tf.distribute.MirroredStrategy(devices=[f"/cpu:{i}" for i in range(n)]),
-            "session_config": tf.compat.v1.ConfigProto(device_count={"CPU": n}, allow_soft_placement=True),
-        }
-    me = role()
-    check_cluster(trainer, me)
-    if me.task_type == "evaluator":  # building the strategy there raises KeyError: 'evaluator'
-        return {}
-    # Graph mode from here on (the Estimator works in graphs anyway): built eagerly, the strategy
-    # must exist before TensorFlow's first op ("Collective ops must be configured at program
-    # startup") and the Estimator's copy of it fails ("/job:worker/.../CPU:0 unknown device").
-    tf.compat.v1.disable_eager_execution()
-    if kind == "multi_worker_mirrored":
-        return {"train_distribute": tf.distribute.experimental.MultiWorkerMirroredStrategy()}
-    return {"train_distribute": tf.compat.v1.distribute.experimental.ParameterServerStrategy()}
-
-
-def train_in_cluster(
-    est: Any, train_fn: Callable[[], Any], eval_fn: Callable[[], Any], steps: int, hooks: list
-) -> None:
-    """This process's part of the cluster job: train (chief, worker), serve variables (ps, never
-    returns) or evaluate each new checkpoint until the last (evaluator)."""
-    from layerprobe._tf import tf
-
-    tf.estimator.train_and_evaluate(
-        est,
-        tf.estimator.TrainSpec(train_fn, max_steps=steps, hooks=hooks),
-        tf.estimator.EvalSpec(eval_fn, steps=None, start_delay_secs=0, throttle_secs=1),
-    )
 
 
 @contextmanager

@@ -50,3 +50,17 @@ def did_you_mean(value: str, options: Iterable[str]) -> str | None:
 
 class TrainingDiverged(LayerprobeError):
     """The training loss became NaN or infinite."""
+
+
+# Lines that Keras and TensorFlow put before the message that says what went wrong.
+_NOISE = ("Call arguments", "Exception encountered")
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message that says something (at most `limit` characters), or the
+    error's type when it says nothing: how a library's error becomes part of one line."""
+    for line in str(e).strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith(_NOISE):
+            return line[:limit]
+    return type(e).__name__

@@ -6,13 +6,15 @@ Everything that can fail on the user's input fails here, before a run or a model
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from layerprobe.config.archs import resolve_exposed
 from layerprobe.config.loaded import Config
+from layerprobe.config.schema import TrainerConfig
 from layerprobe.engines import make_engine
 from layerprobe.engines.base import Engine, ModelSummary
 from layerprobe.engines.spec import ModelSpec, model_spec
@@ -50,7 +52,7 @@ def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | No
     data = prepare_data(c["data"])
     spec = model_spec(c)
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
-    engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c["data"])
+    engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c.data)
     summary = engine.summary(data, set(requested))
     # Inner layers of nested models and glob patterns resolve against the built model's names.
     names = tuple(resolve_exposed(requested, [r.name for r in summary.rows]))
@@ -58,22 +60,22 @@ def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | No
     return Experiment(c, data, spec, engine, ModelSummary(rows), names)
 
 
-def with_warm_start_dir(c: Config) -> Mapping[str, Any]:
+def with_warm_start_dir(c: Config) -> TrainerConfig:
     """The trainer config, with a warm start from an MLflow run id replaced by that run's model_dir."""
     from layerprobe.config.archs import RUN_ID
 
-    t = c["trainer"]
-    source = (t.get("warm_start") or {}).get("source")
+    t = c.trainer
+    source = t.warm_start.source
     if not source or Path(source).exists() or not RUN_ID.match(source):
         return t
     from layerprobe import tracking
     from layerprobe.errors import ConfigError
 
-    uri = tracking.resolve_uri(c["tracking"]["uri"])
+    uri = tracking.resolve_uri(c.tracking.uri)
     try:
         model_dir = tracking.run_tags(uri, source).get("model_dir")
     except Exception as e:  # noqa: BLE001 - the store's own error, folded to one line
         raise ConfigError("trainer.warm_start.source", source, f"cannot read this run from {uri}: {e}") from None
     if not model_dir:
         raise ConfigError("trainer.warm_start.source", source, "the run records no model_dir")
-    return {**t, "warm_start": {**t["warm_start"], "source": model_dir}}
+    return dataclasses.replace(t, warm_start=dataclasses.replace(t.warm_start, source=model_dir))

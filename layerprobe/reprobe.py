@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from layerprobe.config.loaded import Config, load
 from layerprobe.config.schema import LayerprobeConfig
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.probe.state import load_state, save_state
 from layerprobe.provenance import config_digest, exposed_layers
 from layerprobe.runner import MODEL_DIR_CONFIG
@@ -34,9 +34,7 @@ def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> Con
         dotlist = [o.lstrip("+") for o in overrides]  # Hydra's "append" marker; adding keys is allowed here
         cfg = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), logged, OmegaConf.from_dotlist(dotlist))
     except OmegaConfBaseException as e:
-        raise LayerprobeError(
-            f"cannot apply {list(overrides)} to the logged config: {str(e).splitlines()[0]}"
-        ) from None
+        raise LayerprobeError(f"cannot apply {list(overrides)} to the logged config: {first_line(e)}") from None
     return load(cfg)
 
 

@@ -97,7 +97,7 @@ def run(
     x = preflight(c).experiment
     all_tags = {**provenance_tags(c, overrides, x.summary.total_params), **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
-    D.check_cluster(c["trainer"], cluster)
+    D.check_cluster(c.trainer.distribute, cluster)
     kept = x.engine.checkpoints()
     if kept and kept[-1].step > c.trainer.train_steps and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists

@@ -76,3 +76,18 @@ def test_no_module_is_too_long():
         str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_the_engine_seam_contract_covers_every_module_and_every_engine():
+    """Nothing outside engines/ imports an engine's own package: the contract lists every top-level
+    module of layerprobe but engines, and forbids every engine the registry names."""
+    import tomllib
+
+    from layerprobe.engines import ENGINES
+
+    contracts = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    seam = next(c for c in contracts if c["name"].startswith("engines are reached only through the seam"))
+    top = {p.stem for p in ROOT.iterdir() if (p.suffix == ".py" or (p / "__init__.py").is_file())}
+    expected = {f"layerprobe.{m}" for m in top - {"__init__", "__main__", "engines"}}
+    assert set(seam["source_modules"]) == expected
+    assert set(seam["forbidden_modules"]) == {path.partition(":")[0].rpartition(".")[0] for path in ENGINES.values()}

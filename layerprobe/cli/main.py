@@ -55,7 +55,7 @@ def subcommand_help() -> str:
 
 def _hydra_args(argv: Sequence[str]) -> argparse.Namespace:
     """Hydra's own command line (`-m`, `--cfg`, `--config-dir`, ...); a mistake in it is one line."""
-    from hydra._internal.utils import get_args_parser
+    from layerprobe.config.hydra_private import get_args_parser
 
     parser = get_args_parser()
 
@@ -126,7 +126,7 @@ def _check_sweep_values(hydra: Any, cfg: Any, overrides: list[str], name: str) -
 
 
 def _help(hydra: Any, name: str, args: argparse.Namespace) -> int:
-    from hydra._internal.utils import get_args_parser
+    from layerprobe.config.hydra_private import get_args_parser
 
     if args.help:
         print(subcommand_help())
@@ -165,8 +165,7 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool, loaded: Any = None)
     """What `Hydra.run` / `Hydra.multirun` do after composing: callbacks, then the job in its output
     dir, or the sweeper that launches one job per point. An exception a job raises is a bug: Hydra
     reports it (exit 1)."""
-    from hydra._internal.callbacks import Callbacks
-    from hydra._internal.utils import run_and_report
+    from layerprobe.config.hydra_private import Callbacks, run_and_report
     from hydra.core.plugins import Plugins
     from hydra.core.utils import configure_log, run_job
     from hydra.types import HydraContext

@@ -13,7 +13,7 @@ from layerprobe.config.archs import check_expanded, check_probe_layers, check_wa
 from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
 from layerprobe.config.names import ENGINES, LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, first_line
 
 RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
 DTYPES = ("float32", "float64", "float16", "int32", "int64", "uint8", "bool", "string")
@@ -84,7 +84,7 @@ def schema_error() -> Iterator[None]:
         raise ConfigError(full_key, e.key, f"{parent} has no such key", known) from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
-        raise ConfigError(key, getattr(e, "value", None), str(e).splitlines()[0]) from None
+        raise ConfigError(key, getattr(e, "value", None), first_line(e)) from None
 
 
 def check_writable_dir(path: str, directory: str) -> None:

@@ -28,7 +28,7 @@ from layerprobe.data.digests import files_digest
 from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.serve import Streamed
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, first_line
 
 HASH_BUCKETS = 1 << 20  # fraction: eval = examples whose seeded tfds_id hash falls below the fraction
 SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0
@@ -162,7 +162,7 @@ def _num_examples(splits: Any, spec: str, where: str) -> int:
     try:
         return int(splits[spec].num_examples)
     except (ValueError, KeyError, AssertionError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         known = list(splits)
         if any(spec.partition("[")[0].strip() == s for s in known):  # a known split, a bad slice
             raise ConfigError(where, spec, f"is not a valid tfds split slice ({first})") from None

@@ -7,9 +7,8 @@ is actually made (validation and `--help` stay free of TensorFlow).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from typing import Any
 
+from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.engines.base import Engine
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import ConfigError
@@ -18,16 +17,11 @@ ENGINES = {
     "estimator": "layerprobe.engines.estimator.engine:EstimatorEngine",  # TensorFlow 2.13-2.15 (`make venv`)
     "keras": "layerprobe.engines.keras.engine:KerasEngine",  # Keras 3 on TensorFlow >= 2.16 (`make venv-keras`)
 }
-DEFAULT_ENGINE = "estimator"
 
 
-def engine_name(trainer: Mapping[str, Any]) -> str:
-    return str(trainer.get("engine") or DEFAULT_ENGINE)
-
-
-def make_engine(spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> Engine:
-    """The configured engine over model_dir."""
-    name = engine_name(trainer)
+def make_engine(spec: ModelSpec, model_dir: str, trainer: TrainerConfig, data_cfg: DataConfig) -> Engine:
+    """The configured engine (trainer.engine) over model_dir."""
+    name = trainer.engine
     if name not in ENGINES:
         raise ConfigError("trainer.engine", name, "is not an engine", sorted(ENGINES))
     module, _, cls = ENGINES[name].partition(":")

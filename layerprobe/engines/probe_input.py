@@ -4,10 +4,10 @@ reservoir, which examples are candidates). Plain tf.data; no engine API."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from layerprobe._tf import tf
+from layerprobe.config.schema import DataConfig
 from layerprobe.data.keys import sample_rank
 from layerprobe.engines.base import PredictRequest
 
@@ -25,22 +25,22 @@ def one_pass_options() -> Any:
     return options
 
 
-def train_batches(data: Any, data_cfg: Mapping[str, Any], seed: int) -> Any:
+def train_batches(data: Any, data_cfg: DataConfig, seed: int) -> Any:
     """(features, labels) batches of the train split: shuffled with `seed`, repeated, as data.* says."""
     return data.tf_dataset(
         "train",
         training=True,
-        batch_size=data_cfg["batch_size"],
+        batch_size=data_cfg.batch_size,
         seed=seed,
-        shuffle_buffer=data_cfg["shuffle_buffer"],
-        cache=data_cfg["cache"],
-        prefetch=data_cfg["prefetch"],
+        shuffle_buffer=data_cfg.shuffle_buffer,
+        cache=data_cfg.cache,
+        prefetch=data_cfg.prefetch,
     )
 
 
-def eval_batches(data: Any, data_cfg: Mapping[str, Any], split: str) -> Any:
+def eval_batches(data: Any, data_cfg: DataConfig, split: str) -> Any:
     """(features, labels) batches of `split` in order, one pass."""
-    ds = data.tf_dataset(split, training=False, batch_size=data_cfg["batch_size"], seed=0, cache=data_cfg["cache"])
+    ds = data.tf_dataset(split, training=False, batch_size=data_cfg.batch_size, seed=0, cache=data_cfg.cache)
     return ds.with_options(one_pass_options())
 
 

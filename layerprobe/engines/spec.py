@@ -11,6 +11,7 @@ from typing import Any
 
 from layerprobe.config.loaded import Config
 from layerprobe.config.schema import HeadSpec, ModelConfig
+from layerprobe.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,19 @@ def model_spec(c: Config, raw: tuple[str, ...] = ()) -> ModelSpec:
         seed=c.trainer.seed,
         raw=raw,
     )
+
+
+def check_output(name: str, head: Head, shape: list[Any]) -> None:
+    """The head's loss must fit its output's shape (`shape`: with the batch axis), on every engine:
+    a class loss needs (batch, classes); a value loss one value per example."""
+    path = f"model.outputs.{name}.loss"
+    if head.loss == "sparse_softmax_cross_entropy":
+        if len(shape) != 2:
+            raise ConfigError(path, head.loss, f"needs an output of shape (batch, classes); {name} gives {shape}")
+    elif shape[-1] != 1 and len(shape) > 1:
+        raise ConfigError(path, head.loss, f"needs one output value per example; {name} gives {shape}")
+
+
+def metric_key(heads: Mapping[str, Head], head_name: str, metric: str) -> str:
+    """An eval metric's key on every engine: `accuracy` for one head, `<head>/accuracy` for several."""
+    return metric if len(heads) == 1 else f"{head_name}/{metric}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layerprobe.config.applications import application_name
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, first_line
 
 
 @dataclass
@@ -54,7 +54,7 @@ def call_nested(
         with scope(name):  # variables: <name>/<inner layer>/<weight>
             model = make(**kwargs)
     except Exception as e:  # noqa: BLE001 - the model's arguments caused it
-        raise ConfigError(path, dict(args), f"the model rejected its arguments: {_first_line(e)}") from None
+        raise ConfigError(path, dict(args), f"the model rejected its arguments: {first_line(e)}") from None
     if not isinstance(model, keras.Model):
         raise ConfigError(f"{path}.type", getattr(make, "__name__", make), "must return a Keras model")
     _rename(model, name)
@@ -96,8 +96,3 @@ def _output_layer(model: Any, inner: list[Any]) -> Any:
         raise ConfigError(f"model.layers.{model.name}", len(model.outputs), "a nested model must have one output")
     out = model.outputs[0]
     return next(layer for layer in reversed(inner) if layer.output is out)
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(e).__name__

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layerprobe.config.validate import RESERVED_LAYER_KEYS
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, first_line
 from layerprobe.graph.applications import call_nested, model_constructor
 from layerprobe.graph.keys import variables, weight_keys
 from layerprobe.graph.warm import WarmStart
@@ -82,14 +82,14 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], tr
         try:
             layer = cls(name=name, **args)
         except Exception as e:  # noqa: BLE001 - whatever Keras raises here, the layer's config caused it
-            raise ConfigError(path, args, f"{spec['type']} rejected its arguments: {_first_line(e)}") from None
+            raise ConfigError(path, args, f"{spec['type']} rejected its arguments: {first_line(e)}") from None
         x = [tensors[n] for n in names]
         x_in = x[0] if len(x) == 1 else x
         kwargs = {"training": training} if "training" in inspect.signature(layer.call).parameters else {}
         try:
             y = layer(x_in, **kwargs)
         except Exception as e:  # noqa: BLE001 - e.g. IndexError for an `axis` the input does not have
-            rule = f"{spec['type']} cannot take input shape {_shape_of(x_in)} from {names}: {_first_line(e)}"
+            rule = f"{spec['type']} cannot take input shape {_shape_of(x_in)} from {names}: {first_line(e)}"
             raise ConfigError(path, _shape_of(x_in), rule) from None
         if isinstance(y, (list, tuple)):
             raise ConfigError(path, spec["type"], "layers with several outputs are not supported; expose one")
@@ -120,12 +120,3 @@ def _add_nested(
             if variables(layer)
         )
         graph.warm.append(WarmStart(f"{path}.weights", args["weights"], f"{name}/.*", scope=name, layer_order=order))
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("Call arguments") and not line.startswith("Exception encountered"):
-            return line[:300]
-    return type(e).__name__

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.schema import TrainerConfig
 from layerprobe.errors import ConfigError
 
 CACHE_DIR = Path(".cache/layerprobe/weights")
@@ -135,12 +136,12 @@ def init_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:
     return assigned
 
 
-def from_trainer(trainer: Mapping[str, Any]) -> WarmStart | None:
+def from_trainer(trainer: TrainerConfig) -> WarmStart | None:
     """trainer.warm_start as a WarmStart, or None without a source."""
-    ws = trainer.get("warm_start") or {}
-    if not ws.get("source"):
+    ws = trainer.warm_start
+    if not ws.source:
         return None
-    return WarmStart("trainer.warm_start.source", ws["source"], ws.get("variables", ".*"), ws.get("rename") or {})
+    return WarmStart("trainer.warm_start.source", ws.source, ws.variables, dict(ws.rename))
 
 
 def assign_from(ws: WarmStart, model_vars: Mapping[str, Any]) -> dict[str, str]:

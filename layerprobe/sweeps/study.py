@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerprobe.errors import ConfigError, LayerprobeError
+from layerprobe.errors import ConfigError, LayerprobeError, first_line
 from layerprobe.sweeps.space import Space
 
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "grid": "GridSampler", "cmaes": "CmaEsSampler"}
@@ -90,7 +90,7 @@ def open_storage(storage: str) -> Any:
 
         return JournalStorage(JournalFileBackend(storage))
     except Exception as e:
-        rule = f"cannot open or write the study storage ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        rule = f"cannot open or write the study storage ({type(e).__name__}: {first_line(e)})"
         rule += "; give an RDB URL (sqlite:///optuna.db, postgresql://...) or a journal file path"
         raise ConfigError(path, StudySettings(storage, "", "", "").redacted_storage, rule) from None
 

@@ -19,9 +19,9 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.shell import installed_command
-from layerprobe.tracking.store import RETRY_DELAYS, client, first_line, is_transient, retrying
+from layerprobe.tracking.store import RETRY_DELAYS, client, is_transient, retrying
 
 log = logging.getLogger(__name__)
 

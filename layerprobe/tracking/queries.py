@@ -9,7 +9,7 @@ from typing import Any
 
 import mlflow
 
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.store import client, use_layerprobe_defaults
 
 MAX_CHILDREN = 10000  # one search; a sweep has far fewer jobs
@@ -39,7 +39,7 @@ def _get_run(uri: str, run_id: str) -> Any:
     try:
         return client(uri).get_run(run_id)
     except mlflow.exceptions.MlflowException as e:
-        raise LayerprobeError(f"run {run_id!r} not found in {uri}: {str(e).splitlines()[0]}") from None
+        raise LayerprobeError(f"run {run_id!r} not found in {uri}: {first_line(e)}") from None
 
 
 def run_data(uri: str, run_id: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, RunStatus, RunTag
 
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.outbox import PENDING_FILE, Outbox
 from layerprobe.tracking.reaper import mark_stale_runs, owner_tags
 from layerprobe.tracking.store import client, one_line_before_training, retrying, sanitize_key, store_lock
@@ -115,9 +115,7 @@ class Tracker:
         except mlflow.exceptions.MlflowException as e:  # another process created it meanwhile
             exp = self._client.get_experiment_by_name(name)
             if exp is None:
-                raise LayerprobeError(
-                    f"cannot create experiment {name!r} in {self.uri}: {str(e).splitlines()[0]}"
-                ) from None
+                raise LayerprobeError(f"cannot create experiment {name!r} in {self.uri}: {first_line(e)}") from None
             return str(exp.experiment_id)
 
     def __enter__(self) -> Tracker:

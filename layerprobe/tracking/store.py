@@ -17,7 +17,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from layerprobe import locks
-from layerprobe.errors import ConfigError, LayerprobeError
+from layerprobe.errors import ConfigError, LayerprobeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,6 @@ def retrying(fn: Any, *args: Any, delays: Sequence[float] = RETRY_DELAYS, **kwar
             log.debug("tracking call failed (%s); again in %.1fs", first_line(e), delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an error's message (MLflow's run to pages), or its type when it has none."""
-    return str(e).splitlines()[0][:limit] if str(e) else type(e).__name__
 
 
 @contextlib.contextmanager

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from layerprobe._tf import tf
+from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
     Checkpoint,
@@ -26,10 +27,11 @@ from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook,
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
+from layerprobe.engines.estimator.strategies import run_config_kwargs, train_in_cluster
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 from layerprobe.graph.keys import variables
-from layerprobe.graph.warm import WarmStart
+from layerprobe.graph.warm import from_trainer
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +41,27 @@ class EstimatorEngine(ModelDirFiles):
 
     name = "estimator"
 
-    def __init__(
-        self, spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any], data_cfg: Mapping[str, Any]
-    ) -> None:
-        from layerprobe.distributed import run_config_kwargs
-
+    def __init__(self, spec: ModelSpec, model_dir: str, trainer: TrainerConfig, data_cfg: DataConfig) -> None:
         self.spec, self.model_dir, self.trainer, self.data_cfg = spec, model_dir, trainer, data_cfg
         self._config_kwargs = dict(
             model_dir=model_dir,
-            tf_random_seed=trainer["seed"],
-            save_checkpoints_steps=trainer["save_checkpoints_steps"],
-            save_summary_steps=trainer["log_every_steps"],
-            keep_checkpoint_max=trainer["keep_checkpoint_max"],
-            log_step_count_steps=trainer["log_every_steps"],
+            tf_random_seed=trainer.seed,
+            save_checkpoints_steps=trainer.save_checkpoints_steps,
+            save_summary_steps=trainer.log_every_steps,
+            keep_checkpoint_max=trainer.keep_checkpoint_max,
+            log_step_count_steps=trainer.log_every_steps,
         )
         self._cluster_kwargs: dict[str, Any] | None = None
-        self._run_config_kwargs = run_config_kwargs
-        ws = trainer.get("warm_start") or {}
-        self.warm_start = (  # the Estimator's WarmStartSettings would also warm global_step and slots
-            WarmStart("trainer.warm_start.source", ws["source"], ws.get("variables", ".*"), ws.get("rename") or {})
-            if ws.get("source")
-            else None
-        )
+        self.warm_start = from_trainer(trainer)  # the Estimator's WarmStartSettings would also warm global_step
         # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
         self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
-        if self.trainer.get("deterministic", True):
+        if self.trainer.deterministic:
             tf.config.experimental.enable_op_determinism()
         if self._cluster_kwargs is None:  # trainer.distribute: the strategy, CPU replicas (made once)
-            self._cluster_kwargs = self._run_config_kwargs(self.trainer)
+            self._cluster_kwargs = run_config_kwargs(self.trainer)
         return tf.estimator.RunConfig(**self._config_kwargs, **self._cluster_kwargs)
 
     def estimator(self, extra: ExtraOutputs | None = None) -> tf.estimator.Estimator:
@@ -107,14 +99,14 @@ class EstimatorEngine(ModelDirFiles):
         on_evaluation: EvaluationCallback | None = None,
         snapshots: Sequence[int] = (),
     ) -> int:
-        from layerprobe import distributed as D
+        from layerprobe.distributed import role
 
         t = self.trainer
-        hooks: list[Any] = [ProgressHook(t["log_every_steps"], until_step, flush=progress)]
-        train_fn = train_input_fn(data, self.data_cfg, t["seed"])
+        hooks: list[Any] = [ProgressHook(t.log_every_steps, until_step, flush=progress)]
+        train_fn = train_input_fn(data, self.data_cfg, t.seed)
         est = self.estimator()
-        if D.role().in_cluster:
-            D.train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
+        if role().in_cluster:
+            train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
         else:
             evaluate = functools.partial(self.evaluate, data, "eval")  # (checkpoint path) -> metrics
             listeners = (
@@ -127,7 +119,7 @@ class EstimatorEngine(ModelDirFiles):
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
-        steps = self.trainer.get("eval_steps")
+        steps = self.trainer.eval_steps
         result = self.estimator().evaluate(
             eval_input_fn(data, self.data_cfg, split), steps=steps, checkpoint_path=checkpoint
         )

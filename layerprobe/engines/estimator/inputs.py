@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from layerprobe.config.schema import DataConfig
 from layerprobe.engines.base import PredictRequest
 from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
 
@@ -17,11 +18,11 @@ INDEX_FEATURE = "__probe_index__"  # (batch,) int64: the example's stable key (d
 _NO_AUTOTUNE_MODEL = one_pass_options()
 
 
-def train_input_fn(data: Any, data_cfg: Mapping[str, Any], seed: int) -> Callable[[], Any]:
+def train_input_fn(data: Any, data_cfg: DataConfig, seed: int) -> Callable[[], Any]:
     return lambda: train_batches(data, data_cfg, seed)
 
 
-def eval_input_fn(data: Any, data_cfg: Mapping[str, Any], split: str = "eval") -> Callable[[], Any]:
+def eval_input_fn(data: Any, data_cfg: DataConfig, split: str = "eval") -> Callable[[], Any]:
     return lambda: eval_batches(data, data_cfg, split)
 
 

@@ -12,8 +12,7 @@ from typing import Any
 from layerprobe._tf import tf
 from layerprobe.engines.base import ExtraOutputs, ProbeFeed
 from layerprobe.engines.estimator.inputs import INDEX_FEATURE, LABEL_FEATURE, SAMPLE_FEATURE
-from layerprobe.engines.spec import Head, ModelSpec
-from layerprobe.errors import ConfigError
+from layerprobe.engines.spec import Head, ModelSpec, check_output, metric_key
 from layerprobe.graph import Graph, build
 from layerprobe.graph.keys import variables
 from layerprobe.graph.warm import WarmStart, init_from
@@ -61,9 +60,8 @@ def make_model_fn(
         for name, head in spec.heads.items():
             y = labels[head.label]
             loss += head.weight * _loss(name, head, y, outputs[name])
-            prefix = "" if len(spec.heads) == 1 else f"{name}/"
             for metric in head.metrics:
-                metrics[prefix + metric] = _metric(metric, head, y, outputs[name])
+                metrics[metric_key(spec.heads, name, metric)] = _metric(metric, head, y, outputs[name])
         reg = [r for layer in graph.layers.values() for r in layer.losses]
         if reg:
             loss += tf.add_n(reg)
@@ -85,42 +83,48 @@ def make_model_fn(
     return model_fn
 
 
-def _loss(name: str, head: Head, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
-    path = f"model.outputs.{name}.loss"
-    shape = out.shape.as_list()
+def _flat(t: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tf.cast(t, tf.float32), [-1])
+
+
+# config.names -> this engine's objects; the rule on output shapes is engines.spec.check_output
+LOSSES: dict[str, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = {
+    "sparse_softmax_cross_entropy": lambda y, out: tf.compat.v1.losses.sparse_softmax_cross_entropy(
+        tf.cast(y, tf.int32), out
+    ),
+    "sigmoid_cross_entropy": lambda y, out: tf.compat.v1.losses.sigmoid_cross_entropy(_flat(y), _flat(out)),
+    "mean_squared_error": lambda y, out: tf.compat.v1.losses.mean_squared_error(_flat(y), _flat(out)),
+}
+METRICS: dict[str, Callable[[Head, tf.Tensor, tf.Tensor], Any]] = {
+    "accuracy": lambda head, y, out: tf.compat.v1.metrics.accuracy(
+        tf.cast(tf.reshape(y, [-1]), tf.int64), _predicted_class(head, out)
+    ),
+    "mean_absolute_error": lambda head, y, out: tf.compat.v1.metrics.mean_absolute_error(_flat(y), _flat(out)),
+    "root_mean_squared_error": lambda head, y, out: tf.compat.v1.metrics.root_mean_squared_error(_flat(y), _flat(out)),
+}
+OPTIMIZERS: dict[str, Callable[[float], tf.compat.v1.train.Optimizer]] = {
+    "adam": lambda lr: tf.compat.v1.train.AdamOptimizer(lr),
+    "sgd": lambda lr: tf.compat.v1.train.GradientDescentOptimizer(lr),
+    "momentum": lambda lr: tf.compat.v1.train.MomentumOptimizer(lr, momentum=0.9),
+    "rmsprop": lambda lr: tf.compat.v1.train.RMSPropOptimizer(lr),
+    "adagrad": lambda lr: tf.compat.v1.train.AdagradOptimizer(lr),
+}
+
+
+def _predicted_class(head: Head, out: tf.Tensor) -> tf.Tensor:
     if head.loss == "sparse_softmax_cross_entropy":
-        if len(shape) != 2:
-            raise ConfigError(path, head.loss, f"needs an output of shape (batch, classes); {name} gives {shape}")
-        return tf.compat.v1.losses.sparse_softmax_cross_entropy(tf.cast(y, tf.int32), out)
-    if shape[-1] != 1 and len(shape) > 1:
-        raise ConfigError(path, head.loss, f"needs one output value per example; {name} gives {shape}")
-    out = tf.reshape(out, [-1])
-    y = tf.reshape(tf.cast(y, tf.float32), [-1])
-    if head.loss == "sigmoid_cross_entropy":
-        return tf.compat.v1.losses.sigmoid_cross_entropy(y, out)
-    return tf.compat.v1.losses.mean_squared_error(y, out)
+        return tf.argmax(out, axis=-1, output_type=tf.int64)
+    return tf.cast(tf.reshape(out, [-1]) > 0, tf.int64)  # logits: > 0 is class 1
+
+
+def _loss(name: str, head: Head, y: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
+    check_output(name, head, out.shape.as_list())
+    return LOSSES[head.loss](y, out)
 
 
 def _metric(metric: str, head: Head, y: tf.Tensor, out: tf.Tensor) -> Any:
-    if metric == "accuracy":
-        if head.loss == "sparse_softmax_cross_entropy":
-            pred = tf.argmax(out, axis=-1, output_type=tf.int64)
-        else:
-            pred = tf.cast(tf.reshape(out, [-1]) > 0, tf.int64)
-        return tf.compat.v1.metrics.accuracy(tf.cast(tf.reshape(y, [-1]), tf.int64), pred)
-    y = tf.reshape(tf.cast(y, tf.float32), [-1])
-    out = tf.reshape(out, [-1])
-    if metric == "mean_absolute_error":
-        return tf.compat.v1.metrics.mean_absolute_error(y, out)
-    return tf.compat.v1.metrics.root_mean_squared_error(y, out)
+    return METRICS[metric](head, y, out)
 
 
 def _optimizer(spec: ModelSpec) -> tf.compat.v1.train.Optimizer:
-    lr = spec.learning_rate
-    return {
-        "adam": lambda: tf.compat.v1.train.AdamOptimizer(lr),
-        "sgd": lambda: tf.compat.v1.train.GradientDescentOptimizer(lr),
-        "momentum": lambda: tf.compat.v1.train.MomentumOptimizer(lr, momentum=0.9),
-        "rmsprop": lambda: tf.compat.v1.train.RMSPropOptimizer(lr),
-        "adagrad": lambda: tf.compat.v1.train.AdagradOptimizer(lr),
-    }[spec.optimizer]()
+    return OPTIMIZERS[spec.optimizer](spec.learning_rate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from layerprobe._tf import tf
+from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.engines.base import (
     Checkpoint,
     EvaluationCallback,
@@ -26,8 +27,8 @@ from layerprobe.engines.base import (
 from layerprobe.engines.keras import checkpoints as ckpt
 from layerprobe.engines.keras.callbacks import Checkpoints, Progress
 from layerprobe.engines.keras.inputs import eval_dataset, fit_dataset, predict_dataset
-from layerprobe.engines.keras.model import build_model, compile_model, metric_key, metric_of, total_loss
-from layerprobe.engines.spec import ModelSpec
+from layerprobe.engines.keras.model import build_model, compile_model, metric_of, total_loss
+from layerprobe.engines.spec import ModelSpec, metric_key
 from layerprobe.errors import LayerprobeError
 from layerprobe.graph import Graph
 from layerprobe.graph.keys import model_weight_keys, variables
@@ -41,9 +42,7 @@ class KerasEngine(ModelDirFiles):
 
     name = "keras"
 
-    def __init__(
-        self, spec: ModelSpec, model_dir: str, trainer: Mapping[str, Any], data_cfg: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, spec: ModelSpec, model_dir: str, trainer: TrainerConfig, data_cfg: DataConfig) -> None:
         self.spec, self.model_dir, self.trainer, self.data_cfg = spec, model_dir, trainer, data_cfg
         self._built: tuple[Any, Graph, ckpt.Saver] | None = None
         self._predict_fns: dict[Any, Any] = {}
@@ -51,11 +50,11 @@ class KerasEngine(ModelDirFiles):
     def _model(self) -> tuple[Any, Graph, ckpt.Saver]:
         """The compiled model (built once per engine), its graph and its checkpoint saver."""
         if self._built is None:
-            if self.trainer.get("deterministic", True):
+            if self.trainer.deterministic:
                 tf.config.experimental.enable_op_determinism()
             model, graph = build_model(self.spec, keras)
             compile_model(model, self.spec, keras)
-            self._built = (model, graph, ckpt.Saver(model, self.model_dir, self.trainer["keep_checkpoint_max"]))
+            self._built = (model, graph, ckpt.Saver(model, self.model_dir, self.trainer.keep_checkpoint_max))
         return self._built
 
     def _at(self, checkpoint: str | None) -> tuple[Any, Graph, int]:
@@ -108,12 +107,12 @@ class KerasEngine(ModelDirFiles):
         if start >= until_step:
             return start
         t = self.trainer
-        keras.utils.set_random_seed(t["seed"])  # dropout and other random ops of this fit call
+        keras.utils.set_random_seed(t.seed)  # dropout and other random ops of this fit call
         callbacks = [
-            Progress(t["log_every_steps"], start, until_step, progress, self.model_dir),
+            Progress(t.log_every_steps, start, until_step, progress, self.model_dir),
             Checkpoints(
                 saver,
-                t["save_checkpoints_steps"],
+                t.save_checkpoints_steps,
                 start,
                 until_step,
                 (lambda step, path: bool(on_evaluation(step, self.evaluate(data, "eval", path))))
@@ -123,7 +122,7 @@ class KerasEngine(ModelDirFiles):
                 self.snapshot_dir,
             ),
         ]
-        ds = fit_dataset(self.spec, data, self.data_cfg, t["seed"])
+        ds = fit_dataset(self.spec, data, self.data_cfg, t.seed)
         # shuffle=False: the data source shuffles (seeded); fit would only warn that it ignores True
         model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0, shuffle=False)
         return int(model.optimizer.iterations.numpy())
@@ -133,7 +132,7 @@ class KerasEngine(ModelDirFiles):
         model, _, step = self._at(checkpoint)
         spec = self.spec
         metrics = {
-            metric_key(spec, n, m): (n, h.label, metric_of(m, h, keras))
+            metric_key(spec.heads, n, m): (n, h.label, metric_of(m, h, keras))
             for n, h in spec.heads.items()
             for m in h.metrics
         }
@@ -147,8 +146,8 @@ class KerasEngine(ModelDirFiles):
                 metric.update_state(labels[label], outputs[head])
 
         ds = eval_dataset(spec, data, self.data_cfg, split)
-        if self.trainer.get("eval_steps"):
-            ds = ds.take(self.trainer["eval_steps"])
+        if self.trainer.eval_steps:
+            ds = ds.take(self.trainer.eval_steps)
         for features, labels in ds:
             one_batch(features, labels)
         result = {key: float(m.result()) for key, (_, _, m) in metrics.items()}

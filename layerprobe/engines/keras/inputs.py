@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from layerprobe._tf import tf
+from layerprobe.config.schema import DataConfig
 from layerprobe.engines.base import PredictRequest
 from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
 from layerprobe.engines.spec import ModelSpec
@@ -16,14 +17,14 @@ def _features(spec: ModelSpec, f: Mapping[str, Any]) -> dict[str, Any]:
     return {n: tf.cast(f[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
 
 
-def fit_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], seed: int) -> Any:
+def fit_dataset(spec: ModelSpec, data: Any, data_cfg: DataConfig, seed: int) -> Any:
     """(features, {output layer: label}) batches of the train split, shuffled with `seed`."""
     return train_batches(data, data_cfg, seed).map(
         lambda f, y: (_features(spec, f), {n: y[h.label] for n, h in spec.heads.items()})
     )
 
 
-def eval_dataset(spec: ModelSpec, data: Any, data_cfg: Mapping[str, Any], split: str) -> Any:
+def eval_dataset(spec: ModelSpec, data: Any, data_cfg: DataConfig, split: str) -> Any:
     """(features, labels by label name) batches of `split`, in order."""
     return eval_batches(data, data_cfg, split).map(lambda f, y: (_features(spec, f), y))
 

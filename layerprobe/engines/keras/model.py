@@ -3,11 +3,11 @@ losses and metrics, the optimizer. The names mean what they mean in the Estimato
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.engines.spec import Head, ModelSpec
-from layerprobe.errors import ConfigError
+from layerprobe.engines.spec import Head, ModelSpec, check_output
 from layerprobe.graph import Graph, build
 
 
@@ -23,50 +23,47 @@ def build_model(spec: ModelSpec, keras: Any) -> tuple[Any, Graph]:
     # BatchNorm and Dropout behave as in the Estimator engine's TRAIN and PREDICT graphs.
     graph = build(spec.layers, inputs, training=None, keras=keras)  # type: ignore[arg-type]
     for name, head in spec.heads.items():
-        check_head(name, head, list(graph.tensors[name].shape))
+        check_output(name, head, list(graph.tensors[name].shape))
     model = keras.Model(inputs, {n: graph.tensors[n] for n in spec.heads}, name="layerprobe")
     return model, graph
 
 
-def check_head(name: str, head: Head, shape: list[Any]) -> None:
-    """The loss must fit the output's shape (the same rule as the Estimator engine's)."""
-    path = f"model.outputs.{name}.loss"
-    if head.loss == "sparse_softmax_cross_entropy":
-        if len(shape) != 2:
-            raise ConfigError(path, head.loss, f"needs an output of shape (batch, classes); {name} gives {shape}")
-    elif shape[-1] != 1 and len(shape) > 1:
-        raise ConfigError(path, head.loss, f"needs one output value per example; {name} gives {shape}")
+# config.names -> this engine's objects; the rule on output shapes is engines.spec.check_output
+LOSSES: dict[str, Callable[[Any], Any]] = {
+    "sparse_softmax_cross_entropy": lambda keras: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "sigmoid_cross_entropy": lambda keras: keras.losses.BinaryCrossentropy(from_logits=True),
+    "mean_squared_error": lambda keras: keras.losses.MeanSquaredError(),
+}
+# Fresh metric objects, named as the Estimator engine names its metrics.
+METRICS: dict[str, Callable[[Head, Any], Any]] = {
+    "accuracy": lambda head, keras: (
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        if head.loss == "sparse_softmax_cross_entropy"
+        else keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # logits: > 0 is class 1
+    ),
+    "mean_absolute_error": lambda head, keras: keras.metrics.MeanAbsoluteError(name="mean_absolute_error"),
+    "root_mean_squared_error": lambda head, keras: keras.metrics.RootMeanSquaredError(name="root_mean_squared_error"),
+}
+# epsilon and rho as tf.compat.v1.train's, so both engines take the same steps from the same weights.
+OPTIMIZERS: dict[str, Callable[[float, Any], Any]] = {
+    "adam": lambda lr, keras: keras.optimizers.Adam(lr, epsilon=1e-8),
+    "sgd": lambda lr, keras: keras.optimizers.SGD(lr),
+    "momentum": lambda lr, keras: keras.optimizers.SGD(lr, momentum=0.9),
+    "rmsprop": lambda lr, keras: keras.optimizers.RMSprop(lr, rho=0.9, epsilon=1e-10),
+    "adagrad": lambda lr, keras: keras.optimizers.Adagrad(lr, initial_accumulator_value=0.1),
+}
 
 
 def loss_of(head: Head, keras: Any) -> Any:
-    if head.loss == "sparse_softmax_cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if head.loss == "sigmoid_cross_entropy":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.MeanSquaredError()
+    return LOSSES[head.loss](keras)
 
 
 def metric_of(metric: str, head: Head, keras: Any) -> Any:
-    """A fresh metric object named as the Estimator engine names the metric."""
-    if metric == "accuracy":
-        if head.loss == "sparse_softmax_cross_entropy":
-            return keras.metrics.SparseCategoricalAccuracy(name=metric)
-        return keras.metrics.BinaryAccuracy(name=metric, threshold=0.0)  # logits: > 0 is class 1
-    if metric == "mean_absolute_error":
-        return keras.metrics.MeanAbsoluteError(name=metric)
-    return keras.metrics.RootMeanSquaredError(name=metric)
+    return METRICS[metric](head, keras)
 
 
 def optimizer_of(spec: ModelSpec, keras: Any) -> Any:
-    # epsilon and rho as tf.compat.v1.train's, so both engines take the same steps from the same weights.
-    lr = spec.learning_rate
-    return {
-        "adam": lambda: keras.optimizers.Adam(lr, epsilon=1e-8),
-        "sgd": lambda: keras.optimizers.SGD(lr),
-        "momentum": lambda: keras.optimizers.SGD(lr, momentum=0.9),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, rho=0.9, epsilon=1e-10),
-        "adagrad": lambda: keras.optimizers.Adagrad(lr, initial_accumulator_value=0.1),
-    }[spec.optimizer]()
+    return OPTIMIZERS[spec.optimizer](spec.learning_rate, keras)
 
 
 def compile_model(model: Any, spec: ModelSpec, keras: Any) -> None:
@@ -80,11 +77,6 @@ def compile_model(model: Any, spec: ModelSpec, keras: Any) -> None:
         jit_compile=False,
     )
     model.optimizer.build(model.trainable_variables)  # slots exist before a checkpoint is restored into them
-
-
-def metric_key(spec: ModelSpec, head_name: str, metric: str) -> str:
-    """`accuracy` for one head, `<head>/accuracy` for several (the Estimator engine's keys)."""
-    return metric if len(spec.heads) == 1 else f"{head_name}/{metric}"
 
 
 def total_loss(model: Any, spec: ModelSpec, keras: Any, outputs: Any, labels: Any) -> Any:

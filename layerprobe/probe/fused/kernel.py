@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, first_line
 from layerprobe.probe.fused.build import LIBRARY
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def _library() -> tuple[Any, str]:
     try:
         return tf.load_op_library(str(LIBRARY)), ""
     except (tf.errors.NotFoundError, OSError) as e:  # built against another TensorFlow, say
-        return None, f"{LIBRARY.name} does not load ({str(e).splitlines()[0]})"
+        return None, f"{LIBRARY.name} does not load ({first_line(e)})"
 
 
 def available() -> bool:
