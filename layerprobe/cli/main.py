@@ -165,10 +165,11 @@ def _launch(hydra: Any, cfg: Any, name: str, multirun: bool, loaded: Any = None)
     """What `Hydra.run` / `Hydra.multirun` do after composing: callbacks, then the job in its output
     dir, or the sweeper that launches one job per point. An exception a job raises is a bug: Hydra
     reports it (exit 1)."""
-    from layerprobe.config.hydra_private import Callbacks, run_and_report
     from hydra.core.plugins import Plugins
     from hydra.core.utils import configure_log, run_job
     from hydra.types import HydraContext
+
+    from layerprobe.config.hydra_private import Callbacks, run_and_report
 
     configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
     callbacks = Callbacks(cfg)

@@ -41,11 +41,11 @@ def parse_overrides(overrides: Sequence[str]) -> list[Any]:
 def hydra_session(config_dir: str | None = None) -> Iterator[Any]:
     """A Hydra instance over conf/ (and `config_dir`, searched first, as `--config-dir` does), for
     the duration of the block."""
-    from layerprobe.config.hydra_private import Hydra, create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf.errors import OmegaConfBaseException
     from yaml import YAMLError
 
+    from layerprobe.config.hydra_private import Hydra, create_config_search_path
     from layerprobe.config.schema import register_configs
 
     try:
