@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
 from layerprobe.config.loaded import Config, load
-from layerprobe.config.schema import LayerprobeConfig
-from layerprobe.errors import LayerprobeError, first_line
+from layerprobe.errors import LayerprobeError
 from layerprobe.probe.state import load_state, save_state
 from layerprobe.provenance import config_digest, exposed_layers
 from layerprobe.runner import MODEL_DIR_CONFIG
@@ -28,14 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def _apply_overrides(logged: Mapping[str, Any], overrides: Sequence[str]) -> Config:
-    from omegaconf.errors import OmegaConfBaseException
+    """The logged config with `overrides`, composed and loaded as every command's config is."""
+    from layerprobe.config.compose import compose_logged
 
-    try:
-        dotlist = [o.lstrip("+") for o in overrides]  # Hydra's "append" marker; adding keys is allowed here
-        cfg = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), logged, OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as e:
-        raise LayerprobeError(f"cannot apply {list(overrides)} to the logged config: {first_line(e)}") from None
-    return load(cfg)
+    return load(compose_logged(logged, overrides))
 
 
 def refuse_code(c: Config, allow_imports: bool) -> None:

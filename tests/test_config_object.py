@@ -104,3 +104,16 @@ def test_two_heads_dry_build_names_each_heads_weights_by_its_layer():
     rows = {r.name: r.weight_names for r in x.summary.rows}
     assert rows["target"] == ("target/kernel", "target/bias")
     assert rows["class_logits"] == ("class_logits/kernel", "class_logits/bias")
+
+
+def test_a_logged_config_takes_overrides_through_the_same_composition_as_every_command():
+    from layerprobe.config.compose import OverrideError, compose_logged
+
+    logged = load(compose(["experiments=small_resnet"])).written
+    c = load(compose_logged(logged, ["probe.layers=[gap]", "probe.reservoir_size=64"]))
+    assert c.probe.layers == ["gap"] and c.probe.reservoir_size == 64
+    assert c.model.layers == load(logged).model.layers
+    with pytest.raises(OverrideError, match=r"probe has no key 'layerz'\. Did you mean probe\.layers=\[gap\]\?"):
+        compose_logged(logged, ["probe.layerz=[gap]"])
+    with pytest.raises(OverrideError, match=r"^model=tiny_cnn: a logged run's config has no config groups"):
+        compose_logged(logged, ["model=tiny_cnn"])

@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from layerprobe.config.paths import CONF_DIR, EXPERIMENTS_DIR
 from layerprobe.errors import ConfigError, LayerprobeError, did_you_mean
 
 TASK_NAME = "layerprobe"
+Composer = Callable[[Sequence[str]], Any]  # overrides -> the composed config, on one search path
+GROUPS = ("data", "model", "trainer", "probe", "tracking", "experiments")  # conf/'s config groups
+LOGGED_CONFIG = "logged_run"  # the name a run's logged config composes under (compose_logged)
 
 
 class OverrideError(LayerprobeError):
@@ -74,7 +78,11 @@ def compose_in(hydra: Any, overrides: Sequence[str], config_name: str = "config"
     try:
         return hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
     except Exception as e:
-        raise folded_error(e, overrides, config_name) from None
+
+        def others(rest: Sequence[str]) -> Any:  # the same search path (--config-dir, a logged config)
+            return hydra.compose_config(config_name, list(rest), run_mode=RunMode.RUN, from_shell=True)
+
+        raise folded_error(e, overrides, config_name, others) from None
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | None = None) -> Any:
@@ -86,6 +94,27 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", config_d
     with read_write(cfg), open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def compose_logged(logged: Mapping[str, Any], overrides: Sequence[str] = ()) -> Any:
+    """A run's logged config with `overrides`, composed as every command composes (the schema, Hydra's
+    override grammar and its errors): the logged config is the primary config, so a key it has is
+    overridden as `key=value` and a group choice (`model=...`) is refused. Without the `hydra` node."""
+    import tempfile
+
+    import yaml
+
+    for o in overrides:
+        key = o.lstrip("+~").partition("=")[0]
+        if key in GROUPS:
+            raise OverrideError(
+                f"{o}: a logged run's config has no config groups to choose from; override its keys "
+                f"({key}.<key>=value), or start a new run with {o}"
+            )
+    primary = {"defaults": ["layerprobe_schema", "_self_"], **{k: v for k, v in logged.items() if k != "defaults"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, LOGGED_CONFIG + ".yaml").write_text(yaml.safe_dump(primary, sort_keys=False))
+        return compose(overrides, config_name=LOGGED_CONFIG, config_dir=tmp)
 
 
 def plain(cfg: Any) -> Any:
@@ -121,8 +150,11 @@ def _check_experiments(overrides: Sequence[str]) -> None:
                 raise ConfigError("experiments", name, f"no such experiment in {EXPERIMENTS_DIR}", known)
 
 
-def folded_error(e: Exception, overrides: Sequence[str], config_name: str = "config") -> LayerprobeError:
-    """Hydra's error about these overrides as one OverrideError; anything else is re-raised."""
+def folded_error(
+    e: Exception, overrides: Sequence[str], config_name: str = "config", composer: Composer | None = None
+) -> LayerprobeError:
+    """Hydra's error about these overrides as one OverrideError; anything else is re-raised.
+    `composer`: composes the config from other overrides on the same search path (default: conf/)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     from yaml import YAMLError
@@ -150,16 +182,18 @@ def folded_error(e: Exception, overrides: Sequence[str], config_name: str = "con
         override = next((o for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
         if override is not None:
             rest = [o for o in overrides if o != override]
-            return OverrideError(unknown_key_message(key, override.partition("=")[2], rest, config_name))
+            return OverrideError(unknown_key_message(key, override.partition("=")[2], rest, config_name, composer))
     return OverrideError(one_line_hydra_error(e))
 
 
-def unknown_key_message(key: str, value: str, others: Sequence[str], config_name: str = "config") -> str:
+def unknown_key_message(
+    key: str, value: str, others: Sequence[str], config_name: str = "config", composer: Composer | None = None
+) -> str:
     """`Could not override 'trainer.train_step'`, with the closest key that exists (or, where the
     config takes new keys, how to add it); never a suggestion that would fail in turn."""
     from omegaconf import DictConfig, OmegaConf
 
-    known = _known_config(others, config_name)
+    known = _known_config(others, config_name, composer)
     parts = key.split(".")
     node, depth = known, 0
     while depth < len(parts) - 1 and isinstance(node, DictConfig) and parts[depth] in node:
@@ -181,15 +215,15 @@ def unknown_key_message(key: str, value: str, others: Sequence[str], config_name
     return msg
 
 
-def _known_config(overrides: Sequence[str], config_name: str) -> Any:
+def _known_config(overrides: Sequence[str], config_name: str, composer: Composer | None) -> Any:
     """The config without the failing override; the bare schema when the rest fails too."""
     from omegaconf import OmegaConf
 
     from layerprobe.config.schema import LayerprobeConfig
 
     try:
-        return compose(overrides, config_name)
-    except LayerprobeError:
+        return composer(overrides) if composer is not None else compose(overrides, config_name)
+    except Exception:  # noqa: BLE001 - any failure of the rest: the schema still names the keys
         return OmegaConf.structured(LayerprobeConfig)
 
 
