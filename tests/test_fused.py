@@ -74,6 +74,9 @@ CASES: dict[str, Any] = {
     "nan_in_one_example": lambda r: np.where(
         np.arange(5)[:, None, None, None] == 2, np.nan, r.normal(size=(5, 3, 3, 16))
     ),
+    # 2,304 values per example: the kernel's blocks of 2**18 values hold 113 examples, so two blocks (113
+    # and 17 examples) merge, NaN in both
+    "two_blocks": lambda r: np.where(r.random((130, 16, 16, 9)) < 0.01, np.nan, _relu(r, (130, 16, 16, 9))),
 }
 
 

@@ -10,6 +10,15 @@ without masks or masked copies; only a batch holding NaN or Inf pays for them. T
 one bit shift and one bincount over the batch, and also gives the zero count. Extremes and counts
 reduce per example first (faster on CPU); column sums of a wide matrix go through a matmul.
 benchmarks/opcost.py times each.
+
+Both paths give the same bits whatever the thread count and the load. The fused op fixes its own
+partition (summaries.cc). Here, TensorFlow's CPU kernels sum each column of a matrix in one thread, but
+a sum to one number (a full reduction, which is what a column sum of a one-unit layer becomes) is cut
+into as many parts as there are intra-op threads (seen: unit_m2 of a (1M, 1) layer differed between 1
+and 8 threads, with op determinism on too). So every floating-point sum over rows goes through
+`_fixed_sum`: blocks of a fixed number of rows, each summed alone, then the few block sums. Counts are
+sums of whole numbers, exact in any order below 2**24 per batch; the spatial sums' matmul gave the same
+bits with 1 and 8 threads (tests/test_determinism.py).
 """
 
 from __future__ import annotations
@@ -80,7 +89,7 @@ def _tf_summaries(x: tf.Tensor, spec: LayerProbeSpec) -> dict[str, tf.Tensor]:
     batch = tf.shape(x)[0]
     flat = tf.reshape(x, [-1, units])  # (batch * positions, units)
     per_example = tf.reshape(x, [batch, -1])
-    unit_sum = tf.reduce_sum(flat, axis=0)
+    unit_sum = _fixed_sum(flat)
 
     def spatial(rows: tf.Tensor) -> dict[str, tf.Tensor]:
         """(height, width, units) sums over the batch, for the mean-activation image: a (1, batch)
@@ -94,11 +103,11 @@ def _tf_summaries(x: tf.Tensor, spec: LayerProbeSpec) -> dict[str, tf.Tensor]:
         return {
             "unit_count": tf.fill([units], count),
             "unit_sum": unit_sum,
-            "unit_m2": tf.reduce_sum(tf.math.squared_difference(flat, unit_sum / count), axis=0),
+            "unit_m2": _fixed_sum(tf.math.squared_difference(flat, unit_sum / count)),
             "unit_max": _two_stage(tf.reduce_max, x, units),
             "unit_min": _two_stage(tf.reduce_min, x, units),
             "unit_active": _two_stage(tf.reduce_sum, tf.cast(x > spec.active_threshold, tf.float32), units),
-            "l2_sum": tf.reduce_sum(tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=1))),
+            "l2_sum": _fixed_sum(tf.sqrt(tf.reduce_sum(tf.square(per_example), axis=1, keepdims=True)))[0],
             "nans": tf.constant(0.0),
             "infs": tf.constant(0.0),
             **spatial(per_example),
@@ -109,17 +118,17 @@ def _tf_summaries(x: tf.Tensor, spec: LayerProbeSpec) -> dict[str, tf.Tensor]:
         zeros = tf.zeros_like(flat)
         clean = tf.where(finite, flat, zeros)
         count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=0)
-        clean_sum = tf.reduce_sum(clean, axis=0)
+        clean_sum = _fixed_sum(clean)
         deviation = tf.where(finite, clean - clean_sum / tf.maximum(count, 1.0), zeros)
         return {
             "unit_count": count,
             "unit_sum": clean_sum,
-            "unit_m2": tf.reduce_sum(tf.square(deviation), axis=0),
+            "unit_m2": _fixed_sum(tf.square(deviation)),
             "unit_max": tf.reduce_max(tf.where(finite, flat, zeros - float("inf")), axis=0),
             "unit_min": tf.reduce_min(tf.where(finite, flat, zeros + float("inf")), axis=0),
             # of the finite values, like the count it is divided by (+Inf is not counted active)
             "unit_active": tf.reduce_sum(tf.cast(finite & (flat > spec.active_threshold), tf.float32), axis=0),
-            "l2_sum": tf.reduce_sum(tf.norm(tf.reshape(clean, [batch, -1]), axis=1)),
+            "l2_sum": _fixed_sum(tf.norm(tf.reshape(clean, [batch, -1]), axis=1, keepdims=True))[0],
             "nans": tf.reduce_sum(tf.cast(tf.math.is_nan(flat), tf.float32)),
             "infs": tf.reduce_sum(tf.cast(tf.math.is_inf(flat), tf.float32)),
             **spatial(tf.reshape(clean, [batch, -1])),
@@ -134,6 +143,22 @@ def _tf_summaries(x: tf.Tensor, spec: LayerProbeSpec) -> dict[str, tf.Tensor]:
         lo, hi = saturation
         out["saturated"] = tf.reduce_sum(tf.cast((flat >= hi) | (flat <= lo), tf.float32))
     return out
+
+
+# Rows per block of `_fixed_sum`. A full reduction this small stays in one thread (Eigen's cost model
+# splits one only from ~100k values: seen at 200k, not at 50k), and so do the n // ROWS + 1 block sums
+# of any batch below ~200M rows.
+ROWS = 4096
+
+
+def _fixed_sum(rows: tf.Tensor) -> tf.Tensor:
+    """The column sums of rows: (n, units), in an order set by n alone: blocks of ROWS rows (each summed
+    by one thread, a column or a row at a time), then the n // ROWS + 1 block sums."""
+    units = rows.shape[-1]
+    whole = tf.shape(rows)[0] // ROWS * ROWS
+    blocks = tf.reduce_sum(tf.reshape(rows[:whole], [-1, ROWS, units]), axis=1)  # (n // ROWS, units)
+    rest = tf.reduce_sum(rows[whole:], axis=0, keepdims=True)  # (1, units)
+    return tf.reduce_sum(tf.concat([blocks, rest], axis=0), axis=0)
 
 
 def _two_stage(reduce: Any, x: tf.Tensor, units: int) -> tf.Tensor:

@@ -1,10 +1,12 @@
 // LayerprobeSummaries: every per-batch summary of one layer's output in one pass over the tensor.
 //
-// Input x: (batch, positions, units) float32, contiguous. Examples are split into one shard per
-// worker thread; each shard keeps its own partial state (per-unit shifted sums in double, extremes,
-// counts, its own sketch histogram, its spatial sum) and the shards merge at the end (Chan's
-// formula for the moments). Semantics are those of graph_stats' TensorFlow path (its masked branch,
-// which equals the all-finite branch on finite batches): NaN and Inf are counted and left out of the
+// Input x: (batch, positions, units) float32, contiguous. Deterministic whatever the thread count and
+// the load: the examples are cut into blocks of a fixed size (kBlockValues, from the shape alone); each
+// block keeps its own floating-point state (per-unit shifted sums in double, L2 norms, spatial sums)
+// and the blocks merge in block order at the end (Chan's formula for the moments). Only what is exact in
+// any order (extremes, counts, the sketch histogram) is kept per worker shard, so the threads change
+// which shard holds a block, never a rounding. Semantics are those of graph_stats' TensorFlow path (its
+// masked branch, which equals the all-finite branch on finite batches): NaN and Inf are counted and left out of the
 // per-unit moments, extremes, active counts, L2 norms and spatial sums; denormals count as zeros
 // (TensorFlow's CPU kernels flush them); the sketch slot of every value is its float32 bits shifted.
 #include <algorithm>
@@ -62,17 +64,28 @@ REGISTER_OP("LayerprobeSummaries")
 namespace {
 
 constexpr uint32_t kExponent = 0x7F800000u;
-constexpr int kZeroLanes = 8;
-constexpr int64_t kBlock = 1024;
-constexpr int kWidth = 8;  // units per register block  // values whose sketch slots are computed at once  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
+constexpr int kZeroLanes = 8;  // +0.0 goes to one of 8 spare counters: no store-to-load chain on ReLU zeros
+constexpr int64_t kBlock = 1024;  // values whose sketch slots are computed at once
+constexpr int kWidth = 8;         // units per register block
+// Values per block of examples (1 MB of float32): a block is at least one example. Fixed, so the sums'
+// order depends on the shape only; large enough that a block's merge (O(units), O(positions * units)
+// with spatial sums) is small against its pass, small enough that a batch of conv activations still
+// makes several blocks for the threads (the benchmark's conv1, 256 x 16,384 values: 16 blocks).
+constexpr int64_t kBlockValues = int64_t{1} << 18;
 
-// The partial state of one shard of examples.
-struct Partial {
+// The floating-point state of one block of examples: merged in block order, never per thread.
+struct Moments {
   std::vector<double> shift, sum, sq, spatial;  // per unit: sums of (x - shift) and of its square
-  std::vector<float> max, min;
-  std::vector<int32_t> nonfinite, active, hist;  // hist: sketch_size slots, then kZeroLanes counters of +0.0
+  std::vector<int32_t> nonfinite;               // per unit
   double l2 = 0;
-  int64_t values = 0, nans = 0, infs = 0, saturated = 0;  // values: per unit, finite or not
+  int64_t values = 0;  // per unit, finite or not
+};
+
+// What is exact in any order: one per worker shard of blocks.
+struct Tally {
+  std::vector<float> max, min;
+  std::vector<int32_t> active, hist;  // hist: sketch_size slots, then kZeroLanes counters of +0.0
+  int64_t nans = 0, infs = 0, saturated = 0;
 };
 
 struct Params {
@@ -89,15 +102,15 @@ uint32_t Bits(const float* v) {
 // Units [u0, u0 + kWidth) of an example without NaN or Inf: the accumulators stay in registers across
 // the positions (each position reads kWidth contiguous floats). Returns the sum of squares.
 template <bool kSaturation, bool kSpatial>
-double Block(const float* row, int64_t positions, int64_t units, int64_t u0, const Params& c, Partial* p) {
+double Block(const float* row, int64_t positions, int64_t units, int64_t u0, const Params& c, Moments* p, Tally* t) {
   double s[kWidth], s2[kWidth], shift[kWidth], l2[kWidth];
   float hi[kWidth], lo[kWidth];
   int32_t active[kWidth], saturated[kWidth];
   for (int j = 0; j < kWidth; ++j) {
     s[j] = s2[j] = l2[j] = 0;
     shift[j] = p->shift[u0 + j];
-    hi[j] = p->max[u0 + j];
-    lo[j] = p->min[u0 + j];
+    hi[j] = t->max[u0 + j];
+    lo[j] = t->min[u0 + j];
     active[j] = saturated[j] = 0;
   }
   for (int64_t q = 0; q < positions; ++q) {
@@ -121,32 +134,33 @@ double Block(const float* row, int64_t positions, int64_t units, int64_t u0, con
   for (int j = 0; j < kWidth; ++j) {
     p->sum[u0 + j] += s[j];
     p->sq[u0 + j] += s2[j];
-    p->max[u0 + j] = hi[j];
-    p->min[u0 + j] = lo[j];
-    p->active[u0 + j] += active[j];
-    p->saturated += saturated[j];
+    t->max[u0 + j] = hi[j];
+    t->min[u0 + j] = lo[j];
+    t->active[u0 + j] += active[j];
+    t->saturated += saturated[j];
     total += l2[j];
   }
   return total;
 }
 
-// One example (positions, units) into p. kClean: the example holds no NaN or Inf, so no masks are needed.
-// The per-unit loops have no branches and no scatter: the compiler vectorises them.
+// One example (positions, units) into its block's moments p and its shard's tally t. kClean: the example
+// holds no NaN or Inf, so no masks are needed. The per-unit loops have no branches and no scatter: the
+// compiler vectorises them.
 template <bool kClean, bool kSaturation, bool kSpatial>
-void Example(const float* row, int64_t positions, int64_t units, const Params& c, Partial* p) {
+void Example(const float* row, int64_t positions, int64_t units, const Params& c, Moments* p, Tally* t) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
   double l2 = 0;
   int64_t u0 = 0;  // units below u0 are done in register blocks
   if (kClean) {
-    for (; u0 + kWidth <= units; u0 += kWidth) l2 += Block<kSaturation, kSpatial>(row, positions, units, u0, c, p);
+    for (; u0 + kWidth <= units; u0 += kWidth) l2 += Block<kSaturation, kSpatial>(row, positions, units, u0, c, p, t);
   }
   double* __restrict sum = p->sum.data();
   double* __restrict sq = p->sq.data();
   const double* __restrict shift = p->shift.data();
-  float* __restrict mx = p->max.data();
-  float* __restrict mn = p->min.data();
+  float* __restrict mx = t->max.data();
+  float* __restrict mn = t->min.data();
   int32_t* __restrict nonfinite = p->nonfinite.data();
-  int32_t* __restrict active = p->active.data();
+  int32_t* __restrict active = t->active.data();
   int64_t nans = 0, infs = 0, saturated = 0;
   for (int64_t q = 0; u0 < units && q < positions; ++q) {  // the units left (all, for NaN or Inf)
     const float* __restrict r = row + q * units;
@@ -178,13 +192,13 @@ void Example(const float* row, int64_t positions, int64_t units, const Params& c
     }
   }
   p->l2 += std::sqrt(l2);
-  p->nans += nans;
-  p->infs += infs;
-  p->saturated += saturated;
+  t->nans += nans;
+  t->infs += infs;
+  t->saturated += saturated;
   // The sketch: one scatter per value, the part that does not vectorise; the slots are computed a block
   // at a time with vectors first. Branch-free: +0.0 (half of a ReLU layer) goes to a rotating spare
   // counter instead of one long chain of slot-0 increments.
-  int32_t* hist = p->hist.data();
+  int32_t* hist = t->hist.data();
   const int64_t n = positions * units;
   uint32_t slots[kBlock];
   for (int64_t start = 0; start < n; start += kBlock) {
@@ -208,13 +222,13 @@ bool Clean(const float* row, int64_t n) {
 
 template <bool kSaturation, bool kSpatial>
 void Examples(const float* x, int64_t begin, int64_t end, int64_t positions, int64_t units, const Params& c,
-              Partial* p) {
+              Moments* p, Tally* t) {
   for (int64_t e = begin; e < end; ++e) {
     const float* row = x + e * positions * units;
     if (Clean(row, positions * units)) {
-      Example<true, kSaturation, kSpatial>(row, positions, units, c, p);
+      Example<true, kSaturation, kSpatial>(row, positions, units, c, p, t);
     } else {
-      Example<false, kSaturation, kSpatial>(row, positions, units, c, p);
+      Example<false, kSaturation, kSpatial>(row, positions, units, c, p, t);
     }
   }
 }
@@ -239,46 +253,56 @@ class SummariesOp : public OpKernel {
     const int64_t batch = input.dim_size(0), positions = input.dim_size(1), units = input.dim_size(2);
     const float* x = input.flat<float>().data();
 
-    // One shard of examples per worker thread, each with its own partial state, merged at the end.
+    // Blocks of a fixed number of examples, each with its own moments; one shard of blocks per worker
+    // thread, each with its own tally. The blocks, not the shards, fix every floating-point sum.
     const auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(batch, workers->num_threads));
-    std::vector<Partial> parts(shards);
+    const int64_t per_block = std::max<int64_t>(1, kBlockValues / std::max<int64_t>(1, positions * units));
+    const int64_t blocks = (batch + per_block - 1) / per_block;
+    const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(blocks, workers->num_threads));
+    std::vector<Moments> moments(blocks);
+    std::vector<Tally> tallies(shards);
     auto run = [&](int64_t first, int64_t last) {
       for (int64_t s = first; s < last; ++s) {
-        Shard(x, batch * s / shards, batch * (s + 1) / shards, positions, units, &parts[s]);
+        Tally* t = &tallies[s];
+        t->active.assign(units, 0);
+        t->max.assign(units, -std::numeric_limits<float>::infinity());
+        t->min.assign(units, std::numeric_limits<float>::infinity());
+        t->hist.assign(size_ + kZeroLanes, 0);
+        for (int64_t b = blocks * s / shards; b < blocks * (s + 1) / shards; ++b) {
+          OneBlock(x, b * per_block, std::min(batch, (b + 1) * per_block), positions, units, &moments[b], t);
+        }
       }
     };
     const int64_t cost = std::max<int64_t>(1, 20 * positions * units * (batch / shards));  // cycles, roughly
     workers->workers->ParallelFor(shards, cost, run);
-    Merge(ctx, parts, positions, units);
+    Merge(ctx, moments, tallies, positions, units);
   }
 
  private:
-  void Shard(const float* x, int64_t begin, int64_t end, int64_t positions, int64_t units, Partial* p) const {
+  // Examples [begin, end) (one block, never empty) into its moments p and its shard's tally t.
+  void OneBlock(const float* x, int64_t begin, int64_t end, int64_t positions, int64_t units, Moments* p,
+                Tally* t) const {
     p->shift.assign(units, 0.0);
     p->sum.assign(units, 0.0);
     p->sq.assign(units, 0.0);
     p->nonfinite.assign(units, 0);
-    p->active.assign(units, 0);
-    p->max.assign(units, -std::numeric_limits<float>::infinity());
-    p->min.assign(units, std::numeric_limits<float>::infinity());
-    p->hist.assign(size_ + kZeroLanes, 0);
     p->spatial.assign(spatial_ ? positions * units : 0, 0.0);
     p->values = (end - begin) * positions;
-    if (begin == end) return;
     // Sums of (x - shift) and its square: with the shift near the data, the variance does not cancel.
     for (int64_t u = 0; u < units; ++u) {
       const float v = x[begin * positions * units + u];
       p->shift[u] = std::isfinite(v) && std::fpclassify(v) != FP_SUBNORMAL ? v : 0.0;
     }
     const Params c{threshold_, sat_hi_, sat_lo_, static_cast<uint32_t>(shift_), static_cast<uint32_t>(size_)};
-    if (saturation_ && spatial_) Examples<true, true>(x, begin, end, positions, units, c, p);
-    if (saturation_ && !spatial_) Examples<true, false>(x, begin, end, positions, units, c, p);
-    if (!saturation_ && spatial_) Examples<false, true>(x, begin, end, positions, units, c, p);
-    if (!saturation_ && !spatial_) Examples<false, false>(x, begin, end, positions, units, c, p);
+    if (saturation_ && spatial_) Examples<true, true>(x, begin, end, positions, units, c, p, t);
+    if (saturation_ && !spatial_) Examples<true, false>(x, begin, end, positions, units, c, p, t);
+    if (!saturation_ && spatial_) Examples<false, true>(x, begin, end, positions, units, c, p, t);
+    if (!saturation_ && !spatial_) Examples<false, false>(x, begin, end, positions, units, c, p, t);
   }
 
-  void Merge(OpKernelContext* ctx, std::vector<Partial>& parts, int64_t positions, int64_t units) const {
+  // The blocks' moments in block order (the sums' one order), the shards' tallies in any (exact).
+  void Merge(OpKernelContext* ctx, const std::vector<Moments>& moments, const std::vector<Tally>& tallies,
+             int64_t positions, int64_t units) const {
     const TensorShape vec({units});
     Tensor* out[12];
     for (int i = 0; i < 6; ++i) OP_REQUIRES_OK(ctx, ctx->allocate_output(i, vec, &out[i]));
@@ -288,14 +312,16 @@ class SummariesOp : public OpKernel {
     auto count = out[0]->flat<float>(), sum = out[1]->flat<float>(), m2 = out[2]->flat<float>();
     auto mx = out[3]->flat<float>(), mn = out[4]->flat<float>(), active = out[5]->flat<float>();
     for (int64_t u = 0; u < units; ++u) {
-      // Chan et al.: shard by shard, (n, mean, m2) of the values seen so far.
+      // Chan et al.: block by block, (n, mean, m2) of the values seen so far.
       double n = 0, mean = 0, acc = 0, act = 0;
       float hi = -std::numeric_limits<float>::infinity(), lo = std::numeric_limits<float>::infinity();
-      for (const Partial& p : parts) {
+      for (const Tally& t : tallies) {
+        hi = std::max(hi, t.max[u]);
+        lo = std::min(lo, t.min[u]);
+        act += t.active[u];
+      }
+      for (const Moments& p : moments) {
         const double nb = static_cast<double>(p.values - p.nonfinite[u]);
-        hi = std::max(hi, p.max[u]);
-        lo = std::min(lo, p.min[u]);
-        act += p.active[u];
         if (nb == 0) continue;
         const double mb = p.shift[u] + p.sum[u] / nb;
         const double m2b = std::max(0.0, p.sq[u] - p.sum[u] * p.sum[u] / nb);
@@ -313,28 +339,28 @@ class SummariesOp : public OpKernel {
     }
     double l2 = 0;
     int64_t nans = 0, infs = 0, saturated = 0;
-    for (const Partial& p : parts) {
-      l2 += p.l2;
-      nans += p.nans;
-      infs += p.infs;
-      saturated += p.saturated;
+    for (const Moments& p : moments) l2 += p.l2;
+    for (const Tally& t : tallies) {
+      nans += t.nans;
+      infs += t.infs;
+      saturated += t.saturated;
     }
     out[6]->scalar<float>()() = static_cast<float>(l2);
     out[9]->scalar<float>()() = static_cast<float>(saturated);
     auto spatial = out[10]->flat<float>();
     for (int64_t i = 0; i < spatial.size(); ++i) {
       double s = 0;
-      for (const Partial& p : parts) s += p.spatial[i];
+      for (const Moments& p : moments) s += p.spatial[i];
       spatial(i) = static_cast<float>(s);
     }
     auto sketch = out[11]->flat<int32_t>();
     for (int64_t i = 0; i < size_; ++i) {
       int32_t c = 0;
-      for (const Partial& p : parts) c += p.hist[i];
+      for (const Tally& t : tallies) c += t.hist[i];
       sketch(i) = c;
     }
-    for (const Partial& p : parts) {
-      for (int k = 0; k < kZeroLanes; ++k) sketch(0) += p.hist[size_ + k];
+    for (const Tally& t : tallies) {
+      for (int k = 0; k < kZeroLanes; ++k) sketch(0) += t.hist[size_ + k];
     }
     out[7]->scalar<float>()() = static_cast<float>(nans);
     out[8]->scalar<float>()() = static_cast<float>(infs);
