@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,15 +86,87 @@ def run(
     without the final evaluation, probe and export.
 
     Everything that can fail on the user's input (config, data, graph shapes, tracking store) fails
-    before the MLflow run starts and before the model_dir is written (preflight).
+    before the MLflow run starts and before the model_dir is written (preflight). Then the stages
+    run inside the tracker's block, which ends the MLflow run by how they ended (FINISHED, KILLED on
+    Ctrl-C, FAILED).
     """
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "prepare"):
+        r = _prepare(load(c), Path(output_dir), overrides, tags, parent_run_id)
+    with r.tracker:
+        _log_config(r)
+        pruned: list[int] = []
+        with _timed(seconds, "train"):
+            step, checkpoint = _train(r.x, r.tracker, r.cluster, _reported(r.tracker, on_evaluation, pruned))
+        if pruned:
+            log.info("pruned at step %d: the sweep's pruner stopped this trial", pruned[0])
+            r.tracker.set_tags({"pruned": "true", "layerprobe.pruned_at_step": str(pruned[0])})
+            return r.result(step, pruned_at_step=pruned[0])
+        if not r.cluster.is_chief:  # a worker or the evaluator (a ps never returns): the chief does the rest
+            return RunResult(None, None, r.x.engine.model_dir, step, {}, output_dir=str(r.output_dir))
+        with _timed(seconds, "evaluate"):
+            eval_metrics = _evaluate(r, step, checkpoint)
+        outcome = ProbeOutcome({}, {})
+        if r.c.probe.enabled and r.x.exposed:
+            outcome = _probe(r, step, checkpoint, eval_metrics, seconds)
+        if r.tracker.run_id:
+            with _timed(seconds, "export"):
+                export_model(r.x.engine, r.output_dir, r.tracker, checkpoint)
+        seconds["mlflow"] = r.tracker.seconds
+    return r.result(step, eval_metrics, outcome, seconds)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the stages of one run share."""
+
+    c: Config
+    x: Experiment
+    tracker: Any
+    cluster: Any
+    kept: Sequence[Any]  # the checkpoints model_dir kept before this run trained
+    output_dir: Path
+    overrides: Sequence[str]
+
+    def result(
+        self,
+        step: int,
+        eval_metrics: dict[str, float] | None = None,
+        outcome: ProbeOutcome | None = None,
+        seconds: dict[str, float] | None = None,
+        pruned_at_step: int | None = None,
+    ) -> RunResult:
+        outcome = outcome or ProbeOutcome({}, {})
+        t = self.tracker
+        return RunResult(
+            t.run_id,
+            t.uri,
+            self.x.engine.model_dir,
+            step,
+            eval_metrics or {},
+            outcome.stats,
+            outcome.metrics,
+            str(self.output_dir),
+            seconds or {},
+            t.experiment_id,
+            pruned_at_step,
+        )
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t
+
+
+def _prepare(
+    c: Config, output_dir: Path, overrides: Sequence[str], tags: Mapping[str, str] | None, parent: str | None
+) -> _Run:
+    """Check everything, then start the run (a NullTracker off the chief of a cluster)."""
     from layerprobe import distributed as D
     from layerprobe import tracking
 
-    seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    output_dir = Path(output_dir)
-    c = load(c)
     x = preflight(c).experiment
     all_tags = {**provenance_tags(c, overrides, x.summary.total_params), **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
@@ -101,76 +174,53 @@ def run(
     kept = x.engine.checkpoints()
     if kept and kept[-1].step > c.trainer.train_steps and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists
-    tracker = open_tracker(c, overrides, all_tags, parent_run_id) if cluster.is_chief else tracking.NullTracker()
-    seconds["prepare"] = time.perf_counter() - t0
-    model_dir = x.engine.model_dir
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tracker.log_params(tracking.flatten(c.written))
-        write_run_files(c, x.summary, x.data, output_dir)
-        tracker.log_datasets(dataset_inputs(c["data"], x.data))
-        tracker.log_artifacts(output_dir / "config", "config")
-        tracker.set_tags({"model_dir": str(Path(model_dir).resolve())})
-        t = time.perf_counter()
-        pruned: list[int] = []
-        step, checkpoint = _train(x, tracker, cluster, _reported(tracker, on_evaluation, pruned))
-        seconds["train"] = time.perf_counter() - t
-        if pruned:
-            log.info("pruned at step %d: the sweep's pruner stopped this trial", pruned[0])
-            tracker.set_tags({"pruned": "true", "layerprobe.pruned_at_step": str(pruned[0])})
-            tracker.__exit__(None, None, None)
-            return RunResult(
-                tracker.run_id, tracker.uri, model_dir, step, {}, output_dir=str(output_dir), pruned_at_step=pruned[0]
-            )
-        if not cluster.is_chief:  # a worker or the evaluator (a ps never returns): the chief does the rest
-            tracker.__exit__(None, None, None)
-            return RunResult(None, None, model_dir, step, {}, output_dir=str(output_dir))
-        t = time.perf_counter()
-        metrics = x.engine.evaluate(x.data, "eval", checkpoint)
-        eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
-        tracker.log_metrics(eval_metrics, step=step)
-        evaluated = x.engine.at_step(step) or x.engine.latest()
-        tracker.set_tags({"layerprobe.checkpoint_sha256": x.engine.digest(evaluated) if evaluated else ""})
-        seconds["evaluate"] = time.perf_counter() - t
-        log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-        outcome = ProbeOutcome({}, {})
-        if c.probe.enabled and x.exposed:
-            t = time.perf_counter()
-            dyn = after_training(x, kept[-1].step if kept else -1, step, output_dir / "probe" / "dynamics")
-            seconds["dynamics"] = time.perf_counter() - t
-            t = time.perf_counter()
-            state = x.session().run(x.data, checkpoint=checkpoint)
-            context = {"run id": tracker.run_id or "(not tracked)", "overrides": " ".join(overrides) or "(defaults)"}
-            context |= {"step": str(step), **{k: f"{v:.4g}" for k, v in eval_metrics.items()}}
-            report = {"context": context, "dynamics": dyn and report_section(dyn, output_dir / "probe" / "dynamics")}
-            outcome = probe_outcome(c, state, x.summary, output_dir / "probe", report)
-            seconds["probe"] = time.perf_counter() - t
-            log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
-            if dyn:
-                tracker.log_metric_records(dyn.records(outcome.metrics))
-            tracker.log_metrics(outcome.metrics, step=step)
-            tracker.log_artifacts(output_dir / "probe", "probe")
-        if tracker.run_id:
-            t = time.perf_counter()
-            export_model(x.engine, output_dir, tracker, checkpoint)
-            seconds["export"] = time.perf_counter() - t
-        seconds["mlflow"] = tracker.seconds
-        tracker.__exit__(None, None, None)
-    except BaseException as e:
-        tracker.__exit__(type(e), e, None)
-        raise
-    return RunResult(
-        tracker.run_id,
-        tracker.uri,
-        model_dir,
-        step,
-        eval_metrics,
-        outcome.stats,
-        outcome.metrics,
-        str(output_dir),
-        seconds,
-        tracker.experiment_id,
-    )
+    tracker = open_tracker(c, overrides, all_tags, parent) if cluster.is_chief else tracking.NullTracker()
+    return _Run(c, x, tracker, cluster, kept, output_dir, overrides)
+
+
+def _log_config(r: _Run) -> None:
+    """The config as written, the layer table, the data's facts and the model_dir, into the run."""
+    from layerprobe import tracking
+
+    r.output_dir.mkdir(parents=True, exist_ok=True)
+    r.tracker.log_params(tracking.flatten(r.c.written))
+    write_run_files(r.c, r.x.summary, r.x.data, r.output_dir)
+    r.tracker.log_datasets(dataset_inputs(r.c["data"], r.x.data))
+    r.tracker.log_artifacts(r.output_dir / "config", "config")
+    r.tracker.set_tags({"model_dir": str(Path(r.x.engine.model_dir).resolve())})
+
+
+def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
+    """eval/ metrics of the run's checkpoint, logged at its step, with that checkpoint's digest."""
+    engine = r.x.engine
+    metrics = engine.evaluate(r.x.data, "eval", checkpoint)
+    eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
+    r.tracker.log_metrics(eval_metrics, step=step)
+    evaluated = engine.at_step(step) or engine.latest()
+    r.tracker.set_tags({"layerprobe.checkpoint_sha256": engine.digest(evaluated) if evaluated else ""})
+    log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+    return eval_metrics
+
+
+def _probe(
+    r: _Run, step: int, checkpoint: str | None, eval_metrics: Mapping[str, float], seconds: dict[str, float]
+) -> ProbeOutcome:
+    """The dynamics of the snapshots this run trained, then the probe of its checkpoint; logged."""
+    x, out = r.x, r.output_dir / "probe"
+    with _timed(seconds, "dynamics"):
+        dyn = after_training(x, r.kept[-1].step if r.kept else -1, step, out / "dynamics")
+    with _timed(seconds, "probe"):
+        state = x.session().run(x.data, checkpoint=checkpoint)
+        context = {"run id": r.tracker.run_id or "(not tracked)", "overrides": " ".join(r.overrides) or "(defaults)"}
+        context |= {"step": str(step), **{k: f"{v:.4g}" for k, v in eval_metrics.items()}}
+        report = {"context": context, "dynamics": dyn and report_section(dyn, out / "dynamics")}
+        outcome = probe_outcome(r.c, state, x.summary, out, report)
+    log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
+    if dyn:
+        r.tracker.log_metric_records(dyn.records(outcome.metrics))
+    r.tracker.log_metrics(outcome.metrics, step=step)
+    r.tracker.log_artifacts(out, "probe")
+    return outcome
 
 
 def _reported(tracker: Any, on_evaluation: EvaluationCallback | None, pruned: list[int]) -> EvaluationCallback | None:
