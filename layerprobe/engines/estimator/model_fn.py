@@ -36,7 +36,7 @@ def make_model_fn(
         # Keras initialisers draw from Python's `random` unless seeded here; the RunConfig graph
         # seed alone gave different checkpoints from run to run.
         tf.keras.utils.set_random_seed(spec.seed)
-        inputs = {n: tf.cast(features[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
+        inputs = {n: tf.cast(features[n], s["dtype"]) for n, s in spec.inputs.items()}
         graph = build(spec.layers, inputs, training=mode == ModeKeys.TRAIN, keras=tf.keras)
         if mode == ModeKeys.TRAIN:  # initial values only: a model_dir's own checkpoint restores over them
             layer_vars = {v.name.split(":")[0]: v for layer in graph.layers.values() for v in variables(layer)}

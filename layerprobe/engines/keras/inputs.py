@@ -14,7 +14,7 @@ from layerprobe.engines.spec import ModelSpec
 
 def _features(spec: ModelSpec, f: Mapping[str, Any]) -> dict[str, Any]:
     """The model's inputs only, in their declared dtypes (the Estimator engine casts the same way)."""
-    return {n: tf.cast(f[n], s.get("dtype", "float32")) for n, s in spec.inputs.items()}
+    return {n: tf.cast(f[n], s["dtype"]) for n, s in spec.inputs.items()}
 
 
 def fit_dataset(spec: ModelSpec, data: Any, data_cfg: DataConfig, seed: int) -> Any:
