@@ -13,10 +13,10 @@ STAMP_KERAS := $(VENV_KERAS)/.installed
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run test test-keras test-all lint format experiments experiments-keras ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run test test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and t
 
 test-all: $(STAMP) ## every test, the slow tier too
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+
+test-combinations: $(STAMP) ## every shipped model through every command that takes a run (Estimator)
+	$(BIN)/python -m pytest -q -m combinations tests/test_combinations.py $(PYTEST_ARGS)
+
+test-combinations-keras: $(STAMP_KERAS) ## the same on .venv-keras: trainer.engine=keras
+	$(BIN_KERAS)/python -m pytest -q -m combinations tests/test_combinations.py $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
