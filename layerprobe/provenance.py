@@ -92,7 +92,9 @@ def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any
     ]
 
 
-def provenance_tags(c: Config, overrides: Sequence[str], params: int) -> dict[str, str]:
+def provenance_tags(c: Config, overrides: Sequence[str], params: int, exposed: Sequence[str]) -> dict[str, str]:
+    """What a run records of where it came from; `exposed`: the layers it probes, patterns resolved
+    against the built model (what compare and a sweep's report read back)."""
     import tensorflow as tf
 
     import layerprobe
@@ -105,7 +107,7 @@ def provenance_tags(c: Config, overrides: Sequence[str], params: int) -> dict[st
         "layerprobe.model": c.model.name,
         "layerprobe.data": c.data.name,
         "layerprobe.parameters": str(params),
-        "layerprobe.exposed": ",".join(exposed_layers(c)),
+        "layerprobe.exposed": ",".join(exposed),
         "layerprobe.version": layerprobe.__version__,
         "python.version": platform.python_version(),
         "tensorflow.version": tf.__version__,

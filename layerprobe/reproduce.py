@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class ReproduceReport:
     checkpoint: tuple[str, str]  # (logged digest, rerun digest)
     original_checkpoint_now: str | None  # digest of the original model_dir today, if it still exists
     environment: dict[str, tuple[str, str]] = field(default_factory=dict)  # tag -> (then, now) where differing
+    reprobed: tuple[str, ...] = ()  # layers a re-probe added to the run after it ended: not compared
 
     @property
     def failures(self) -> list[str]:
@@ -69,6 +71,8 @@ class ReproduceReport:
             f"checkpoint: logged {self.checkpoint[0][:16]} rerun {self.checkpoint[1][:16]} "
             f"({'identical' if self.checkpoint[0] == self.checkpoint[1] else 'different'})"
         )
+        if self.reprobed:
+            lines.append(f"not compared: the layers a re-probe added after the run ({', '.join(self.reprobed)})")
         lines.append(
             f"{len(self.diffs)} metrics: {exact} identical, {close} within rtol={self.rtol:g} "
             f"atol={self.atol:g}, {len(self.diffs) - close} differ"
@@ -112,7 +116,16 @@ def reproduce(
     if result.run_id is None:
         raise LayerprobeError("the rerun logged no MLflow run")
     rerun = tracking.run_data(uri, result.run_id)
+    # Layers a later `layerprobe probe RUN probe.layers=[...]` added are not part of what the run
+    # trained and probed: they are named, not compared.
+    probed = [p for p in original.tags.get("layerprobe.exposed", "").split(",") if p]  # older runs: patterns
+
+    def trained(key: str) -> bool:
+        return not key.startswith("probe/") or any(fnmatch.fnmatchcase(_layer(key), p) for p in probed)
+
     keys = sorted(k for k in original.metrics if k.startswith(("eval/", "probe/")) and k not in UNREPRODUCIBLE)
+    later = sorted({_layer(k) for k in keys if not trained(k)})
+    keys = [k for k in keys if trained(k)]
     diffs = [MetricDiff(k, original.metrics[k], rerun.metrics.get(k)) for k in keys]
     env = {
         t: (original.tags.get(t, ""), rerun.tags.get(t, ""))
@@ -130,8 +143,14 @@ def reproduce(
         (original.tags.get("layerprobe.checkpoint_sha256", ""), rerun.tags.get("layerprobe.checkpoint_sha256", "")),
         now,
         env,
+        tuple(later),
     )
     diff_file = output_dir / "reproduce_diff.txt"
     diff_file.write_text(report.text() + "\n")
     tracking.Tracker(uri, "", None, run_id=result.run_id).log_artifact(diff_file)
     return report
+
+
+def _layer(key: str) -> str:
+    """`probe/<layer>/<stat>` -> the layer (a nested model's inner layer holds a `/`)."""
+    return key[len("probe/") :].rpartition("/")[0]

@@ -144,8 +144,7 @@ class EstimatorEngine(ModelDirFiles):
 
         def receiver() -> Any:  # called by the Estimator inside its own graph
             placeholders = {
-                n: tf.compat.v1.placeholder(s["dtype"], [None, *s["shape"]], name=n)
-                for n, s in spec.inputs.items()
+                n: tf.compat.v1.placeholder(s["dtype"], [None, *s["shape"]], name=n) for n, s in spec.inputs.items()
             }
             return tf.estimator.export.ServingInputReceiver(placeholders, placeholders)
 

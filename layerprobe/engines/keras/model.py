@@ -16,9 +16,7 @@ def build_model(spec: ModelSpec, keras: Any) -> tuple[Any, Graph]:
 
     Seeded before the layers exist: Keras initialisers draw their seeds when they are created."""
     keras.utils.set_random_seed(spec.seed)
-    inputs = {
-        n: keras.Input(tuple(s["shape"]), name=n, dtype=s["dtype"]) for n, s in spec.inputs.items()
-    }
+    inputs = {n: keras.Input(tuple(s["shape"]), name=n, dtype=s["dtype"]) for n, s in spec.inputs.items()}
     # training=None: each layer follows the model's own call (fit: training, predict: inference), so
     # BatchNorm and Dropout behave as in the Estimator engine's TRAIN and PREDICT graphs.
     graph = build(spec.layers, inputs, training=None, keras=keras)  # type: ignore[arg-type]
