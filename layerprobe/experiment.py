@@ -42,13 +42,14 @@ def model_dir_for(c: Mapping[str, Any]) -> str:
 
 def prepare(c: Mapping[str, Any], model_dir: str | None = None, exposed: Sequence[str] | None = None) -> Experiment:
     """Load the data, check it against the model's inputs and labels, and build the graph once."""
-    from layerprobe.data.pipeline import check_against_inputs
+    from layerprobe.data.pipeline import check_against_inputs, check_classes
     from layerprobe.data.pipeline import prepare as prepare_data
 
     requested = tuple(exposed_layers(c) if exposed is None else exposed)
     data = prepare_data(c["data"])
     spec = model_spec(c)
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
+    check_classes(data, spec.classifiers(), c["data"].get("num_classes"))
     engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c["data"])
     summary = engine.summary(data, set(requested))
     # Inner layers of nested models and glob patterns resolve against the built model's names.

@@ -203,3 +203,105 @@ def test_unsafe_layer_names_never_reach_paths_or_metric_keys(name):
         validate(c)
     assert str(e.value).startswith(f"model.layers.{name}: name must match".replace("\n", " "))
     assert "\n" not in str(e.value)
+
+
+# --- labels against the model's outputs -------------------------------------------------------
+
+
+def image_folders(root: Path, classes: int) -> Path:
+    """`classes` class folders of three 8x8 grey PNGs each."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c:02d}").mkdir(parents=True)
+        for j in range(3):
+            pixels = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
+            (root / f"c{c:02d}" / f"{j}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def folder_argv(tmp_path: Path, *overrides: str) -> list[str]:
+    folder = image_folders(tmp_path / "photos", 12)
+    return [
+        *TINY,
+        "data=image_folder",
+        f"data.params.path={folder}",
+        "data.params.image_size=[8,8]",
+        "data.params.channels=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"trainer.model_dir={tmp_path / 'model'}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        *overrides,
+    ]
+
+
+TOO_FEW_LOGITS = (
+    "layerprobe: error: model.layers.logits.units: a classification head needs one output per class, and "
+    "label 'label' has 12 classes ({where}); set model.layers.logits.units=12. Received: 10"
+)
+MORE_THAN_DECLARED = (
+    "layerprobe: error: data.num_classes: the data has more classes than declared: 12 class folders in "
+    "data.params.path; set data.num_classes=12 (or null: counted from the data). Received: 10"
+)
+
+
+@pytest.mark.parametrize("command", [["validate"], []], ids=["validate", "run"])
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        ((), TOO_FEW_LOGITS.format(where="12 class folders in data.params.path")),
+        (("data.num_classes=12",), TOO_FEW_LOGITS.format(where="data.num_classes")),
+        (("data.num_classes=10",), MORE_THAN_DECLARED),
+    ],
+    ids=["counted-folders", "declared", "declared-too-few"],
+)
+def test_more_classes_than_logits_is_one_line_before_training(command, overrides, line, tmp_path, monkeypatch, capsys):
+    """12 class folders and the default 10 logits passed validate, then failed in the first training
+    step with TensorFlow's `indices[0] = 10 is not in [0, 10)` and a 131-line traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    rc, err = run_in_process([*command, *folder_argv(tmp_path, *overrides)], capsys)
+    assert (rc, err) == (2, line + "\n")
+    assert_clean_failure(rc, err, [], tmp_path)
+
+
+def test_more_classes_than_logits_in_a_real_process_and_the_fix_runs(tmp_path):
+    argv = folder_argv(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+    assert (r.returncode, r.stderr) == (2, TOO_FEW_LOGITS.format(where="12 class folders in data.params.path") + "\n")
+    assert_clean_failure(r.returncode, r.stderr, [], tmp_path)
+    fixed = [*argv, "model.layers.logits.units=12", "probe.enabled=false", "trainer.train_steps=2"]
+    r = subprocess.run(
+        [sys.executable, "-m", "layerprobe", *fixed],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_an_in_memory_label_past_the_last_logit_is_one_line(tmp_path, monkeypatch, capsys):
+    """In-memory data counts its classes by its largest label (here without data.num_classes)."""
+    monkeypatch.chdir(tmp_path)
+    data = ["data=synthetic_image", "data.params.shape=[8,8,1]", "data.params.size=200", "data.num_classes=null"]
+    rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=12"], capsys)
+    assert (rc, err) == (
+        2,
+        "layerprobe: error: model.layers.logits.units: a classification head needs one output per class, and "
+        "label 'label' has 12 classes (label 'label' holds values up to 11); set model.layers.logits.units=12. "
+        "Received: 10\n",
+    )
+    rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=7"], capsys)
+    assert rc == 0, err  # fewer classes than logits: wasteful, not wrong

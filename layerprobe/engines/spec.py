@@ -19,6 +19,9 @@ class Head:
     loss: str
     weight: float
     metrics: tuple[str, ...]
+    # a classification head's outputs and where the config sets them (`model.layers.logits.units`);
+    # None when the output layer does not say (its shape is known only once built)
+    classes: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class ModelSpec:
     seed: int
     raw: tuple[str, ...] = ()  # PREDICT returns these layers' whole outputs (default: the heads)
 
+    def classifiers(self) -> list[tuple[str, str, int]]:
+        """(label, config path of the class count, the count) of each head whose layer says its count."""
+        return [(h.label, *h.classes) for h in self.heads.values() if h.classes is not None]
+
 
 def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
     outputs = model.get("outputs") or {}
@@ -46,9 +53,22 @@ def heads_from_config(model: Mapping[str, Any]) -> dict[str, Head]:
             h.get("loss", LOSSES[0]),
             float(h.get("weight", 1.0)),
             tuple(h.get("metrics", ("accuracy",))),
+            _classes(name, model["layers"].get(name) or {}) if h.get("loss", LOSSES[0]) == CLASSIFICATION else None,
         )
         for name, h in outputs.items()
     }
+
+
+CLASSIFICATION = "sparse_softmax_cross_entropy"  # one output (logit) per class; labels are class indices
+# the constructor argument that sets a layer's outputs: Dense and most layers, or a Keras application's top
+OUTPUTS_ARGS = ("units", "classes")
+
+
+def _classes(name: str, layer: Mapping[str, Any]) -> tuple[str, int] | None:
+    arg = next((a for a in OUTPUTS_ARGS if isinstance(layer.get(a), int) and not isinstance(layer[a], bool)), None)
+    if arg == "classes" and not layer.get("include_top", True):  # an application without its top
+        return None
+    return None if arg is None else (f"model.layers.{name}.{arg}", layer[arg])
 
 
 def model_spec(c: Mapping[str, Any], raw: tuple[str, ...] = ()) -> ModelSpec:
