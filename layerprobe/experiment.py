@@ -72,6 +72,14 @@ def with_warm_start_dir(c: Mapping[str, Any]) -> Mapping[str, Any]:
     uri = tracking.resolve_uri(c["tracking"]["uri"])
     try:
         model_dir = tracking.run_tags(uri, source).get("model_dir")
+    except tracking.RunNotFound as e:
+        store = f"the tracking store {uri} (tracking.uri)"
+        rule = (
+            f"neither a file or directory nor a run in {store}"
+            if e.store_exists
+            else f"no such file or directory, and {store} does not exist"
+        )
+        raise ConfigError("trainer.warm_start.source", source, rule) from None
     except Exception as e:  # noqa: BLE001 - the store's own error, folded to one line
         raise ConfigError("trainer.warm_start.source", source, f"cannot read this run from {uri}: {e}") from None
     if not model_dir:

@@ -305,3 +305,44 @@ def test_an_in_memory_label_past_the_last_logit_is_one_line(tmp_path, monkeypatc
     )
     rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=7"], capsys)
     assert rc == 0, err  # fewer classes than logits: wasteful, not wrong
+
+
+# --- a warm start from a run that is not there ------------------------------------------------
+
+NO_RUN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("command", [["validate"], []], ids=["validate", "run"])
+def test_a_warm_start_from_an_unknown_run_id_is_one_line(command, tmp_path, monkeypatch, capsys):
+    """It printed MLflow's two migration lines (creating the store it then searched) before its own,
+    which named the store twice."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    argv = [*command, *TINY, f"trainer.model_dir={tmp_path / 'model'}", f"tracking.uri={uri}"]
+    argv.append(f"trainer.warm_start.source={NO_RUN}")
+    rc, err = run_in_process(argv, capsys)
+    assert (rc, err) == (
+        2,
+        f"layerprobe: error: trainer.warm_start.source: no such file or directory, and the tracking store {uri} "
+        f"(tracking.uri) does not exist. Received: '{NO_RUN}'\n",
+    )
+    assert not db.exists(), "looking a run up created the store"
+
+    client = MlflowClient(uri)  # a real store with one run, not the one asked for
+    other = client.create_run(client.create_experiment("other")).info.run_id
+    capsys.readouterr()  # MLflow's lines about creating it
+    rc, err = run_in_process(argv, capsys)
+    assert (rc, err) == (
+        2,
+        f"layerprobe: error: trainer.warm_start.source: neither a file or directory nor a run in the tracking "
+        f"store {uri} (tracking.uri). Received: '{NO_RUN}'\n",
+    )
+    experiments = client.search_experiments()
+    assert sorted(e.name for e in experiments) == ["Default", "other"]  # none of layerprobe's
+    assert [r.info.run_id for r in client.search_runs([e.experiment_id for e in experiments])] == [other]
+    assert not (tmp_path / "model").exists()
