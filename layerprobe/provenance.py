@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe.config.blocks import expand_model
+from layerprobe.config.locations import portable
 
 
 def exposed_layers(c: Mapping[str, Any]) -> list[str]:
@@ -32,7 +33,9 @@ NOT_SHAPING_TRAINING = ("model_dir", "log_every_steps", "train_steps", "eval_ste
 
 def training_digest(c: Mapping[str, Any]) -> str:
     """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
-    and neither does the step budget or the checkpoint/log cadence: raising train_steps continues."""
+    and neither does the step budget or the checkpoint/log cadence: raising train_steps continues.
+    Input paths under the repository root are hashed relative to it: the same from any directory."""
+    c = portable(c)
     layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in expand_model(c["model"])["layers"].items()}
     trainer = {k: v for k, v in c["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     if not (trainer.get("warm_start") or {}).get("source"):  # digests of configs from before warm starts stay

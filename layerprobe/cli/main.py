@@ -209,6 +209,10 @@ def task(cfg: Any) -> Any:
         number = trial.trial_number(hc)
         tags = {} if number is None else {"layerprobe.trial": str(number)}
     try:
+        if multirun:  # Hydra composed this job's config: its files' relative paths, as compose_in does
+            from layerprobe.config.locations import resolve_paths
+
+            resolve_paths(cfg, overrides, hc.runtime.choices)
         c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
         if run_name and not c["tracking"]["run_name"]:
             c["tracking"]["run_name"] = run_name
