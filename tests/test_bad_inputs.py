@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from layerprobe.cli import main
+from layerprobe.config.paths import ROOT
 from tests.bad_configs import CASES, FILES, Case
 from tests.hang import HANG_GUARD
 from tests.test_tracking import free_port
@@ -104,6 +105,21 @@ def test_validate_refuses_every_data_and_graph_case_a_run_refuses(corpus_dir, tm
 
 # A few through a real `python -m layerprobe`, so that nothing in-process (pytest's capture, a warm
 # TensorFlow) hides a traceback or a different exit code.
+def layerprobe_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m layerprobe ARGV` in `cwd`, importing this checkout, without the variables that
+    would change what it prints (HYDRA_FULL_ERROR) or where it logs (MLFLOW_TRACKING_URI)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+
+
 SUBPROCESS_CASES = [
     "units-negative",
     pytest.param("dense-into-conv2d", marks=pytest.mark.slow),
@@ -122,15 +138,7 @@ def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         *(fill(o, corpus_dir, port) for o in bad.overrides),
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process(argv, tmp_path)
     assert_clean_failure(r.returncode, r.stderr, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
 
 
@@ -269,25 +277,11 @@ def test_more_classes_than_logits_is_one_line_before_training(command, overrides
 
 def test_more_classes_than_logits_in_a_real_process_and_the_fix_runs(tmp_path):
     argv = folder_argv(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process(argv, tmp_path)
     assert (r.returncode, r.stderr) == (2, TOO_FEW_LOGITS.format(where="12 class folders in data.params.path") + "\n")
     assert_clean_failure(r.returncode, r.stderr, [], tmp_path)
-    fixed = [*argv, "model.layers.logits.units=12", "probe.enabled=false", "trainer.train_steps=2"]
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *fixed],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
+    r = layerprobe_process(
+        [*argv, "model.layers.logits.units=12", "probe.enabled=false", "trainer.train_steps=2"], tmp_path
     )
     assert r.returncode == 0, r.stderr[-3000:]
 

@@ -3,10 +3,7 @@ working directory; one given on the command line means a file under the working 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from layerprobe.cli import main
 from layerprobe.config import compose
 from layerprobe.config.paths import ROOT
 from layerprobe.provenance import training_digest
-from tests.hang import HANG_GUARD
+from tests.test_bad_inputs import layerprobe_process
 
 SHIPPED = ROOT / "experiments" / "weights" / "small_resnet_digits04.h5"
 FROZEN = "experiments=small_resnet_frozen"
@@ -74,17 +71,8 @@ def test_validate_and_a_run_of_the_frozen_experiment_from_another_directory(tmp_
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     assert main(["validate", FROZEN]) == 0, capsys.readouterr().err
     assert "ok  graph: training graph built (43242 parameters)" in capsys.readouterr().out
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", FROZEN, *QUICK, f"tracking.uri={store}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process([FROZEN, *QUICK, f"tracking.uri={store}"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     from mlflow import MlflowClient
 
@@ -96,16 +84,7 @@ def test_validate_and_a_run_of_the_frozen_experiment_from_another_directory(tmp_
 
 @pytest.mark.slow
 def test_a_sweep_job_resolves_the_files_paths_as_a_run_does(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", "-m", FROZEN, *QUICK, f"tracking.uri={store}", "trainer.seed=1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process(["-m", FROZEN, *QUICK, f"tracking.uri={store}", "trainer.seed=1"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not list(Path(tmp_path, "multirun").rglob("FAILED*"))
