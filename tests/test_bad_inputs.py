@@ -14,6 +14,7 @@ import yaml
 from layerprobe.cli import main
 from layerprobe.config.paths import ROOT
 from tests.bad_configs import CASES, FILES, Case
+from tests.conftest import ENGINE
 from tests.hang import HANG_GUARD
 from tests.test_tracking import free_port
 
@@ -234,6 +235,7 @@ def folder_argv(tmp_path: Path, *overrides: str) -> list[str]:
     folder = image_folders(tmp_path / "photos", 12)
     return [
         *TINY,
+        f"trainer.engine={ENGINE}",
         "data=image_folder",
         f"data.params.path={folder}",
         "data.params.image_size=[8,8]",
@@ -290,6 +292,7 @@ def test_an_in_memory_label_past_the_last_logit_is_one_line(tmp_path, monkeypatc
     """In-memory data counts its classes by its largest label (here without data.num_classes)."""
     monkeypatch.chdir(tmp_path)
     data = ["data=synthetic_image", "data.params.shape=[8,8,1]", "data.params.size=200", "data.num_classes=null"]
+    data.append(f"trainer.engine={ENGINE}")
     rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=12"], capsys)
     assert (rc, err) == (
         2,

@@ -13,11 +13,12 @@ from layerprobe.cli import main
 from layerprobe.config import compose
 from layerprobe.config.paths import ROOT
 from layerprobe.provenance import training_digest
+from tests.conftest import ENGINE
 from tests.test_bad_inputs import layerprobe_process
 
 SHIPPED = ROOT / "experiments" / "weights" / "small_resnet_digits04.h5"
 FROZEN = "experiments=small_resnet_frozen"
-QUICK = ["trainer.train_steps=2", "probe.enabled=false"]
+QUICK = ["trainer.train_steps=2", "probe.enabled=false", f"trainer.engine={ENGINE}"]
 
 
 def composed(*overrides: str, config_dir: str | None = None) -> dict:
@@ -44,7 +45,7 @@ def test_a_relative_path_on_the_command_line_is_the_working_directorys(tmp_path,
     assert c["trainer"]["warm_start"]["source"] == "relative/x.h5"  # as typed: the shell's directory
     c = composed(FROZEN, "trainer.warm_start.variables=stem.*")  # a sibling override: the path is still the file's
     assert c["trainer"]["warm_start"]["source"] == str(SHIPPED)
-    assert main(["validate", FROZEN, "trainer.warm_start.source=relative/x.h5"]) == 0
+    assert main(["validate", FROZEN, f"trainer.engine={ENGINE}", "trainer.warm_start.source=relative/x.h5"]) == 0
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
@@ -69,7 +70,7 @@ def test_validate_and_a_run_of_the_frozen_experiment_from_another_directory(tmp_
     """Both refused the experiment's relative weights path unless started in the repository root."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    assert main(["validate", FROZEN]) == 0, capsys.readouterr().err
+    assert main(["validate", FROZEN, f"trainer.engine={ENGINE}"]) == 0, capsys.readouterr().err
     assert "ok  graph: training graph built (43242 parameters)" in capsys.readouterr().out
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     r = layerprobe_process([FROZEN, *QUICK, f"tracking.uri={store}"], tmp_path)
