@@ -45,13 +45,14 @@ def model_dir_for(c: Config) -> str:
 
 def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | None = None) -> Experiment:
     """Load the data, check it against the model's inputs and labels, and build the graph once."""
-    from layerprobe.data.pipeline import check_against_inputs
+    from layerprobe.data.pipeline import check_against_inputs, check_classes
     from layerprobe.data.pipeline import prepare as prepare_data
 
     requested = tuple(exposed_layers(c) if exposed is None else exposed)
     data = prepare_data(c["data"])
     spec = model_spec(c)
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
+    check_classes(data, spec.classifiers(), c.data.num_classes)
     engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c.data)
     summary = engine.summary(data, set(requested))
     # Inner layers of nested models and glob patterns resolve against the built model's names.
@@ -74,6 +75,14 @@ def with_warm_start_dir(c: Config) -> TrainerConfig:
     uri = tracking.resolve_uri(c.tracking.uri)
     try:
         model_dir = tracking.run_tags(uri, source).get("model_dir")
+    except tracking.RunNotFound as e:
+        store = f"the tracking store {uri} (tracking.uri)"
+        rule = (
+            f"neither a file or directory nor a run in {store}"
+            if e.store_exists
+            else f"no such file or directory, and {store} does not exist"
+        )
+        raise ConfigError("trainer.warm_start.source", source, rule) from None
     except Exception as e:  # noqa: BLE001 - the store's own error, folded to one line
         raise ConfigError("trainer.warm_start.source", source, f"cannot read this run from {uri}: {e}") from None
     if not model_dir:

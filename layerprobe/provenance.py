@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from layerprobe.config.loaded import Config
+from layerprobe.config.locations import portable
 
 
 def exposed_layers(c: Config) -> list[str]:
@@ -33,16 +34,18 @@ NOT_SHAPING_TRAINING = ("model_dir", "log_every_steps", "train_steps", "eval_ste
 
 def training_digest(c: Config) -> str:
     """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
-    and neither does the step budget or the checkpoint/log cadence: raising train_steps continues."""
-    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in c.model.layers.items()}
-    trainer = {k: v for k, v in c["trainer"].items() if k not in NOT_SHAPING_TRAINING}
+    and neither does the step budget or the checkpoint/log cadence: raising train_steps continues.
+    Input paths under the repository root are hashed relative to it: the same from any directory."""
+    p = portable(c)  # the plain view (block-expanded model), paths under the root made relative
+    layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in p["model"]["layers"].items()}
+    trainer = {k: v for k, v in p["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     if not c.trainer.warm_start.source:  # digests of configs from before warm starts stay
         trainer.pop("warm_start", None)
     blob = {
-        "data": c["data"],
-        "inputs": c["model"]["inputs"],
+        "data": p["data"],
+        "inputs": p["model"]["inputs"],
         "layers": layers,
-        "outputs": c["model"]["outputs"],
+        "outputs": p["model"]["outputs"],
         "trainer": trainer,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()

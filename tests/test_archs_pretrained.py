@@ -49,7 +49,7 @@ def test_the_frozen_experiment_warm_starts_every_backbone_variable_from_the_ship
     monkeypatch.setattr(warm, "CACHE_DIR", tmp_path / "cache")  # the converted file, out of the checkout
     c = plain(["experiments=small_resnet_frozen", f"trainer.model_dir={tmp_path / 'm'}"])
     ws = c["trainer"]["warm_start"]
-    assert ws["source"] == "experiments/weights/small_resnet_digits04.h5" and ws["variables"] == "(stem|stage).*"
+    assert ws["source"] == str(SHIPPED) and ws["variables"] == "(stem|stage).*"  # the file's path: from the root
     x = preflight(c).experiment  # the dry build checks every variable's name and shape against the file
     backbone = [w for r in x.summary.rows if r.name.startswith(("stem", "stage")) for w in r.weight_names]
     assert len(backbone) == 43

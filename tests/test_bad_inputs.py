@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from layerprobe.cli import main
+from layerprobe.config.paths import ROOT
 from tests.bad_configs import CASES, FILES, Case
+from tests.conftest import ENGINE
 from tests.hang import HANG_GUARD
 from tests.test_tracking import free_port
 
@@ -104,6 +106,21 @@ def test_validate_refuses_every_data_and_graph_case_a_run_refuses(corpus_dir, tm
 
 # A few through a real `python -m layerprobe`, so that nothing in-process (pytest's capture, a warm
 # TensorFlow) hides a traceback or a different exit code.
+def layerprobe_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m layerprobe ARGV` in `cwd`, importing this checkout, without the variables that
+    would change what it prints (HYDRA_FULL_ERROR) or where it logs (MLFLOW_TRACKING_URI)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+
+
 SUBPROCESS_CASES = [
     "units-negative",
     pytest.param("dense-into-conv2d", marks=pytest.mark.slow),
@@ -122,15 +139,7 @@ def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         *(fill(o, corpus_dir, port) for o in bad.overrides),
     ]
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process(argv, tmp_path)
     assert_clean_failure(r.returncode, r.stderr, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
 
 
@@ -203,3 +212,134 @@ def test_unsafe_layer_names_never_reach_paths_or_metric_keys(name):
         validate(c)
     assert str(e.value).startswith(f"model.layers.{name}: name must match".replace("\n", " "))
     assert "\n" not in str(e.value)
+
+
+# --- labels against the model's outputs -------------------------------------------------------
+
+
+def image_folders(root: Path, classes: int) -> Path:
+    """`classes` class folders of three 8x8 grey PNGs each."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c:02d}").mkdir(parents=True)
+        for j in range(3):
+            pixels = rng.integers(0, 256, (8, 8, 1), dtype=np.uint8)
+            (root / f"c{c:02d}" / f"{j}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def folder_argv(tmp_path: Path, *overrides: str) -> list[str]:
+    folder = image_folders(tmp_path / "photos", 12)
+    return [
+        *TINY,
+        f"trainer.engine={ENGINE}",
+        "data=image_folder",
+        f"data.params.path={folder}",
+        "data.params.image_size=[8,8]",
+        "data.params.channels=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"trainer.model_dir={tmp_path / 'model'}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        *overrides,
+    ]
+
+
+TOO_FEW_LOGITS = (
+    "layerprobe: error: model.layers.logits.units: a classification head needs one output per class, and "
+    "label 'label' has 12 classes ({where}); set model.layers.logits.units=12. Received: 10"
+)
+MORE_THAN_DECLARED = (
+    "layerprobe: error: data.num_classes: the data has more classes than declared: 12 class folders in "
+    "data.params.path; set data.num_classes=12 (or null: counted from the data). Received: 10"
+)
+
+
+@pytest.mark.parametrize("command", [["validate"], []], ids=["validate", "run"])
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        ((), TOO_FEW_LOGITS.format(where="12 class folders in data.params.path")),
+        (("data.num_classes=12",), TOO_FEW_LOGITS.format(where="data.num_classes")),
+        (("data.num_classes=10",), MORE_THAN_DECLARED),
+    ],
+    ids=["counted-folders", "declared", "declared-too-few"],
+)
+def test_more_classes_than_logits_is_one_line_before_training(command, overrides, line, tmp_path, monkeypatch, capsys):
+    """12 class folders and the default 10 logits passed validate, then failed in the first training
+    step with TensorFlow's `indices[0] = 10 is not in [0, 10)` and a 131-line traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    rc, err = run_in_process([*command, *folder_argv(tmp_path, *overrides)], capsys)
+    assert (rc, err) == (2, line + "\n")
+    assert_clean_failure(rc, err, [], tmp_path)
+
+
+def test_more_classes_than_logits_in_a_real_process_and_the_fix_runs(tmp_path):
+    argv = folder_argv(tmp_path)
+    r = layerprobe_process(argv, tmp_path)
+    assert (r.returncode, r.stderr) == (2, TOO_FEW_LOGITS.format(where="12 class folders in data.params.path") + "\n")
+    assert_clean_failure(r.returncode, r.stderr, [], tmp_path)
+    r = layerprobe_process(
+        [*argv, "model.layers.logits.units=12", "probe.enabled=false", "trainer.train_steps=2"], tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_an_in_memory_label_past_the_last_logit_is_one_line(tmp_path, monkeypatch, capsys):
+    """In-memory data counts its classes by its largest label (here without data.num_classes)."""
+    monkeypatch.chdir(tmp_path)
+    data = ["data=synthetic_image", "data.params.shape=[8,8,1]", "data.params.size=200", "data.num_classes=null"]
+    data.append(f"trainer.engine={ENGINE}")
+    rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=12"], capsys)
+    assert (rc, err) == (
+        2,
+        "layerprobe: error: model.layers.logits.units: a classification head needs one output per class, and "
+        "label 'label' has 12 classes (label 'label' holds values up to 11); set model.layers.logits.units=12. "
+        "Received: 10\n",
+    )
+    rc, err = run_in_process(["validate", *TINY, *data, "data.params.num_classes=7"], capsys)
+    assert rc == 0, err  # fewer classes than logits: wasteful, not wrong
+
+
+# --- a warm start from a run that is not there ------------------------------------------------
+
+NO_RUN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("command", [["validate"], []], ids=["validate", "run"])
+def test_a_warm_start_from_an_unknown_run_id_is_one_line(command, tmp_path, monkeypatch, capsys):
+    """It printed MLflow's two migration lines (creating the store it then searched) before its own,
+    which named the store twice."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    argv = [*command, *TINY, f"trainer.model_dir={tmp_path / 'model'}", f"tracking.uri={uri}"]
+    argv.append(f"trainer.warm_start.source={NO_RUN}")
+    rc, err = run_in_process(argv, capsys)
+    assert (rc, err) == (
+        2,
+        f"layerprobe: error: trainer.warm_start.source: no such file or directory, and the tracking store {uri} "
+        f"(tracking.uri) does not exist. Received: '{NO_RUN}'\n",
+    )
+    assert not db.exists(), "looking a run up created the store"
+
+    client = MlflowClient(uri)  # a real store with one run, not the one asked for
+    other = client.create_run(client.create_experiment("other")).info.run_id
+    capsys.readouterr()  # MLflow's lines about creating it
+    rc, err = run_in_process(argv, capsys)
+    assert (rc, err) == (
+        2,
+        f"layerprobe: error: trainer.warm_start.source: neither a file or directory nor a run in the tracking "
+        f"store {uri} (tracking.uri). Received: '{NO_RUN}'\n",
+    )
+    experiments = client.search_experiments()
+    assert sorted(e.name for e in experiments) == ["Default", "other"]  # none of layerprobe's
+    assert [r.info.run_id for r in client.search_runs([e.experiment_id for e in experiments])] == [other]
+    assert not (tmp_path / "model").exists()

@@ -217,7 +217,10 @@ def task(cfg: Any, loaded: Any = None) -> Any:
         from layerprobe.config.loaded import load
         from layerprobe.runner import run
 
-        if loaded is None:  # a sweep's job
+        if loaded is None:  # a sweep's job, composed by Hydra: its files' relative paths, as compose_in does
+            from layerprobe.config.locations import resolve_paths
+
+            resolve_paths(cfg, overrides, hc.runtime.choices)
             written: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
             if run_name and not written["tracking"]["run_name"]:
                 written["tracking"]["run_name"] = run_name

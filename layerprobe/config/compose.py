@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from layerprobe.config.locations import resolve_paths
 from layerprobe.config.paths import CONF_DIR, EXPERIMENTS_DIR
 from layerprobe.errors import ConfigError, LayerprobeError, did_you_mean
 
@@ -76,13 +77,15 @@ def compose_in(hydra: Any, overrides: Sequence[str], config_name: str = "config"
     _check_experiments(overrides)
     mode = RunMode.MULTIRUN if multirun else RunMode.RUN
     try:
-        return hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
+        cfg = hydra.compose_config(config_name, list(overrides), run_mode=mode, from_shell=True)
     except Exception as e:
 
         def others(rest: Sequence[str]) -> Any:  # the same search path (--config-dir, a logged config)
             return hydra.compose_config(config_name, list(rest), run_mode=RunMode.RUN, from_shell=True)
 
         raise folded_error(e, overrides, config_name, others) from None
+    resolve_paths(cfg, overrides, cfg.hydra.runtime.choices)  # a file's relative paths: from the repository root
+    return cfg
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | None = None) -> Any:

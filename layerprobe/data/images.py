@@ -26,6 +26,7 @@ from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.opening import OpensOnDemand
 from layerprobe.data.records import tf_message
 from layerprobe.data.serve import Streamed
+from layerprobe.data.source import LabelClasses
 from layerprobe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class ImageFolder(OpensOnDemand, Streamed):
                 "eval": [f for f, e in zip(files, in_eval) if e],
             }
         self._opened()
+
+    def label_classes(self) -> dict[str, LabelClasses]:
+        return {"label": LabelClasses(len(self.classes), f"{len(self.classes)} class folders in data.params.path")}
 
     def _read_files(self) -> None:
         """The digest, the checked counts (whether each file decodes: remembered) and the fitted transforms."""

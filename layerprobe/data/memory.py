@@ -14,7 +14,7 @@ import numpy as np
 from layerprobe._tf import tf
 from layerprobe.data.arrays import ArraySet
 from layerprobe.data.serve import Served
-from layerprobe.data.source import ElementSpec
+from layerprobe.data.source import ElementSpec, LabelClasses
 
 # Arrays above this go through a chunked generator instead of graph constants. A constant is copied
 # into the dataset's graph, which tf.data serialises and rewrites each time an iterator is made:
@@ -43,6 +43,16 @@ class InMemorySource(Served):
 
     def sizes(self) -> dict[str, int]:
         return {k: v.size for k, v in self.splits.items()}
+
+    def label_classes(self) -> dict[str, LabelClasses]:
+        """Each integer label's largest value + 1, over every split."""
+        out = {}
+        for name, y in next(iter(self.splits.values())).labels.items():
+            if np.issubdtype(y.dtype, np.integer):
+                top = max((int(p.labels[name].max()) for p in self.splits.values() if p.labels[name].size), default=-1)
+                if top >= 0:
+                    out[name] = LabelClasses(top + 1, f"label {name!r} holds values up to {top}")
+        return out
 
     @functools.cached_property
     def element_spec(self) -> ElementSpec:

@@ -6,7 +6,7 @@ it, and returns a `memory.InMemorySource`; everything downstream asks only what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from layerprobe._tf import tf
@@ -90,3 +90,32 @@ def check_against_inputs(data: DataSource, model_inputs: Mapping[str, Any], labe
         for name in sorted(labels_needed):
             if name not in labels:
                 raise ConfigError("model.outputs", name, f"the {split} split has no such label", labels)
+
+
+def check_classes(data: DataSource, heads: Iterable[tuple[str, str, int]], declared: int | None) -> None:
+    """Every classification head has an output per class of its label, before anything trains (a
+    label past the last output fails only in the first training step, deep inside TensorFlow).
+    heads: (label, the config path of the head's class count, that count); `declared`: data.num_classes.
+    The data's classes: data.num_classes when set, else what the source knows (`label_classes`)."""
+    known = data.label_classes()
+    if declared is not None:
+        for found in known.values():
+            if found.count > declared:
+                rule = (
+                    f"the data has more classes than declared: {found.known_from}; "
+                    f"set data.num_classes={found.count} (or null: counted from the data)"
+                )
+                raise ConfigError("data.num_classes", declared, rule)
+    for label, path, outputs in heads:
+        if declared is not None:
+            classes, where = declared, "data.num_classes"
+        elif label in known:
+            classes, where = known[label].count, known[label].known_from
+        else:
+            continue  # a stream without data.num_classes: its labels are not counted
+        if outputs < classes:
+            rule = (
+                f"a classification head needs one output per class, and label {label!r} has {classes} "
+                f"classes ({where}); set {path}={classes}"
+            )
+            raise ConfigError(path, outputs, rule)

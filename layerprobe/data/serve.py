@@ -14,7 +14,7 @@ from typing import Any
 
 from layerprobe._tf import tf
 from layerprobe.data.checks import TRAIN_ONLY
-from layerprobe.data.source import ElementSpec
+from layerprobe.data.source import ElementSpec, LabelClasses
 from layerprobe.data.transforms import apply
 
 
@@ -45,6 +45,10 @@ class Served:
     def _shuffle_buffer(self, split: str) -> int:
         """The train shuffle buffer when the config gives 0."""
         raise NotImplementedError
+
+    def label_classes(self) -> dict[str, LabelClasses]:
+        """See `DataSource.label_classes`: a stream cannot tell without reading every record."""
+        return {}
 
     def _keyed_examples(
         self, split: str, *, max_examples: int | None, blocks: tuple[int, int, int] | None

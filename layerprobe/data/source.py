@@ -8,6 +8,7 @@ No TensorFlow at import time: the TensorFlow types below are for type checkers o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -15,6 +16,14 @@ if TYPE_CHECKING:
 
 # Per-example specs (no batch axis) of the features and the labels, after the deterministic transforms.
 ElementSpec = tuple[Mapping[str, "tf.TensorSpec"], Mapping[str, "tf.TensorSpec"]]
+
+
+@dataclass(frozen=True)
+class LabelClasses:
+    """How many classes a label has, and how the source knows (`12 class folders in data.params.path`)."""
+
+    count: int
+    known_from: str
 
 
 @runtime_checkable
@@ -43,6 +52,12 @@ class DataSource(Protocol):
 
     def split_names(self) -> tuple[str, ...]:
         """The splits there are, e.g. ("train", "eval")."""
+        ...
+
+    def label_classes(self) -> Mapping[str, LabelClasses]:
+        """What the source knows without a pass over the data of how many classes each integer
+        label has (an image folder: its class folders; arrays: their largest label + 1); {} when it
+        cannot tell (a stream: then only `data.num_classes` says)."""
         ...
 
     def size(self, split: str) -> int | None:

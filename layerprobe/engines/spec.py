@@ -20,6 +20,9 @@ class Head:
     loss: str
     weight: float
     metrics: tuple[str, ...]
+    # a classification head's outputs and where the config sets them (`model.layers.logits.units`);
+    # None when the output layer does not say (its shape is known only once built)
+    classes: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,36 @@ class ModelSpec:
     seed: int
     raw: tuple[str, ...] = ()  # PREDICT returns these layers' whole outputs (default: the heads)
 
+    def classifiers(self) -> list[tuple[str, str, int]]:
+        """(label, config path of the class count, the count) of each head whose layer says its count."""
+        return [(h.label, *h.classes) for h in self.heads.values() if h.classes is not None]
+
 
 def heads_from_config(model: ModelConfig) -> dict[str, Head]:
     """model.outputs; none declared: the last layer with the schema's default head."""
     outputs = model.outputs or {list(model.layers)[-1]: HeadSpec()}
-    return {name: Head(h.label, h.loss, float(h.weight), tuple(h.metrics)) for name, h in outputs.items()}
+    return {
+        name: Head(
+            h.label,
+            h.loss,
+            float(h.weight),
+            tuple(h.metrics),
+            _classes(name, model.layers.get(name) or {}) if h.loss == CLASSIFICATION else None,
+        )
+        for name, h in outputs.items()
+    }
+
+
+CLASSIFICATION = "sparse_softmax_cross_entropy"  # one output (logit) per class; labels are class indices
+# the constructor argument that sets a layer's outputs: Dense and most layers, or a Keras application's top
+OUTPUTS_ARGS = ("units", "classes")
+
+
+def _classes(name: str, layer: Mapping[str, Any]) -> tuple[str, int] | None:
+    arg = next((a for a in OUTPUTS_ARGS if isinstance(layer.get(a), int) and not isinstance(layer[a], bool)), None)
+    if arg == "classes" and not layer.get("include_top", True):  # an application without its top
+        return None
+    return None if arg is None else (f"model.layers.{name}.{arg}", layer[arg])
 
 
 def model_spec(c: Config, raw: tuple[str, ...] = ()) -> ModelSpec:

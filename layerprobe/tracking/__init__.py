@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from layerprobe.tracking.null import NullTracker
     from layerprobe.tracking.outbox import PENDING_FILE, replay_pending, upload_pending
     from layerprobe.tracking.queries import (
+        RunNotFound,
         RunSummary,
         child_run_summaries,
         child_runs,
@@ -40,6 +41,7 @@ _WHERE = {
     "PENDING_FILE": "outbox",
     "replay_pending": "outbox",
     "upload_pending": "outbox",
+    "RunNotFound": "queries",
     "RunSummary": "queries",
     "child_run_summaries": "queries",
     "child_runs": "queries",

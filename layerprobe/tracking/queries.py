@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 
 from layerprobe.errors import LayerprobeError, first_line
-from layerprobe.tracking.store import client, use_layerprobe_defaults
+from layerprobe.tracking.store import client, sqlite_file, use_layerprobe_defaults
 
 MAX_CHILDREN = 10000  # one search; a sweep has far fewer jobs
 
@@ -35,11 +35,26 @@ def download_artifact(uri: str, run_id: str, path: str, dst: str | Path) -> Path
     )
 
 
+class RunNotFound(LayerprobeError):
+    """The store holds no run with this id (or there is no store yet: `store_exists` False)."""
+
+    def __init__(self, message: str, uri: str, store_exists: bool) -> None:
+        super().__init__(message)
+        self.uri, self.store_exists = uri, store_exists
+
+
 def _get_run(uri: str, run_id: str) -> Any:
+    """The run; one line when it is not there. Reading never creates a store: a sqlite file that does
+    not exist holds no run (opening it would create it, and MLflow log its migrations)."""
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise RunNotFound(f"run {run_id!r} not found: the tracking store {uri} does not exist", uri, False)
     try:
         return client(uri).get_run(run_id)
     except mlflow.exceptions.MlflowException as e:
-        raise LayerprobeError(f"run {run_id!r} not found in {uri}: {first_line(e)}") from None
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RunNotFound(f"run {run_id!r} not found in {uri}", uri, True) from None
+        raise LayerprobeError(f"run {run_id!r} could not be read from {uri}: {first_line(e)}") from None
 
 
 def run_data(uri: str, run_id: str) -> Any:

@@ -70,6 +70,14 @@ def resolve_uri(configured: str | None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` store (relative to the working directory unless
+    absolute), None for any other store."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
 def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in the MLflow UI, opened in the model-training view (MLflow 3's UI starts in
     its GenAI view): on the tracking server itself, or where `mlflow ui` / `make ui` serves a
