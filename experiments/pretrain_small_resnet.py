@@ -27,12 +27,12 @@ BACKBONE_END = "stage2_out"  # the last layer written; gap and logits are the ta
 STEPS = 800  # ~25 s on 2 cores; the source task's held-out accuracy is printed
 
 
-def _plain(overrides: list[str]) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
+def _loaded(overrides: list[str]) -> Any:
+    """The config a command would run (config.loaded.Config)."""
     from layerprobe.config import compose
+    from layerprobe.config.loaded import load
 
-    return OmegaConf.to_container(compose(overrides), resolve=True)  # type: ignore[return-value]
+    return load(compose(overrides))
 
 
 def pretrain(work: Path, steps: int) -> str:
@@ -40,12 +40,12 @@ def pretrain(work: Path, steps: int) -> str:
     from layerprobe.data.pipeline import prepare
     from layerprobe.runner import run
 
-    train = prepare(_plain(["data=digits"])["data"]).splits["train"]
+    train = prepare(_loaded(["data=digits"])["data"]).splits["train"]
     keep = train.labels["label"] < SOURCE_CLASSES
     np.savez(work / "digits04.npz", image=train.features["image"][keep], label=train.labels["label"][keep])
     overrides = ["model=small_resnet", INPUT, "data=npz", f"data.params.path={work / 'digits04.npz'}"]
     overrides += [f"trainer.train_steps={steps}", f"trainer.model_dir={work / 'model'}"]
-    result = run(_plain([*overrides, "tracking.enabled=false", "probe.enabled=false"]), work / "out")
+    result = run(_loaded([*overrides, "tracking.enabled=false", "probe.enabled=false"]), work / "out")
     print(f"digits 0-4, held out: accuracy {result.eval_metrics['eval/accuracy']:.3f} after {result.global_step} steps")
     return result.model_dir
 
@@ -57,7 +57,7 @@ def write_backbone(model_dir: str, out: Path) -> int:
     from layerprobe.engines.spec import model_spec
     from layerprobe.graph import build
 
-    spec = model_spec(_plain(["model=small_resnet", INPUT]))
+    spec = model_spec(_loaded(["model=small_resnet", INPUT]))
     inputs = {n: tf.keras.Input(s["shape"], name=n) for n, s in spec.inputs.items()}
     layers = dict(list(spec.layers.items())[: list(spec.layers).index(BACKBONE_END) + 1])
     graph = build(layers, inputs, training=False, keras=tf.keras)

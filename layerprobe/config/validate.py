@@ -73,10 +73,13 @@ def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> di
 @contextlib.contextmanager
 def schema_error() -> Iterator[None]:
     """OmegaConf's error merging a mapping into the schema as one ConfigError naming the key."""
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
     try:
         yield
+    except MissingMandatoryValue as e:  # `???` in a config file: a value the user must give
+        key = str(e.full_key)
+        raise ConfigError(key, "???", f"no value given: give one on the command line ({key}=...)") from None
     except ConfigKeyError as e:  # a key the schema does not have: the closest one it has
         full_key = str(e.full_key)
         parent = full_key.rpartition(".")[0] or "the config"
