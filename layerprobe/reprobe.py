@@ -136,7 +136,7 @@ class _Prepared:
     step: int
     run_id: str | None
     uri: str | None
-    exposed: list[str]
+    exposed: list[str]  # resolved against the built model (patterns, inner layers)
 
 
 def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Prepared:
@@ -155,7 +155,7 @@ def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Pr
     if checkpoint is None:
         raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
     _refuse_new_weights(x.summary, x.engine.variable_names(checkpoint))
-    return _Prepared(c, x, checkpoint.path, checkpoint.step, run_id, uri, exposed)
+    return _Prepared(c, x, checkpoint.path, checkpoint.step, run_id, uri, list(x.exposed))
 
 
 def _log_outcome(
