@@ -36,8 +36,8 @@ import yaml
 
 from layerprobe.config import EXPERIMENTS_DIR
 from layerprobe.config.names import ENGINES
-from layerprobe.config.schema import TrainerConfig
 from layerprobe.errors import ConfigError, LayerprobeError
+from layerprobe.schema import TrainerConfig
 
 log = logging.getLogger(__name__)
 

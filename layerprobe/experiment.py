@@ -14,12 +14,12 @@ from typing import Any
 
 from layerprobe.config.archs import resolve_exposed
 from layerprobe.config.loaded import Config
-from layerprobe.config.schema import TrainerConfig
 from layerprobe.engines import make_engine
 from layerprobe.engines.base import Engine, ModelSummary
 from layerprobe.engines.spec import ModelSpec, model_spec
 from layerprobe.probe.session import ProbeSession
 from layerprobe.provenance import exposed_layers, training_digest
+from layerprobe.schema import TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | No
     from layerprobe.data.pipeline import prepare as prepare_data
 
     requested = tuple(exposed_layers(c) if exposed is None else exposed)
-    data = prepare_data(c["data"])
+    data = prepare_data(c.data)
     spec = model_spec(c)
     check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
     check_classes(data, spec.classifiers(), c.data.num_classes)

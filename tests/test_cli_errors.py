@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from layerprobe.cli import COMMANDS, main
-from layerprobe.config.schema import TrainerConfig
+from layerprobe.schema import TrainerConfig
 from tests.hang import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -330,7 +330,9 @@ def test_missing_file(tmp_path):
     assert (
         error_of(prepare, c) == f"data.params.path: no file matches. Received: '{tmp_path / 'shards' / '*.tfrecord'}'"
     )
-    assert error_of(prepare, data_cfg("data=csv")) == "data.params.path: required for this source. Received: '???'"
+    assert error_of(prepare, data_cfg("data=csv")) == (
+        "data.params.path: no value given: give one on the command line (data.params.path=...). Received: '???'"
+    )
 
 
 def test_wrong_column(tmp_path):

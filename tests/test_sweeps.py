@@ -19,7 +19,7 @@ def hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from layerprobe.config import CONF_DIR
-    from layerprobe.config.schema import register_configs
+    from layerprobe.schema import register_configs
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

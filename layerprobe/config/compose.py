@@ -51,7 +51,6 @@ def hydra_session(config_dir: str | None = None) -> Iterator[Any]:
     from yaml import YAMLError
 
     from layerprobe.config.hydra_private import Hydra, create_config_search_path
-    from layerprobe.config.schema import register_configs
 
     try:
         register_configs()  # reads experiments/*.yaml
@@ -222,7 +221,7 @@ def _known_config(overrides: Sequence[str], config_name: str, composer: Composer
     """The config without the failing override; the bare schema when the rest fails too."""
     from omegaconf import OmegaConf
 
-    from layerprobe.config.schema import LayerprobeConfig
+    from layerprobe.schema import LayerprobeConfig
 
     try:
         return composer(overrides) if composer is not None else compose(overrides, config_name)
@@ -258,3 +257,18 @@ def one_line_hydra_error(e: BaseException) -> str:
         ln for ln in lines if not ln.startswith(("object_type", "full_key", "reference_type", "Set the environment"))
     ]
     return "; ".join(keep)
+
+
+def register_configs() -> None:
+    """Register the schema (every YAML file is checked against it, in struct mode) and the
+    experiment files of `experiments/` as the config group `experiments`."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from layerprobe.schema import LayerprobeConfig
+
+    cs = ConfigStore.instance()
+    cs.store(name="layerprobe_schema", node=LayerprobeConfig)
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        if not path.name.endswith(".baseline.yaml"):
+            cs.store(group="experiments", name=path.stem, node=OmegaConf.load(path), package="_global_")

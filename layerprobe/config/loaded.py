@@ -17,7 +17,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from layerprobe.config.schema import DataConfig, ModelConfig, ProbeConfig, TrackingConfig, TrainerConfig
+from layerprobe.schema import (
+    DataConfig,
+    LayerprobeConfig,
+    ModelConfig,
+    ProbeConfig,
+    TrackingConfig,
+    TrainerConfig,
+)
 
 SECTIONS = ("data", "model", "trainer", "probe", "tracking")
 
@@ -80,8 +87,7 @@ def _typed(written: dict[str, Any], model: Mapping[str, Any]) -> Config:
     """The schema's dataclasses of `written` with its model replaced by the expanded `model`."""
     from omegaconf import OmegaConf
 
-    from layerprobe.config.schema import LayerprobeConfig
-    from layerprobe.config.validate import schema_error
+    from layerprobe.schema import schema_error
 
     with schema_error():
         expanded: dict[Any, Any] = {**written, "model": dict(model)}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,7 +12,7 @@ from layerprobe.config.archs import check_expanded, check_probe_layers, check_wa
 from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
 from layerprobe.config.names import ENGINES, LOSSES, METRICS, OPTIMIZERS, SAFE_NAME, SAFE_NAME_RULE, STRATEGIES
-from layerprobe.errors import ConfigError, first_line
+from layerprobe.errors import ConfigError
 
 RESERVED_LAYER_KEYS = ("type", "inputs", "expose")
 DTYPES = ("float32", "float64", "float16", "int32", "int64", "uint8", "bool", "string")
@@ -61,33 +60,13 @@ def _missing_keys(given: Mapping[Any, Any], full: Mapping[str, Any], prefix: str
 def _against_schema(cfg: Mapping[str, Any], throw_on_missing: bool = True) -> dict[str, Any]:
     """A plain dict (from `run`, a logged config, a test) checked against the schema as Hydra would:
     missing keys and wrong types become one ConfigError naming the key, never a KeyError later."""
-    from layerprobe.config.schema import LayerprobeConfig
+    from layerprobe.schema import LayerprobeConfig, schema_error
 
     with schema_error():
         merged = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), dict(cfg))
         out = OmegaConf.to_container(merged, resolve=True, throw_on_missing=throw_on_missing)
     assert isinstance(out, dict)
     return out  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def schema_error() -> Iterator[None]:
-    """OmegaConf's error merging a mapping into the schema as one ConfigError naming the key."""
-    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
-
-    try:
-        yield
-    except MissingMandatoryValue as e:  # `???` in a config file: a value the user must give
-        key = str(e.full_key)
-        raise ConfigError(key, "???", f"no value given: give one on the command line ({key}=...)") from None
-    except ConfigKeyError as e:  # a key the schema does not have: the closest one it has
-        full_key = str(e.full_key)
-        parent = full_key.rpartition(".")[0] or "the config"
-        known = [str(k) for k in e.parent_node.keys()] if e.parent_node is not None else None
-        raise ConfigError(full_key, e.key, f"{parent} has no such key", known) from None
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "config"
-        raise ConfigError(key, getattr(e, "value", None), first_line(e)) from None
 
 
 def check_writable_dir(path: str, directory: str) -> None:

@@ -70,7 +70,7 @@ def check_data_config(data: Mapping[str, Any]) -> None:
         raise ConfigError("data.cache_dir", data.get("cache_dir"), "cache: file needs a directory")
     check_splits(data.get("splits") or {})
     method = (data.get("splits") or {}).get("method", "fraction")
-    if stream_target(data) is not None and method not in STREAM_SPLIT_METHODS:
+    if stream_target(source, data.get("params") or {}) is not None and method not in STREAM_SPLIT_METHODS:
         rule = f"{source} is split by its files or by a seeded hash of each record, not by row ranges"
         raise ConfigError("data.splits.method", method, rule, STREAM_SPLIT_METHODS)
     transforms = data.get("transforms") or []

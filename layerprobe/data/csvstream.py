@@ -24,6 +24,7 @@ from layerprobe.data.digests import FileFacts, files_digest
 from layerprobe.data.files import RecordFiles
 from layerprobe.data.sources import CSV_DTYPES, csv_columns, feature_where
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig
 
 INT_TEXT = r"[+-]*[0-9]+"  # what the in-memory source takes for an integer cell (`str.isdigit` after signs)
 
@@ -31,8 +32,8 @@ INT_TEXT = r"[+-]*[0-9]+"  # what the in-memory source takes for an integer cell
 class CSVStream(RecordFiles):
     """params = {path, features, labels, dtypes, stream: true}: a file, a glob or a list of files."""
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
-        params = dict(data_cfg.get("params") or {})
+    def __init__(self, data_cfg: DataConfig) -> None:
+        params = dict(data_cfg.params)
         known_params("csv", params, ("path", "features", "labels", "dtypes", "stream"))
         self._open_files(data_cfg, params)
         self._header = _common_header(self._files)

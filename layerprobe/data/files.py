@@ -33,6 +33,7 @@ from layerprobe.data.records import each_record, tf_message
 from layerprobe.data.serve import Streamed
 from layerprobe.data.tfrecord import files_of
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig, SplitConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,10 @@ class RecordFiles(OpensOnDemand, Streamed):
     _parse: Any  # serialized record -> {name: tensor}
     _parse_batch: Any = None  # (batch,) serialized records -> {name: (batch, ...) tensor}, if the source has one
 
-    def _open_files(self, data_cfg: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    def _open_files(self, data_cfg: DataConfig, params: Mapping[str, Any]) -> None:
         """Name, transforms and the files of each split."""
-        self.name = data_cfg["name"]
-        self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
-        self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
-        self.skip_corrupt = bool(data_cfg.get("skip_corrupt"))
-        self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
-        self._files, self._fraction, self._split_seed = _split_files(params, data_cfg.get("splits") or {})
+        self._take_config(data_cfg)
+        self._files, self._fraction, self._split_seed = _split_files(params, data_cfg.splits)
 
     def _read_files(self) -> None:
         """The digest, the checked counts (remembered per file) and the fitted transforms."""
@@ -288,15 +285,14 @@ def record_key(name: Any, index: Any) -> Any:
     return tf.strings.to_hash_bucket_fast(tf.strings.join([name, tf.strings.as_string(index)], ":"), KEY_BUCKETS)
 
 
-def _split_files(params: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[dict[str, list[str]], float | None, int]:
+def _split_files(params: Mapping[str, Any], s: SplitConfig) -> tuple[dict[str, list[str]], float | None, int]:
     """(files per split, eval fraction or None, hash seed) from `data.splits` (fraction or files: checked)."""
-    method = s.get("method", "fraction")
     files = files_of(required(params, "path"), "data.params.path")
-    if method == "files":
-        path = (s.get("eval_params") or {}).get("path")
+    if s.method == "files":
+        path = s.eval_params.get("path")
         if path is None:
             raise ConfigError(
-                "data.splits.eval_params", s.get("eval_params"), "method files needs the eval files: {path: ...}"
+                "data.splits.eval_params", s.eval_params, "method files needs the eval files: {path: ...}"
             )
         evaluation = files_of(path, "data.splits.eval_params.path")
         shared = sorted(set(files) & set(evaluation))
@@ -304,4 +300,4 @@ def _split_files(params: Mapping[str, Any], s: Mapping[str, Any]) -> tuple[dict[
             rule = f"names {shared[0]}, a train file too: its records would be trained on"
             raise ConfigError("data.splits.eval_params.path", path, rule)
         return {"train": files, "eval": evaluation}, None, 0
-    return {"train": files, "eval": files}, float(s["eval_fraction"]), int(s.get("seed", 0))
+    return {"train": files, "eval": files}, float(s.eval_fraction), s.seed

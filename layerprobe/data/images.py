@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from layerprobe.data.records import tf_message
 from layerprobe.data.serve import Streamed
 from layerprobe.data.source import LabelClasses
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +40,29 @@ class ImageFolder(OpensOnDemand, Streamed):
     """params = {path, image_size: [height, width], channels: 1|3}: features {image: uint8 (h, w, c)},
     labels {label: int64 class index}."""
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
-        params = dict(data_cfg.get("params") or {})
-        known_params(data_cfg["source"], params, ("path", "image_size", "channels"))
-        self.name = data_cfg["name"]
-        self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
-        self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
-        self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
-        self.skip_corrupt = bool(data_cfg.get("skip_corrupt"))
+    def __init__(self, data_cfg: DataConfig) -> None:
+        params = dict(data_cfg.params)
+        known_params(data_cfg.source, params, ("path", "image_size", "channels"))
+        self._take_config(data_cfg)
         size = params.get("image_size")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(d, int) and d > 0 for d in size)):
             raise ConfigError("data.params.image_size", size, "give [height, width] in pixels")
         if params.get("channels", 3) not in (1, 3):
             raise ConfigError("data.params.channels", params.get("channels"), "an image has", ["1", "3"])
         self._shape = [*size, int(params.get("channels", 3))]
-        s = data_cfg.get("splits") or {}
+        s = data_cfg.splits
         train_root = required(params, "path")
         self.classes, files = _listing(train_root, "data.params.path")
-        self._by_files = s.get("method", "fraction") == "files"
+        self._by_files = s.method == "files"
         if self._by_files:
-            eval_root = (s.get("eval_params") or {}).get("path")
+            eval_root = s.eval_params.get("path")
             eval_classes, eval_files = _listing(eval_root, "data.splits.eval_params.path")
             if eval_classes != self.classes:
                 rule = f"has class folders {eval_classes}, the train directory {self.classes}: they must be the same"
                 raise ConfigError("data.splits.eval_params.path", eval_root, rule)
             self._files = {"train": files, "eval": eval_files}
         else:
-            fraction, seed = float(s["eval_fraction"]), int(s.get("seed", 0))
+            fraction, seed = float(s.eval_fraction), s.seed
             cut = int(round(fraction * HASH_BUCKETS))
             in_eval = [_bucket(rel, seed) < cut for _, _, rel in files]
             self._files = {

@@ -17,34 +17,38 @@ from layerprobe.data.registry import resolve, stream_target
 from layerprobe.data.source import DataSource
 from layerprobe.data.splits import load_splits
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig, data_config
 
 PreparedData = InMemorySource  # the name the engine knows; new code takes a DataSource
 
 
-def prepare(data_cfg: Mapping[str, Any]) -> InMemorySource:
+def prepare(data_cfg: DataConfig | Mapping[str, Any]) -> InMemorySource:
     """Load the source, split it, check labels and transforms, fit statistics on train only.
     A streaming source (`registry.stream_target`) does the same without loading, and is returned as is:
-    typed as the in-memory class only until the engine asks no more than `DataSource` offers."""
-    check_data_config(data_cfg)
-    target = stream_target(data_cfg)
+    typed as the in-memory class only until the engine asks no more than `DataSource` offers.
+    `data_cfg`: the loaded config's `data`, or a mapping (checked, then typed here)."""
+    if not isinstance(data_cfg, DataConfig):
+        check_data_config(data_cfg)
+        data_cfg = data_config(data_cfg)
+    target = stream_target(data_cfg.source, data_cfg.params)
     if target is not None:
         return resolve(target)(data_cfg)  # type: ignore[no-any-return]
     splits, digest = load_splits(data_cfg)
     for name, part in splits.items():
         if part.size == 0:
             raise ConfigError("data.splits", name, "split is empty")
-    check_labels(splits, data_cfg.get("num_classes"))
-    transforms = [dict(t) for t in data_cfg.get("transforms") or []]
+    check_labels(splits, data_cfg.num_classes)
+    transforms = [dict(t) for t in data_cfg.transforms]
     fitted = check_and_fit(transforms, splits)
     return InMemorySource(
-        data_cfg["name"],
+        data_cfg.name,
         splits,
         transforms,
         fitted,
         digest,
-        shuffle_seed=data_cfg.get("shuffle_seed"),
-        repeat=data_cfg.get("repeat"),
-        cache_dir=data_cfg.get("cache_dir") or ".cache/layerprobe",
+        shuffle_seed=data_cfg.shuffle_seed,
+        repeat=data_cfg.repeat,
+        cache_dir=data_cfg.cache_dir,
     )
 
 

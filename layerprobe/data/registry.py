@@ -38,12 +38,12 @@ STREAMABLE: dict[str, str] = {"csv": "layerprobe.data.csvstream:CSVStream"}
 SOURCE_NAMES = (*ARRAY_LOADERS, *STREAMS)
 
 
-def stream_target(data_cfg: Mapping[str, Any]) -> str | None:
-    """The import path of the `DataSource` class that streams this data config, or None (in memory)."""
-    source = data_cfg.get("source")
+def stream_target(source: Any, params: Mapping[str, Any]) -> str | None:
+    """The import path of the `DataSource` class that streams data of `source` with `params`, or
+    None (in memory)."""
     if source in STREAMS:
-        return STREAMS[source]
-    if source in STREAMABLE and (data_cfg.get("params") or {}).get("stream"):
+        return str(STREAMS[source])
+    if source in STREAMABLE and params.get("stream"):
         return STREAMABLE[source]
     return None
 

@@ -16,6 +16,7 @@ from layerprobe._tf import tf
 from layerprobe.data.checks import TRAIN_ONLY
 from layerprobe.data.source import ElementSpec, LabelClasses
 from layerprobe.data.transforms import apply
+from layerprobe.schema import DataConfig
 
 
 class Served:
@@ -145,6 +146,14 @@ class Streamed(Served):
     caches_in_memory = False
     _files: dict[str, Any]  # split -> what it reads
     _sizes: dict[str, int]
+
+    def _take_config(self, data_cfg: DataConfig) -> None:
+        """What every streamed source takes from data.*: name, transforms, shuffling, repeat, cache, skipping."""
+        self.name = data_cfg.name
+        self.transforms = [dict(t) for t in data_cfg.transforms]
+        self.shuffle_seed, self.repeat = data_cfg.shuffle_seed, data_cfg.repeat
+        self.cache_dir = data_cfg.cache_dir
+        self.skip_corrupt = data_cfg.skip_corrupt
 
     def split_names(self) -> tuple[str, ...]:
         return tuple(self._files)

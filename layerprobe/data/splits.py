@@ -3,41 +3,39 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from layerprobe.data.arrays import ArraySet
 from layerprobe.data.registry import array_loader, load_arrays
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig
 
 
-def load_splits(data_cfg: Mapping[str, Any]) -> tuple[dict[str, ArraySet], str]:
+def load_splits(data_cfg: DataConfig) -> tuple[dict[str, ArraySet], str]:
     """The train and eval splits, and a sha256 of all the data read."""
-    source, params = data_cfg["source"], dict(data_cfg.get("params") or {})
-    s = dict(data_cfg.get("splits") or {})
-    method = s.get("method", "fraction")
+    source, params = data_cfg.source, dict(data_cfg.params)
+    s = data_cfg.splits
     arrays = load_arrays(source, params)
-    if method == "files":
-        eval_params = {**params, **s["eval_params"]}
+    if s.method == "files":
+        eval_params = {**params, **s.eval_params}
         try:
             evaluation = array_loader(source)(eval_params)  # empty: refused below, naming the split
         except ConfigError as e:  # name the key the user wrote for the eval split
             key = e.path.removeprefix("data.params.").split(".")[0].split("[")[0]
-            if e.path.startswith("data.params.") and key in s["eval_params"]:
+            if e.path.startswith("data.params.") and key in s.eval_params:
                 raise ConfigError(
                     e.path.replace("data.params.", "data.splits.eval_params.", 1), e.value, e.rule, e.options
                 ) from None
             raise
         if evaluation.size == 0:
-            raise ConfigError("data.splits.eval_params", s["eval_params"], "the eval split is empty")
+            raise ConfigError("data.splits.eval_params", s.eval_params, "the eval split is empty")
         digest = hashlib.sha256((arrays.digest() + evaluation.digest()).encode()).hexdigest()
         return {"train": arrays, "eval": evaluation}, digest
-    if method == "range":
-        idx = range_indices(arrays.size, s["train_range"], s["eval_range"])
+    if s.method == "range":
+        idx = range_indices(arrays.size, s.train_range or [], s.eval_range or [])  # checked: both given
     else:
-        idx = split_indices(arrays.size, s["eval_fraction"], s.get("seed", 0))
+        idx = split_indices(arrays.size, s.eval_fraction, s.seed)
     return {name: arrays.take(i) for name, i in idx.items()}, arrays.digest()
 
 

@@ -6,7 +6,6 @@ declared as in `records`), GZIP/ZLIB compressed or not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from layerprobe.data.files import RecordFiles, record_key
 from layerprobe.data.records import batch_parser, parser, tf_message
 from layerprobe.data.tfrecord import COMPRESSION
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig
 
 __all__ = ["TFRecordStream", "record_key"]
 
@@ -24,9 +24,9 @@ __all__ = ["TFRecordStream", "record_key"]
 class TFRecordStream(RecordFiles):
     """params = {path, compression, features, labels} as for `tfrecord` (see `records` for the specs)."""
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
-        params = dict(data_cfg.get("params") or {})
-        known_params(data_cfg["source"], params, ("path", "compression", "features", "labels"))
+    def __init__(self, data_cfg: DataConfig) -> None:
+        params = dict(data_cfg.params)
+        known_params(data_cfg.source, params, ("path", "compression", "features", "labels"))
         self._compression = params.get("compression") or ""
         if self._compression not in COMPRESSION:
             raise ConfigError("data.params.compression", self._compression, "unknown compression", COMPRESSION)

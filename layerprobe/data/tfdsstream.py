@@ -29,6 +29,7 @@ from layerprobe.data.fitting import check_and_fit_stream
 from layerprobe.data.keys import KEY_BUCKETS
 from layerprobe.data.serve import Streamed
 from layerprobe.errors import ConfigError, first_line
+from layerprobe.schema import DataConfig
 
 HASH_BUCKETS = 1 << 20  # fraction: eval = examples whose seeded tfds_id hash falls below the fraction
 SHUFFLE_BUFFER = 10_000  # examples, when the config gives 0
@@ -40,23 +41,20 @@ class TFDSStream(Streamed):
     version directory), split (the train split, default train), features: {feature: tfds key},
     labels: {label: tfds key}}. Image features stay uint8: cast them with the transforms."""
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
+    def __init__(self, data_cfg: DataConfig) -> None:
         require_tfds()
         import tensorflow_datasets as tfds
 
         self._tfds = tfds
-        params = dict(data_cfg.get("params") or {})
-        known_params(data_cfg["source"], params, PARAMS)
-        self.name = data_cfg["name"]
-        self.transforms = [dict(t) for t in data_cfg.get("transforms") or []]
-        self.shuffle_seed, self.repeat = data_cfg.get("shuffle_seed"), data_cfg.get("repeat")
-        self.cache_dir = data_cfg.get("cache_dir") or ".cache/layerprobe"
-        self.skip_corrupt, self.skipped = bool(data_cfg.get("skip_corrupt")), 0
+        params = dict(data_cfg.params)
+        known_params(data_cfg.source, params, PARAMS)
+        self._take_config(data_cfg)
+        self.skipped = 0
         self._builder = _builder(tfds, params)
-        s = data_cfg.get("splits") or {}
+        s = data_cfg.splits
         train = str(params.get("split") or "train")
-        if s.get("method", "fraction") == "files":
-            evaluation = (s.get("eval_params") or {}).get("split")
+        if s.method == "files":
+            evaluation = s.eval_params.get("split")
             if not evaluation:
                 rule = "method files reads eval from another split of the set: give {split: <name>}"
                 raise ConfigError("data.splits.eval_params.split", evaluation, rule, self._builder.info.splits)
@@ -64,9 +62,9 @@ class TFDSStream(Streamed):
             self._fraction, self._split_seed = None, 0
         else:
             self._files = {"train": train, "eval": train}
-            self._fraction, self._split_seed = float(s["eval_fraction"]), int(s.get("seed", 0))
+            self._fraction, self._split_seed = float(s.eval_fraction), s.seed
         self._keys = {g: _selected(params, g, self._builder.info.features) for g in ("features", "labels")}
-        _check_classes(self._builder.info.features, self._keys["labels"], data_cfg.get("num_classes"))
+        _check_classes(self._builder.info.features, self._keys["labels"], data_cfg.num_classes)
         self._sizes = self._count()
         split_def = repr((sorted(self._files.items()), self._fraction, self._split_seed, self._keys)).encode()
         prepared = sorted(str(p) for p in Path(str(self._builder.data_dir)).iterdir() if p.is_file())

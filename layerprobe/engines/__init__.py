@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib
 
-from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.engines.base import Engine
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import ConfigError
+from layerprobe.schema import DataConfig, TrainerConfig
 
 ENGINES = {
     "estimator": "layerprobe.engines.estimator.engine:EstimatorEngine",  # TensorFlow 2.13-2.15 (`make venv`)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.config.schema import DataConfig
 from layerprobe.data.keys import sample_rank
 from layerprobe.engines.base import PredictRequest
+from layerprobe.schema import DataConfig
 
 
 def one_pass_options() -> Any:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from layerprobe.config.loaded import Config
-from layerprobe.config.schema import HeadSpec, ModelConfig
 from layerprobe.errors import ConfigError
+from layerprobe.schema import HeadSpec, ModelConfig
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerprobe.config.schema import TrainerConfig
 from layerprobe.errors import ConfigError
+from layerprobe.schema import TrainerConfig
 
 CACHE_DIR = Path(".cache/layerprobe/weights")
 H5_SUFFIXES = (".h5", ".hdf5", ".keras")

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
     Checkpoint,
@@ -32,6 +31,7 @@ from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
 from layerprobe.graph.keys import variables
 from layerprobe.graph.warm import from_trainer
+from layerprobe.schema import DataConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from layerprobe.config.schema import DataConfig
 from layerprobe.engines.base import PredictRequest
 from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
+from layerprobe.schema import DataConfig
 
 # The Estimator drops labels in PREDICT, so the probe input_fn carries them as features under this key.
 LABEL_FEATURE = "__probe_label__"

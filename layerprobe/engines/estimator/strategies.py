@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.config.schema import TrainerConfig
 from layerprobe.distributed import check_cluster, role
+from layerprobe.schema import TrainerConfig
 
 
 def run_config_kwargs(trainer: TrainerConfig) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.config.schema import DataConfig, TrainerConfig
 from layerprobe.engines.base import (
     Checkpoint,
     EvaluationCallback,
@@ -33,6 +32,7 @@ from layerprobe.errors import LayerprobeError
 from layerprobe.graph import Graph
 from layerprobe.graph.keys import model_weight_keys, variables
 from layerprobe.graph.warm import assign_from, from_trainer
+from layerprobe.schema import DataConfig, TrainerConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.config.schema import DataConfig
 from layerprobe.engines.base import PredictRequest
 from layerprobe.engines.probe_input import eval_batches, one_pass_options, probe_batches, train_batches
 from layerprobe.engines.spec import ModelSpec
+from layerprobe.schema import DataConfig
 
 
 def _features(spec: ModelSpec, f: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,18 @@
-"""Structured-config schemas, registered in Hydra's ConfigStore. No TensorFlow here."""
+"""The config's schema: one dataclass per section, each default beside its reason. Hydra checks every
+YAML file against it (config.compose registers it); `config.loaded.load` turns a checked config into
+these classes, which is what the rest of layerprobe reads. No TensorFlow, no Hydra, no layerprobe
+module but errors: every layer may import it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+from layerprobe.errors import ConfigError, first_line
 
 
 @dataclass
@@ -165,16 +172,32 @@ class LayerprobeConfig:
     tracking: TrackingConfig = MISSING
 
 
-def register_configs() -> None:
-    """Register the schema (every YAML file is checked against it, in struct mode) and the
-    experiment files of `experiments/` as the config group `experiments`."""
-    from hydra.core.config_store import ConfigStore
+@contextlib.contextmanager
+def schema_error() -> Iterator[None]:
+    """OmegaConf's error merging a mapping into the schema as one ConfigError naming the key."""
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        yield
+    except MissingMandatoryValue as e:  # `???` in a config file: a value the user must give
+        key = str(e.full_key)
+        raise ConfigError(key, "???", f"no value given: give one on the command line ({key}=...)") from None
+    except ConfigKeyError as e:  # a key the schema does not have: the closest one it has
+        full_key = str(e.full_key)
+        parent = full_key.rpartition(".")[0] or "the config"
+        known = [str(k) for k in e.parent_node.keys()] if e.parent_node is not None else None
+        raise ConfigError(full_key, e.key, f"{parent} has no such key", known) from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(key, getattr(e, "value", None), first_line(e)) from None
+
+
+def data_config(cfg: Mapping[str, Any]) -> DataConfig:
+    """A `data` section alone (a test's, a benchmark's) typed against the schema; errors name `data.<key>`."""
     from omegaconf import OmegaConf
 
-    from layerprobe.config.paths import EXPERIMENTS_DIR
-
-    cs = ConfigStore.instance()
-    cs.store(name="layerprobe_schema", node=LayerprobeConfig)
-    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        if not path.name.endswith(".baseline.yaml"):
-            cs.store(group="experiments", name=path.stem, node=OmegaConf.load(path), package="_global_")
+    with schema_error():
+        node = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), {"data": dict(cfg)}).data
+        typed = OmegaConf.to_object(node)
+    assert isinstance(typed, DataConfig)
+    return typed
