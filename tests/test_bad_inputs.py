@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from layerprobe.cli import main
-from layerprobe.config.paths import ROOT
 from tests.bad_configs import CASES, FILES, Case
 from tests.conftest import ENGINE
-from tests.hang import HANG_GUARD
+from tests.hang import HANG_GUARD, layerprobe_process
 from tests.test_tracking import free_port
 
 TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false"]
@@ -102,23 +101,6 @@ def test_validate_refuses_every_data_and_graph_case_a_run_refuses(corpus_dir, tm
         assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, (bad.id, err)
         for part in bad.expect:
             assert fill(part, corpus_dir, port) in err, (bad.id, part, err)
-
-
-# A few through a real `python -m layerprobe`, so that nothing in-process (pytest's capture, a warm
-# TensorFlow) hides a traceback or a different exit code.
-def layerprobe_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m layerprobe ARGV` in `cwd`, importing this checkout, without the variables that
-    would change what it prints (HYDRA_FULL_ERROR) or where it logs (MLFLOW_TRACKING_URI)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    return subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
 
 
 SUBPROCESS_CASES = [

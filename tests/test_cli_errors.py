@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from layerprobe.cli import COMMANDS, main
 from layerprobe.schema import TrainerConfig
-from tests.hang import HANG_GUARD
+from tests.hang import layerprobe_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_GRAMMAR = (
@@ -131,15 +128,7 @@ def test_a_command_line_mistake_is_one_exact_line_and_writes_nothing(argv, line,
     "argv", [["-m", "model.layers.conv1.filters=[3"], ["--config-dir", "conf", "model.layers.conv1.filters=[3"]]
 )
 def test_in_a_real_process_too(argv):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    r = subprocess.run(
-        [sys.executable, "-m", "layerprobe", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD,
-    )
+    r = layerprobe_process(argv, ROOT)
     assert (r.returncode, r.stderr) == (2, BAD_GRAMMAR + "\n")
 
 

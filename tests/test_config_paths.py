@@ -15,7 +15,7 @@ from layerprobe.config.loaded import load
 from layerprobe.config.paths import ROOT
 from layerprobe.provenance import training_digest
 from tests.conftest import ENGINE
-from tests.test_bad_inputs import layerprobe_process
+from tests.hang import layerprobe_process
 
 SHIPPED = ROOT / "experiments" / "weights" / "small_resnet_digits04.h5"
 FROZEN = "experiments=small_resnet_frozen"
