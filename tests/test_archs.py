@@ -18,6 +18,7 @@ RESNET = ["model=small_resnet", "data=synthetic_image", "trainer=quick"]
 BACKBONE = ["model=tiny_backbone", "data=synthetic_image", "data.params.shape=[32,32,3]", "data.params.size=64"]
 
 
+@pytest.mark.estimator  # tf.keras 2.15's applications
 def test_applications_table_matches_the_installed_keras():
     assert build_table() == load_table(), "regenerate: python -m layerprobe.config.applications"
     assert {"ResNet50", "MobileNetV2", "EfficientNetB0"} <= set(load_table()["applications"])
@@ -156,6 +157,7 @@ def test_each_bad_application_is_one_line_before_tensorflow(edit, line):
     assert _error(_with(edit, BACKBONE)).startswith(line)
 
 
+@pytest.mark.estimator  # the Estimator's dry build
 def test_an_inner_layer_that_does_not_exist_is_refused_in_the_dry_build_with_did_you_mean(tmp_path):
     from layerprobe.preflight import preflight
 
@@ -170,6 +172,7 @@ def test_an_inner_layer_that_does_not_exist_is_refused_in_the_dry_build_with_did
     assert not (tmp_path / "m").exists()  # nothing half-written
 
 
+@pytest.mark.estimator  # the Estimator's dry build
 def test_a_pattern_over_inner_layers_resolves_in_the_dry_build(tmp_path):
     from layerprobe.preflight import preflight
 

@@ -4,11 +4,14 @@ blocks against the same layers written by hand, warm start and a frozen backbone
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from layerprobe.config.loaded import load
 from layerprobe.experiment import prepare
 from layerprobe.runner import run
+
+pytestmark = pytest.mark.estimator  # applications, blocks and warm start through the Estimator's model_fn
 
 BACKBONE = ["model=tiny_backbone", "data=synthetic_image", "data.params.shape=[32,32,3]", "data.params.size=120"]
 RESNET = ["model=small_resnet", "data=synthetic_image", "data.params.size=300"]

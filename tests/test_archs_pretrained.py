@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import h5py
+import pytest
 import tensorflow as tf
 
 from layerprobe.graph import warm
 from tests.conftest import plain
+
+pytestmark = pytest.mark.estimator  # tf.keras 2.15's applications and weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "experiments" / "weights" / "small_resnet_digits04.h5"

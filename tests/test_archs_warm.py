@@ -18,6 +18,8 @@ from layerprobe.runner import run
 from tests.test_archs_models import _variables
 from tests.test_bad_inputs import assert_clean_failure, run_in_process
 
+pytestmark = pytest.mark.estimator  # warm start through the Estimator's model_fn
+
 BACKBONE = ["model=tiny_backbone", "data=synthetic_image", "data.params.shape=[32,32,3]", "data.params.size=64"]
 ONE_STEP = ["trainer.train_steps=1", "trainer.save_checkpoints_steps=1"]
 

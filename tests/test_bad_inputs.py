@@ -57,6 +57,7 @@ def assert_clean_failure(rc: int, err: str, expect: list[str], work: Path) -> No
 
 
 @pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+@pytest.mark.estimator  # runs with the default engine
 def test_bad_config_is_one_line_exit_2_and_leaves_nothing(bad: Case, corpus_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -92,6 +93,7 @@ def test_validate_subcommand_agrees_on_the_static_cases(corpus_dir, tmp_path, mo
 PREFLIGHT_CASES = [c for c in CASES if c.stage == "run" and not c.id.startswith(("model-dir", "tracking-"))]
 
 
+@pytest.mark.estimator  # the Estimator's dry build
 def test_validate_refuses_every_data_and_graph_case_a_run_refuses(corpus_dir, tmp_path, monkeypatch, capsys):
     assert len(PREFLIGHT_CASES) >= 7
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.estimator, pytest.mark.slow]  # `make bench` measures the Estimator engine
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = (

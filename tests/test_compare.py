@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # compares runs of the Estimator engine
 
 TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false", "probe.dynamics.examples=100"]
 

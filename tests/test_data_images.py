@@ -93,6 +93,7 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_whole_run_on_an_image_folder(tiny, tmp_path):
     from layerprobe.runner import run
 

@@ -178,6 +178,7 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_whole_run_trains_evaluates_and_probes_on_a_stream(tiny, tmp_path):
     from layerprobe.runner import run
 

@@ -14,6 +14,8 @@ from layerprobe.distributed import Role, cluster_spec, role
 from layerprobe.errors import ConfigError
 from tests.test_tracking import TINY, cli
 
+pytestmark = pytest.mark.estimator  # tf.estimator's strategies and TF_CONFIG clusters
+
 
 def test_the_role_comes_from_tf_config():
     assert role({}) == Role() and Role().is_chief and not Role().in_cluster

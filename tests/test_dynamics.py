@@ -14,7 +14,7 @@ from layerprobe.dynamics.cadence import probe_steps
 from layerprobe.experiment import prepare
 from layerprobe.runner import run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # training dynamics of the Estimator engine
 
 
 def _steps(result, key):

@@ -16,7 +16,8 @@ from layerprobe.engines.spec import model_spec
 from layerprobe.runner import run
 from tests.reference import activations
 
-pytestmark = pytest.mark.integration
+# trains, resumes and reads the graph with the Estimator engine
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]
 
 
 def eval_features(c):

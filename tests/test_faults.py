@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.estimator  # faults in runs of the Estimator engine
+
 TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false", "probe.analysis=false"]
 
 

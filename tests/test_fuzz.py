@@ -154,6 +154,7 @@ def test_mutated_configs_fail_cleanly_or_build_many(c):
     check(c)
 
 
+@pytest.mark.estimator  # the Estimator's dry build
 def test_the_unmutated_bases_build():
     for c in BASES.values():
         assert check(copy.deepcopy(c)) == "ok"

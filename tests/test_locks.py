@@ -146,6 +146,7 @@ def test_a_bad_lock_timeout_is_one_line(monkeypatch, raw):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_run_whose_model_dir_is_locked_is_one_line_and_exit_2(tmp_path):
     model_dir = tmp_path / "model"
     cmd = [

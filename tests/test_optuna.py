@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from layerprobe.cli import main
 from tests.test_tracking import TINY, cli
 
+pytestmark = pytest.mark.estimator  # sweeps and pruning train with the default engine (and optuna is a `sweeps` extra)
+
 LR = "trainer.optimizer.learning_rate"
 OPTUNA = ["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_jobs=1"]
 

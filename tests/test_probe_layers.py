@@ -12,7 +12,7 @@ from layerprobe.probe.accumulate import LayerAccumulator
 from layerprobe.runner import run
 from tests.reference import activations
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # probes layers through the Estimator engine
 
 
 @pytest.fixture

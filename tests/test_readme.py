@@ -13,6 +13,8 @@ import pytest
 from layerprobe.cli import COMMANDS, main
 from tests.hang import HANG_GUARD
 
+pytestmark = pytest.mark.estimator  # the README's commands run on `make venv`
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROOT = README.parent
 

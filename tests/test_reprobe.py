@@ -18,7 +18,7 @@ from layerprobe.runner import run
 from tests.hang import HANG_GUARD
 from tests.reference import activations
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # reprobes the Estimator engine's checkpoints
 
 
 @pytest.fixture

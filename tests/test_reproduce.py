@@ -15,7 +15,7 @@ from layerprobe.reproduce import reproduce
 from layerprobe.runner import run
 from tests.hang import HANG_GUARD
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # reproduces runs of the Estimator engine
 
 
 def test_same_config_gives_identical_checkpoint_files_and_another_seed_does_not(tiny, tmp_path):

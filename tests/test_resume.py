@@ -13,7 +13,7 @@ from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import model_dir_for
 from layerprobe.runner import run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # resumes with the Estimator engine
 
 
 @pytest.fixture

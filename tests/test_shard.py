@@ -20,7 +20,7 @@ from layerprobe.reprobe import merge_shards, probe_existing, probe_shard
 from layerprobe.runner import run
 from tests.test_data_stream import write_png_shards
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.estimator, pytest.mark.integration]  # shards probe passes of the Estimator engine
 
 EXACT = ("examples", "count", "min", "max", "nan_count", "inf_count", "unit_max", "dead_units", "dead_count")
 EXACT += ("histogram_edges", "histogram_counts", "percentiles", "units", "shape", "unit_active_fraction")

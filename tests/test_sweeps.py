@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.test_tracking import TINY, cli
 
+pytestmark = pytest.mark.estimator  # sweeps train with the default engine
+
 STORE_ERRORS = re.compile(r"database is locked|OperationalError|IntegrityError|Traceback")
 
 

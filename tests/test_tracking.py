@@ -140,6 +140,7 @@ TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false"]
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
     r = cli(["-m", *TINY, "model.layers.conv1.filters=2,4", "trainer.seed=1,2"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -182,6 +183,7 @@ def test_a_2x2_sweep_is_one_parent_with_four_children(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_failing_job_is_failed_and_the_others_finish(tmp_path):
     r = cli(["-m", *TINY, "trainer.optimizer.learning_rate=0.001,0.002,0.003,1e30"], tmp_path)
     assert r.returncode == 1
@@ -207,6 +209,7 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_run_logged_to_a_real_tracking_server_reads_back_whole(tiny, tmp_path, mlflow_server):
     from layerprobe.runner import run
 
@@ -231,6 +234,7 @@ def test_a_run_logged_to_a_real_tracking_server_reads_back_whole(tiny, tmp_path,
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_an_unreachable_store_is_one_line_before_training(tmp_path):
     r = cli([*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}"], tmp_path, timeout=HANG_GUARD)
     assert r.returncode == 2
@@ -240,6 +244,7 @@ def test_an_unreachable_store_is_one_line_before_training(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.estimator  # the default engine
 def test_a_store_that_answers_health_but_fails_the_run_is_one_line_before_training(tmp_path):
     """/health says OK, every API call gets 503 (a server whose database is gone): still one line,
     exit 2, no traceback and no model_dir."""

@@ -131,6 +131,7 @@ def test_bad_split_fraction_and_source(base):
     assert "Did you mean 'digits'?" in error_of(broken(base, lambda c: c["data"].update(source="digit")))
 
 
+@pytest.mark.estimator  # tf.keras 2.15's; Keras 3's: test_keras_engine_config
 def test_layer_table_matches_installed_keras():
     """keras_layers.json lets validation run without TensorFlow; it must not drift from Keras."""
     from layerprobe.config.layer_table import build_table
@@ -216,6 +217,7 @@ def validate_cli(capsys, *args: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
+@pytest.mark.estimator  # the Estimator's dry build
 def test_validate_runs_the_deep_checks_and_names_them(capsys):
     rc, out, err = validate_cli(capsys)
     assert rc == 0, err
@@ -251,6 +253,7 @@ def test_validate_static_says_what_it_did_not_check(capsys):
     ],
     ids=["data-without-the-input", "add-of-mismatched-shapes", "loss-against-outputs"],
 )
+@pytest.mark.estimator  # the Estimator's dry build
 def test_validate_refuses_what_the_run_would_refuse(capsys, overrides, expect):
     rc, out, err = validate_cli(capsys, *overrides)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
