@@ -84,17 +84,44 @@ def _keras_major() -> int:
 KERAS3 = _keras_major() >= 3
 ENGINE = "keras" if KERAS3 else "estimator"  # the engine a test that runs on both stacks trains with
 
-# A test declares the stack it needs where it is written, never in a list here: `estimator` (the
-# Estimator engine or its TensorFlow 2.15) and `keras` (Keras 3 on TensorFlow >= 2.16), each a marker on
-# the test or in the module's `pytestmark`.
+# A test declares what it needs where it is written, never in a list here: `estimator` (the Estimator
+# engine or its TensorFlow 2.15) and `keras` (Keras 3 on TensorFlow >= 2.16) pick the venv;
+# `integration` (trains a model or starts a process) and `slow` pick the tier. Each is a marker on the
+# test or the module's `pytestmark`; a fixture that trains, opens a real MLflow store or starts a process
+# requests the fixture `integration` below, and every test that uses it, directly or through other
+# fixtures, is integration too.
+
+
+@pytest.fixture(scope="session")  # session: module-scoped fixtures request it too
+def integration() -> None:
+    """Requested by a fixture that trains, opens a real MLflow store or starts a process: every test
+    that uses it is marked `integration`."""
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--unit",
+        action="store_true",
+        help="the unit tier (`make test-unit`): leave out integration and slow tests, and fail any test that "
+        "still trains (an engine's train), opens an MLflow store or starts a process",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    unit, left_out = config.getoption("--unit"), []
     for item in items:
+        if "integration" in item.fixturenames:  # the closure: fixtures of fixtures too
+            item.add_marker(pytest.mark.integration)
         if item.get_closest_marker("estimator") and KERAS3:
             item.add_marker(pytest.mark.skip(reason="needs the Estimator's TensorFlow 2.15: `make test`"))
         if item.get_closest_marker("keras") and not KERAS3:
             item.add_marker(pytest.mark.skip(reason="needs Keras 3 on TensorFlow >= 2.16: `make test-keras`"))
+        if unit and (item.get_closest_marker("integration") or item.get_closest_marker("slow")):
+            left_out.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        gone = set(left_out)
+        items[:] = [item for item in items if item not in gone]
 
 
 def _declares_estimator(path: Path) -> bool:
@@ -113,3 +140,63 @@ def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
     if KERAS3 and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
         return _declares_estimator(collection_path) or None
     return None
+
+
+# The unit tier's guard. Selection alone would let the tier rot: a test that starts training without
+# its marker would run there, slowly, unnoticed. Under `--unit` every engine's train, opening a real
+# MLflow store (seconds of migrations on sqlite; STYLE.md puts the store in the integration tier) and
+# every way to start a process (subprocess, fork, exec, os.system) fail instead, for the whole session,
+# so a module- or session-scoped fixture is caught too. The error is raised where it starts (pytest's
+# Failed is a BaseException: an `except Exception` does not swallow it) and recorded, so a test whose
+# code catches even that still fails when it ends.
+_UNIT_VIOLATIONS: list[str] = []
+
+
+def _refusing(what: str):
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        _UNIT_VIOLATIONS.append(what)
+        pytest.fail(
+            f"{what} in the unit tier: mark the test (or its module) `integration`, or have its fixture "
+            "request the fixture `integration`",
+            pytrace=False,
+        )
+
+    return refuse
+
+
+def _arm_the_unit_guard() -> None:
+    import importlib
+    import subprocess
+
+    from layerprobe.engines import ENGINES
+
+    for path in ENGINES.values():
+        module, _, cls = path.partition(":")
+        try:
+            engine = getattr(importlib.import_module(module), cls)
+        except Exception:  # noqa: BLE001 - an engine that cannot be imported on this stack cannot train either
+            continue
+        engine.train = _refusing(f"{cls}.train")
+    from mlflow.store.tracking.file_store import FileStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for store in (SqlAlchemyStore, FileStore):
+        store.__init__ = _refusing(f"opening an MLflow store ({store.__name__})")  # type: ignore[method-assign]
+    subprocess.Popen._execute_child = _refusing("starting a process (subprocess)")  # type: ignore[attr-defined]
+    for name in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp", "execv", "execve"):
+        if hasattr(os, name):
+            setattr(os, name, _refusing(f"starting a process (os.{name})"))
+
+
+def pytest_configure(config):
+    if config.getoption("--unit"):
+        _arm_the_unit_guard()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_trained_in_the_unit_tier(request):
+    _UNIT_VIOLATIONS.clear()
+    failed = request.session.testsfailed
+    yield
+    if _UNIT_VIOLATIONS and request.session.testsfailed == failed:  # the raise was swallowed
+        pytest.fail(f"{_UNIT_VIOLATIONS[0]} in the unit tier (caught by the test's own code)", pytrace=False)

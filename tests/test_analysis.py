@@ -180,6 +180,7 @@ def test_report_is_self_contained_html_with_escaped_names(tmp_path: Path) -> Non
     assert "dead units: 3 (18.8%)" in text
 
 
+@pytest.mark.integration  # starts a process
 def test_analysis_imports_neither_tensorflow_nor_mlflow_nor_hydra() -> None:
     code = "import sys, layerprobe.analysis; print([m for m in ('tensorflow', 'mlflow', 'hydra') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -157,6 +157,7 @@ def test_each_bad_application_is_one_line_before_tensorflow(edit, line):
     assert _error(_with(edit, BACKBONE)).startswith(line)
 
 
+@pytest.mark.integration  # builds a Keras application: 10-30 s, the unit tier's whole budget
 @pytest.mark.estimator  # the Estimator's dry build
 def test_an_inner_layer_that_does_not_exist_is_refused_in_the_dry_build_with_did_you_mean(tmp_path):
     from layerprobe.preflight import preflight
@@ -172,6 +173,7 @@ def test_an_inner_layer_that_does_not_exist_is_refused_in_the_dry_build_with_did
     assert not (tmp_path / "m").exists()  # nothing half-written
 
 
+@pytest.mark.integration  # builds a Keras application: 10-30 s, the unit tier's whole budget
 @pytest.mark.estimator  # the Estimator's dry build
 def test_a_pattern_over_inner_layers_resolves_in_the_dry_build(tmp_path):
     from layerprobe.preflight import preflight

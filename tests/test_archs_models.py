@@ -23,6 +23,7 @@ def _variables(model_dir: str, step: int | None = None) -> dict[str, np.ndarray]
     return {n: tf.train.load_variable(ckpt, n) for n in names if not n.startswith("beta")}
 
 
+@pytest.mark.integration  # builds a Keras application: 10-30 s, the unit tier's whole budget
 def test_resnet50_from_config_has_keras_parameter_count(tiny):
     c = tiny("data=synthetic_image", "data.params.shape=[64,64,3]", "data.params.size=8")
     c["model"]["inputs"] = {"image": {"shape": [64, 64, 3], "dtype": "float32"}}
@@ -40,6 +41,7 @@ def test_resnet50_from_config_has_keras_parameter_count(tiny):
     assert "backbone/conv1_conv/kernel" in rows["backbone"].weight_names
 
 
+@pytest.mark.integration  # trains
 def test_inner_layer_reservoir_equals_a_plain_keras_submodel_on_the_restored_weights(tiny, tmp_path):
     inner = "block_3_expand_relu"
     c = tiny(*BACKBONE, "trainer.train_steps=3", f"probe.layers=[backbone/{inner}]", "probe.reservoir_size=16")
@@ -62,6 +64,7 @@ def test_inner_layer_reservoir_equals_a_plain_keras_submodel_on_the_restored_wei
     assert np.abs(moving).sum() > 0  # the inner BatchNorm updates ran in training
 
 
+@pytest.mark.integration  # trains
 def test_blocks_equal_the_same_layers_written_by_hand(tiny, tmp_path):
     from layerprobe.config.blocks import expand_model
 
@@ -110,6 +113,7 @@ def test_blocks_equal_the_same_layers_written_by_hand(tiny, tmp_path):
     assert outs[0].probe_metrics == outs[1].probe_metrics
 
 
+@pytest.mark.integration  # trains
 def test_warm_start_equals_the_source_at_step_0_and_a_frozen_backbone_stays_bitwise(tiny, tmp_path):
     source = tiny(*RESNET, model_dir=str(tmp_path / "source"))
     source["tracking"]["enabled"] = source["probe"]["enabled"] = False

@@ -28,6 +28,7 @@ def _layout(path: Path) -> dict[str, tuple[int, ...]]:
     return out
 
 
+@pytest.mark.integration  # starts a process
 def test_the_script_writes_the_shipped_backbone_layout(tmp_path):
     out = tmp_path / "backbone.h5"
     r = subprocess.run(

@@ -46,6 +46,7 @@ def _moved(model: tf.keras.Model, seed: int) -> tf.keras.Model:
     return model
 
 
+@pytest.mark.integration  # trains
 def test_an_application_loads_exactly_its_local_weights_file_and_records_it(tiny, tmp_path):
     app = _mobilenet(0.35, seed=7)
     path = tmp_path / "mobilenet.h5"
@@ -64,6 +65,7 @@ def test_an_application_loads_exactly_its_local_weights_file_and_records_it(tiny
     assert tags["layerprobe.weights.backbone.sha256"] == file_digest(str(path))
 
 
+@pytest.mark.integration  # builds a Keras application: 10-30 s, the unit tier's whole budget
 def test_a_weights_file_that_does_not_fit_names_the_first_mismatch_and_its_shapes(tiny, tmp_path):
     from layerprobe.preflight import preflight
 
@@ -79,6 +81,7 @@ def test_a_weights_file_that_does_not_fit_names_the_first_mismatch_and_its_shape
     assert not (tmp_path / "m").exists()  # the dry build, before any run
 
 
+@pytest.mark.integration  # builds a Keras application: 10-30 s, the unit tier's whole budget
 def test_a_weights_file_of_another_model_names_the_first_missing_layer(tiny, tmp_path, capsys):
     path = tmp_path / "other.h5"
     tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2, name="dense")]).save_weights(str(path))
@@ -102,6 +105,7 @@ def _keras_tiny_cnn(seed: int) -> tf.keras.Model:
     return _moved(tf.keras.Model(inp, tf.keras.layers.Dense(10, name="logits")(x)), seed)
 
 
+@pytest.mark.integration  # trains
 def test_warm_start_from_a_keras_weights_file(tiny, tmp_path):
     model = _keras_tiny_cnn(seed=3)
     path = tmp_path / "cnn.h5"
@@ -123,6 +127,7 @@ def test_warm_start_from_a_keras_weights_file(tiny, tmp_path):
     assert tags["layerprobe.warm_start.sha256"] == file_digest(str(path))
 
 
+@pytest.mark.integration  # trains
 def test_warm_start_from_an_earlier_run_id_starts_from_its_final_checkpoint(tiny, tmp_path):
     a = tiny(model_dir=str(tmp_path / "a"))
     a["probe"]["enabled"] = False

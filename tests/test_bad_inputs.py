@@ -56,7 +56,19 @@ def assert_clean_failure(rc: int, err: str, expect: list[str], work: Path) -> No
     assert not (work / "model").exists() and not (work / "models").exists(), "a model_dir was written"
 
 
-@pytest.mark.parametrize("bad", CASES, ids=[c.id for c in CASES])
+# What only the run itself refuses (its model_dir, its tracking store) it refuses after reading its
+# provenance from git: a process, so those cases are integration.
+RUN_START = ("model-dir", "tracking-")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(c, marks=pytest.mark.integration) if c.stage == "run" and c.id.startswith(RUN_START) else c
+        for c in CASES
+    ],
+    ids=[c.id for c in CASES],
+)
 @pytest.mark.estimator  # runs with the default engine
 def test_bad_config_is_one_line_exit_2_and_leaves_nothing(bad: Case, corpus_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -90,7 +102,7 @@ def test_validate_subcommand_agrees_on_the_static_cases(corpus_dir, tmp_path, mo
 
 # What a run refuses after TensorFlow starts (data, graph, losses), `validate` refuses too; only the
 # model_dir and the tracking store are left to the run.
-PREFLIGHT_CASES = [c for c in CASES if c.stage == "run" and not c.id.startswith(("model-dir", "tracking-"))]
+PREFLIGHT_CASES = [c for c in CASES if c.stage == "run" and not c.id.startswith(RUN_START)]
 
 
 @pytest.mark.estimator  # the Estimator's dry build
@@ -113,6 +125,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
 def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
     bad = next(c for c in CASES if c.id == case_id)
@@ -127,6 +140,7 @@ def test_bad_config_in_a_real_process(case_id, corpus_dir, tmp_path):
     assert_clean_failure(r.returncode, r.stderr, [fill(e, corpus_dir, port) for e in bad.expect], tmp_path)
 
 
+@pytest.mark.integration  # starts a process
 def test_a_duplicate_key_in_an_experiment_file_is_one_line(tmp_path):
     exps = tmp_path / "experiments"
     exps.mkdir()

@@ -114,6 +114,7 @@ def check(root: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_an_unknown_engine_is_one_line_with_did_you_mean_and_exit_2(tmp_path):
     root = tmp_path / "experiments"
     root.mkdir()
@@ -128,6 +129,7 @@ def test_an_unknown_engine_is_one_line_with_did_you_mean_and_exit_2(tmp_path):
     assert (root / "tiny.baseline.yaml").read_text() == before and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.parametrize(
     ("engines", "message"),
     [
@@ -154,6 +156,7 @@ def test_a_malformed_engines_block_is_one_line_before_anything_runs(tmp_path, en
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_an_engine_that_skips_an_experiment_says_why_and_runs_nothing(tmp_path):
     root = tmp_path / "experiments"
     root.mkdir()

@@ -127,6 +127,7 @@ def test_a_command_line_mistake_is_one_exact_line_and_writes_nothing(argv, line,
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no outputs/, multirun/, mlflow.db, models/
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.parametrize(
     "argv", [["-m", "model.layers.conv1.filters=[3"], ["--config-dir", "conf", "model.layers.conv1.filters=[3"]]
 )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from layerprobe.provenance import _git_state
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration  # git repos made and read with git
 
 
 def git(repo: Path, *args: str) -> str:

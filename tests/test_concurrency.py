@@ -69,6 +69,7 @@ def run_writers(tmp_path, processes: int, metrics: int, batch: int) -> None:
             assert len(client.get_metric_history(r.info.run_id, f"m{i}")) == metrics // 5
 
 
+@pytest.mark.integration  # starts a process
 def test_four_processes_log_to_one_fresh_sqlite_store(tmp_path):
     """4 x 300 steps x 2 metrics in batches of 20, on a store none of them has created yet."""
     run_writers(tmp_path, processes=4, metrics=300, batch=20)

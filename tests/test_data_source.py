@@ -68,6 +68,7 @@ def test_the_cycle_finder_finds_a_cycle_inside_a_function():
     assert in_cycles(graph, "a.") == ["a.x", "a.y"]
 
 
+@pytest.mark.integration  # starts a process
 def test_config_checks_and_the_registry_import_no_tensorflow():
     code = (
         "import json, sys\n"

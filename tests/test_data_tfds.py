@@ -147,6 +147,7 @@ def test_a_fraction_split_hashes_the_tfds_ids_within_the_train_split(data_dir):
     assert sliced.sizes() == {"train": 30, "eval": 20}  # tfds's split slicing, counted by the info
 
 
+@pytest.mark.integration  # trains
 @pytest.mark.estimator  # the default engine
 def test_a_whole_run_trains_probes_and_logs_the_tfds_digest(data_dir, tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
@@ -177,6 +178,7 @@ def test_a_whole_run_trains_probes_and_logs_the_tfds_digest(data_dir, tmp_path, 
         assert json.loads(d.source)["tags"]["layerprobe.data.source"] == "tfds"
 
 
+@pytest.mark.integration  # trains
 @pytest.mark.estimator  # the default engine
 def test_two_probe_shards_of_a_trained_run_merge_to_the_one_pass(data_dir, tiny, tmp_path):
     from layerprobe.reprobe import merge_shards, probe_existing, probe_shard

@@ -36,6 +36,7 @@ def test_a_cluster_spec_has_a_chief_and_distinct_local_ports():
     assert len(set(addrs)) == 5 and all(a.startswith("127.0.0.1:") for a in addrs)
 
 
+@pytest.mark.integration  # starts a process
 def test_a_cluster_strategy_without_tf_config_fails_before_anything_is_written(tiny, tmp_path, monkeypatch):
     from layerprobe.runner import run
 

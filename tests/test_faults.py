@@ -142,6 +142,7 @@ def test_an_unwritable_artifact_store_is_one_line_and_the_run_is_not_left_runnin
     assert [x.info.status for x in runs(tmp_path)] == ["FAILED"]
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_stale_runs_are_marked_only_when_their_process_is_gone(tmp_path):
     from layerprobe import tracking
 

@@ -186,6 +186,7 @@ def test_a_run_gives_the_same_probe_statistics_with_either_kernel(tiny, tmp_path
                 )
 
 
+@pytest.mark.integration  # starts a process
 def test_the_install_step_prints_one_line_and_never_fails(tmp_path):
     import subprocess
     import sys

@@ -82,6 +82,7 @@ def test_keras3_layer_table_matches_installed_keras():
     assert build_table() == load_table("keras")
 
 
+@pytest.mark.integration  # starts a process
 @pytest.mark.parametrize("engine", ["estimator", "keras"])
 def test_an_engine_this_environment_cannot_run_is_one_line_and_exit_2(tmp_path, engine):
     if (engine == "keras") == KERAS3:

@@ -63,6 +63,7 @@ def holder_pattern(proc: subprocess.Popen, kind: str, target: str) -> str:
     return f"is locked by pid {proc.pid} on host {host} since {SINCE} \\({re.escape(command)}\\)"
 
 
+@pytest.mark.integration  # starts a process
 def test_a_lock_held_by_another_process_times_out_naming_it(tmp_path):
     path = tmp_path / "x.lock"
     with held_elsewhere(tmp_path, "exclusive", str(path)) as proc:
@@ -77,6 +78,7 @@ def test_a_lock_held_by_another_process_times_out_naming_it(tmp_path):
     assert "\n" not in message
 
 
+@pytest.mark.integration  # starts a process
 def test_the_lock_is_free_once_its_holder_is_gone(tmp_path):
     path = tmp_path / "x.lock"
     with held_elsewhere(tmp_path, "exclusive", str(path)):
@@ -86,6 +88,7 @@ def test_the_lock_is_free_once_its_holder_is_gone(tmp_path):
     assert not (tmp_path / "x.lock.holder").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_the_lock_is_released_after_an_exception(tmp_path):
     path = tmp_path / "x.lock"
     with pytest.raises(RuntimeError, match="boom"):
@@ -105,6 +108,7 @@ def test_the_lock_is_released_after_an_exception(tmp_path):
     assert r.stdout == "ok\n", r.stderr
 
 
+@pytest.mark.integration  # starts a process
 def test_the_model_dir_lock_waits_lock_timeout_seconds_then_names_the_holder(tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
     monkeypatch.setenv(locks.TIMEOUT_ENV, "1")
@@ -116,6 +120,7 @@ def test_the_model_dir_lock_waits_lock_timeout_seconds_then_names_the_holder(tmp
     assert re.fullmatch(f"{pattern}; waited 1 s", str(e.value)), str(e.value)
 
 
+@pytest.mark.integration  # starts a process
 def test_the_sqlite_store_lock_waits_lock_timeout_seconds_then_names_the_holder(tmp_path, monkeypatch):
     from layerprobe.tracking import Tracker
 

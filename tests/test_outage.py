@@ -19,8 +19,8 @@ from tests.servers import free_port, start_server, stop_server
 
 
 @pytest.fixture
-def store_down(monkeypatch):
-    """Every log_batch fails as a dead HTTP server does, until `.up()` is called."""
+def store_down(monkeypatch, integration):
+    """Every log_batch to a real store fails as a dead HTTP server does, until `.up()` is called."""
     real = MlflowClient.log_batch
     state = {"down": True}
 

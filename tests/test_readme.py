@@ -80,6 +80,7 @@ def make_targets() -> set[str]:
     return {ln.split()[1] for ln in listed.splitlines() if ln.strip().startswith("make ")}
 
 
+@pytest.mark.integration  # starts a process
 def test_every_make_target_exists():
     targets = make_targets()
     assert {"run", "test", "ui", "venv"} <= targets
@@ -88,6 +89,7 @@ def test_every_make_target_exists():
         assert target in targets, target
 
 
+@pytest.mark.integration  # starts a process
 def test_cheap_readme_commands_run_as_shown_after_activation():
     """Run from the checkout, in a shell that activated .venv as the README says."""
     cheap = [*commands("layerprobe validate"), "layerprobe --help"]

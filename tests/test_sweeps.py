@@ -72,6 +72,7 @@ def sweep_of_three(tmp_path: Path) -> tuple[str, str, list[str]]:
     return uri, parent, ids
 
 
+@pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize(("direction", "best"), [("maximize", 1), ("minimize", 0)])
 def test_the_parent_gets_the_table_and_the_best_child(tmp_path, direction, best):
     from layerprobe.sweep import finish_parent
@@ -94,6 +95,7 @@ def test_the_parent_gets_the_table_and_the_best_child(tmp_path, direction, best)
     assert [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent)] == ["sweep_summary.csv"]
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_a_sweep_stopped_early_ends_its_parent_failed_with_the_reason(tmp_path):
     from layerprobe.sweep import finish_parent
 

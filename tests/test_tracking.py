@@ -31,6 +31,7 @@ def test_flatten_uses_dotted_keys_and_truncates_long_values():
     assert len(flat["x"]) == 6000 and flat["x"].endswith("...[truncated]")
 
 
+@pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize(
     ("exc", "status"), [(None, "FINISHED"), (RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )
@@ -62,6 +63,7 @@ def public_interface(cls: type) -> dict[str, inspect.Signature | None]:
     return out
 
 
+@pytest.mark.integration  # a real MLflow store
 def test_null_tracker_has_exactly_the_public_interface_of_tracker(tmp_path):
     tracker, null = public_interface(Tracker), public_interface(NullTracker)
     live = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "exp", "r", pending_dir=tmp_path)
@@ -86,6 +88,7 @@ def test_null_tracker_takes_every_call_and_refuses_misspelt_ones():
         t.log_param({"a": "1"})  # type: ignore[attr-defined]
 
 
+@pytest.mark.integration  # starts a process
 def test_null_tracker_and_the_sweep_callback_import_no_mlflow():
     code = (
         "import sys\n"
@@ -111,6 +114,7 @@ def test_only_the_tracking_package_imports_mlflow():
     assert "tracking/null.py" not in importers
 
 
+@pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize("setting", [None, "true"])
 def test_downloading_an_artifact_draws_no_progress_bar_unless_asked(tmp_path, capfd, monkeypatch, setting):
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)

@@ -145,6 +145,7 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration  # starts a process
 def test_cli_config_error_is_one_line_and_exit_2(tmp_path):
     r = run_cli("model.layers.conv1.type=Conv2d", cwd=tmp_path)
     assert r.returncode == 2
@@ -154,6 +155,7 @@ def test_cli_config_error_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "models").exists()
 
 
+@pytest.mark.integration  # starts a process
 def test_cli_unknown_key_override_exit_2(tmp_path):
     r = run_cli("model.layers.conv1.filtres=3", cwd=tmp_path)
     assert r.returncode == 2
@@ -161,6 +163,7 @@ def test_cli_unknown_key_override_exit_2(tmp_path):
     assert r.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.integration  # starts a process
 def test_help_and_config_printing_do_not_import_tensorflow_or_mlflow():
     code = (
         "import sys, contextlib, io\n"
