@@ -13,7 +13,7 @@ STAMP_KERAS := $(VENV_KERAS)/.installed
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run test test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run test test-unit test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run t
 	$(BIN)/mypy layerprobe
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# pytest only, for the inner loop: tests/conftest.py leaves out the integration and slow tiers and, under
+# --unit, fails a test that trains, opens an MLflow store or starts a process (so the tier cannot rot).
+test-unit: $(STAMP) ## the unit tier only: no training, MLflow store or process (under 2 minutes); no lint
+	$(BIN)/python -m pytest -q --unit $(PYTEST_ARGS)
 
 test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and the Keras engine's
 	$(BIN_KERAS)/python -m pytest -q -m "not estimator and not slow" $(PYTEST_ARGS)
