@@ -50,7 +50,7 @@ test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run t
 
 # pytest only, for the inner loop: tests/conftest.py leaves out the integration and slow tiers and, under
 # --unit, fails a test that trains, opens an MLflow store or starts a process (so the tier cannot rot).
-test-unit: $(STAMP) ## the unit tier only: no training, MLflow store or process (under 2 minutes); no lint
+test-unit: $(STAMP) ## the unit tier only: no training, MLflow store or process (~2 min); no lint
 	$(BIN)/python -m pytest -q --unit $(PYTEST_ARGS)
 
 test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and the Keras engine's
