@@ -72,6 +72,7 @@ def differing(one: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[
     return out
 
 
+@pytest.mark.integration  # starts a process per thread count
 def test_both_summary_paths_are_bitwise_the_same_with_1_and_8_threads(tmp_path):
     for n in THREADS:
         in_process(n, "summaries", str(tmp_path / f"{n}.npz"))
