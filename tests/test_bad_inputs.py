@@ -275,6 +275,7 @@ def test_more_classes_than_logits_is_one_line_before_training(command, overrides
     assert_clean_failure(rc, err, [], tmp_path)
 
 
+@pytest.mark.integration  # starts a process, then trains
 def test_more_classes_than_logits_in_a_real_process_and_the_fix_runs(tmp_path):
     argv = folder_argv(tmp_path)
     r = layerprobe_process(argv, tmp_path)
@@ -307,6 +308,7 @@ def test_an_in_memory_label_past_the_last_logit_is_one_line(tmp_path, monkeypatc
 NO_RUN = "0123456789abcdef0123456789abcdef"
 
 
+@pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize("command", [["validate"], []], ids=["validate", "run"])
 def test_a_warm_start_from_an_unknown_run_id_is_one_line(command, tmp_path, monkeypatch, capsys):
     """It printed MLflow's two migration lines (creating the store it then searched) before its own,
