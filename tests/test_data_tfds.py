@@ -245,7 +245,7 @@ BAD = {
     ),
     "no-name": (
         ["data.params.name=???"],
-        "data.params.name: required for this source. Received: '???'",
+        "data.params.name: no value given: give one on the command line (data.params.name=...). Received: '???'",
     ),
     "not-a-prepared-path": (
         ["+data.params.path={empty}"],
