@@ -127,8 +127,8 @@ def reproduce(
     later = sorted({_layer(k) for k in keys if not trained(k)})
     keys = [k for k in keys if trained(k)]
     # What each run measured itself: the first point at the last step, not a later re-probe's or shard merge's
-    then, now = tracking.first_values(uri, run_id, keys), tracking.first_values(uri, result.run_id, keys)
-    diffs = [MetricDiff(k, then.get(k, original.metrics[k]), now.get(k)) for k in keys]
+    then, rerun_values = tracking.first_values(uri, run_id, keys), tracking.first_values(uri, result.run_id, keys)
+    diffs = [MetricDiff(k, then.get(k, original.metrics[k]), rerun_values.get(k)) for k in keys]
     env = {
         t: (original.tags.get(t, ""), rerun.tags.get(t, ""))
         for t in ENVIRONMENT_TAGS
