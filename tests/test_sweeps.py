@@ -75,7 +75,7 @@ def sweep_of_three(tmp_path: Path) -> tuple[str, str, list[str]]:
 @pytest.mark.integration  # a real MLflow store
 @pytest.mark.parametrize(("direction", "best"), [("maximize", 1), ("minimize", 0)])
 def test_the_parent_gets_the_table_and_the_best_child(tmp_path, direction, best):
-    from layerprobe.sweep import finish_parent
+    from layerprobe.sweeps.parent import finish_parent
 
     uri, parent, ids = sweep_of_three(tmp_path)
     assert finish_parent(uri, parent, "eval/accuracy", direction, tmp_path) == (ids[best], (0.5, 0.9)[best])
@@ -97,7 +97,7 @@ def test_the_parent_gets_the_table_and_the_best_child(tmp_path, direction, best)
 
 @pytest.mark.integration  # a real MLflow store
 def test_a_sweep_stopped_early_ends_its_parent_failed_with_the_reason(tmp_path):
-    from layerprobe.sweep import finish_parent
+    from layerprobe.sweeps.parent import finish_parent
 
     uri, parent, ids = sweep_of_three(tmp_path)
     assert finish_parent(uri, parent, "eval/f1", "maximize", tmp_path, error="the sweeper stopped") is None

@@ -93,7 +93,7 @@ def test_null_tracker_and_the_sweep_callback_import_no_mlflow():
     code = (
         "import sys\n"
         "from layerprobe.tracking import NullTracker\n"
-        "import layerprobe.sweep\n"
+        "import layerprobe.sweeps.parent\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD)

@@ -205,8 +205,8 @@ def task(cfg: Any, loaded: Any = None) -> Any:
     parent, run_name, tags, on_evaluation = None, None, {}, None
     if multirun:  # children are named by what the sweep varies
         from layerprobe.runner import readable_run_name
-        from layerprobe.sweep import sweep_info
         from layerprobe.sweeps import trial
+        from layerprobe.sweeps.parent import sweep_info
 
         info = sweep_info(hc.sweep.dir)
         parent = info["parent"]
@@ -239,7 +239,7 @@ def task(cfg: Any, loaded: Any = None) -> Any:
         # the sweep callback makes the process exit non-zero at the end.
         from pathlib import Path
 
-        from layerprobe.sweep import FAILED_FILE
+        from layerprobe.sweeps.parent import FAILED_FILE
 
         out = Path(hc.runtime.output_dir)
         out.mkdir(parents=True, exist_ok=True)
