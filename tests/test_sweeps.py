@@ -21,7 +21,7 @@ def hydra_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from layerprobe.config import CONF_DIR
-    from layerprobe.schema import register_configs
+    from layerprobe.config.compose import register_configs
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
