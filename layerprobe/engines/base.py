@@ -79,6 +79,28 @@ class ModelSummary:
         return "\n".join(lines)
 
 
+def layer_rows(graph: Any, exposed: set[str]) -> list[LayerRow]:
+    """The layer table of a built graph (graph.Graph), the same on every engine: a row per layer with
+    its per-example output shape, parameter count and checkpoint keys, then the nested models' inner
+    layers (their weights count in the nested model's own row)."""
+    from layerprobe.graph.keys import model_weight_keys, variables
+
+    def dims(tensor: Any) -> list[Any]:
+        shape = tensor.shape
+        return list(shape.as_list() if hasattr(shape, "as_list") else shape)[1:]
+
+    keys = model_weight_keys(graph.layers.values())
+    rows = []
+    for name, layer in graph.layers.items():
+        weights = variables(layer)
+        params = int(sum(np.prod(w.shape) for w in weights))
+        keyed = tuple(keys[id(w)] for w in weights)
+        rows.append(LayerRow(name, type(layer).__name__, dims(graph.tensors[name]), params, name in exposed, keyed))
+    for name, layer in graph.inner.items():
+        rows.append(LayerRow(name, type(layer).__name__, dims(graph.tensors[name]), 0, name in exposed))
+    return rows
+
+
 # (records of ({metric: value}, step)) -> None: where training progress goes (the tracker's batch call)
 ProgressSink = Callable[[Sequence[tuple[Mapping[str, float], int]]], None]
 # (global step, eval metrics of the checkpoint saved at that step) -> True to stop training there:

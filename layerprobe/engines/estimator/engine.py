@@ -16,11 +16,11 @@ from layerprobe.engines.base import (
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
-    LayerRow,
     ModelDirFiles,
     ModelSummary,
     PredictRequest,
     ProgressSink,
+    layer_rows,
 )
 from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
@@ -29,7 +29,6 @@ from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_req
 from layerprobe.engines.estimator.strategies import run_config_kwargs, train_in_cluster
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.graph import Graph
-from layerprobe.graph.keys import variables
 from layerprobe.graph.warm import from_trainer
 from layerprobe.schema import DataConfig, TrainerConfig
 
@@ -79,17 +78,7 @@ class EstimatorEngine(ModelDirFiles):
             labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=f"labels/{n}") for n, s in spec_l.items()}
             built: list[Graph] = []
             make_model_fn(self.spec, on_build=built.append, warm_start=self.warm_start)(feats, labels, ModeKeys.TRAIN)
-            graph = built[0]
-            rows = []
-            for name, layer in graph.layers.items():
-                params = int(sum(np.prod(w.shape) for w in variables(layer)))
-                shape = graph.tensors[name].shape.as_list()[1:]
-                weights = tuple(w.name.split(":")[0] for w in variables(layer))
-                rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
-            for name, layer in graph.inner.items():  # a nested model's weights count in its own row
-                shape = graph.tensors[name].shape.as_list()[1:]
-                rows.append(LayerRow(name, type(layer).__name__, shape, 0, name in exposed))
-        return ModelSummary(rows)
+            return ModelSummary(layer_rows(built[0], exposed))
 
     def train(
         self,

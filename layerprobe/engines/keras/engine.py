@@ -16,12 +16,12 @@ from layerprobe.engines.base import (
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
-    LayerRow,
     ModelDirFiles,
     ModelSummary,
     PredictRequest,
     ProbeFeed,
     ProgressSink,
+    layer_rows,
 )
 from layerprobe.engines.keras import checkpoints as ckpt
 from layerprobe.engines.keras.callbacks import Checkpoints, Progress
@@ -69,14 +69,7 @@ class KerasEngine(ModelDirFiles):
     def summary(self, data: Any, exposed: set[str]) -> ModelSummary:
         model, graph = build_model(self.spec, keras)  # a throwaway model: nothing touches model_dir
         self._warm_start(graph)  # a weights file or warm-start source that does not fit stops here
-        rows, keys = [], model_weight_keys(graph.layers.values())
-        for name, layer in graph.layers.items():
-            params = int(sum(np.prod(w.shape) for w in variables(layer)))
-            shape = list(graph.tensors[name].shape)[1:]
-            weights = tuple(keys[id(w)] for w in variables(layer))
-            rows.append(LayerRow(name, type(layer).__name__, shape, params, name in exposed, weights))
-        for name, layer in graph.inner.items():  # a nested model's weights count in its own row
-            rows.append(LayerRow(name, type(layer).__name__, list(graph.tensors[name].shape)[1:], 0, name in exposed))
+        rows = layer_rows(graph, exposed)
         del model
         return ModelSummary(rows)
 
