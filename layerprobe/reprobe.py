@@ -8,6 +8,7 @@ at the checkpoint's global step; artifacts under `probe/`, replacing files of th
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -189,8 +190,18 @@ def _not_yet_logged(
     known: Mapping[str, tuple[int, float]], metrics: Mapping[str, float], step: int
 ) -> dict[str, float]:
     """The metrics whose latest point in the run is not already (step, value): probing the same
-    layers of the same checkpoint again adds no duplicate points to the run's series."""
-    return {k: v for k, v in metrics.items() if known.get(k) != (step, v)}
+    layers of the same checkpoint again adds no second point to the run's series. The same value
+    means equal to SAME_VALUE: shards merged (Chan's formula) equal one pass to the last bits only."""
+    return {k: v for k, v in metrics.items() if not _same_point(known.get(k), step, v)}
+
+
+SAME_VALUE = 1e-12  # relative: far below any statistic's meaning, far above double rounding
+
+
+def _same_point(known: tuple[int, float] | None, step: int, value: float) -> bool:
+    if known is None or known[0] != step:
+        return False
+    return known[1] == value or math.isclose(known[1], value, rel_tol=SAME_VALUE, abs_tol=0.0)
 
 
 def _new_points(

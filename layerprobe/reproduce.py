@@ -126,9 +126,7 @@ def reproduce(
     keys = sorted(k for k in original.metrics if k.startswith(("eval/", "probe/")) and k not in UNREPRODUCIBLE)
     later = sorted({_layer(k) for k in keys if not trained(k)})
     keys = [k for k in keys if trained(k)]
-    # What each run measured itself: the first point at the last step, not a later re-probe's or shard merge's
-    then, rerun_values = tracking.first_values(uri, run_id, keys), tracking.first_values(uri, result.run_id, keys)
-    diffs = [MetricDiff(k, then.get(k, original.metrics[k]), rerun_values.get(k)) for k in keys]
+    diffs = [MetricDiff(k, original.metrics[k], rerun.metrics.get(k)) for k in keys]
     env = {
         t: (original.tags.get(t, ""), rerun.tags.get(t, ""))
         for t in ENVIRONMENT_TAGS

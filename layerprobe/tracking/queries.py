@@ -112,16 +112,3 @@ def metric_steps(uri: str, run_id: str, keys: Sequence[str]) -> dict[str, set[in
     """The steps at which the run holds a point of each of `keys` (empty for a key never logged)."""
     c = client(uri)
     return {k: {int(m.step) for m in c.get_metric_history(run_id, k)} for k in keys}
-
-
-def first_values(uri: str, run_id: str, keys: Sequence[str]) -> dict[str, float]:
-    """Each metric's value at its last step as first logged there: what the run itself measured, before
-    a later re-probe or shard merge of the same step added a point."""
-    c = client(uri)
-    out: dict[str, float] = {}
-    for k in keys:
-        history = c.get_metric_history(run_id, k)
-        if history:
-            last = max(int(m.step) for m in history)
-            out[k] = min((m for m in history if int(m.step) == last), key=lambda m: m.timestamp).value
-    return out
