@@ -51,7 +51,7 @@ def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | No
     requested = tuple(exposed_layers(c) if exposed is None else exposed)
     data = prepare_data(c.data)
     spec = model_spec(c)
-    check_against_inputs(data, c["model"]["inputs"], {h.label for h in spec.heads.values()})
+    check_against_inputs(data, spec.inputs, {h.label for h in spec.heads.values()})
     check_classes(data, spec.classifiers(), c.data.num_classes)
     engine = make_engine(spec, model_dir or model_dir_for(c), with_warm_start_dir(c), c.data)
     summary = engine.summary(data, set(requested))

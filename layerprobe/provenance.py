@@ -15,6 +15,7 @@ import numpy as np
 
 from layerprobe.config.loaded import Config
 from layerprobe.config.locations import portable
+from layerprobe.schema import DataConfig
 
 
 def exposed_layers(c: Config) -> list[str]:
@@ -68,12 +69,12 @@ def data_tags(data: Any) -> dict[str, str]:
     return tags
 
 
-def dataset_inputs(data_cfg: Mapping[str, Any], data: Any) -> list[dict[str, Any]]:
+def dataset_inputs(data_cfg: DataConfig, data: Any) -> list[dict[str, Any]]:
     """One MLflow dataset input per split (the context): the data's name, a digest of this split of
     this data, where it came from, its rows and the features' and labels' dtypes and shapes, all
     asked of the `DataSource` protocol (a stream is not read for them)."""
-    source = {"layerprobe.data.source": str(data_cfg.get("source", ""))}
-    for key, value in (data_cfg.get("params") or {}).items():
+    source = {"layerprobe.data.source": data_cfg.source}
+    for key, value in data_cfg.params.items():
         source[f"layerprobe.data.params.{key}"] = str(value)[:500]
     features, labels = data.element_spec
 

@@ -185,7 +185,7 @@ def _log_config(r: _Run) -> None:
     r.output_dir.mkdir(parents=True, exist_ok=True)
     r.tracker.log_params(tracking.flatten(r.c.written))
     write_run_files(r.c, r.x.summary, r.x.data, r.output_dir)
-    r.tracker.log_datasets(dataset_inputs(r.c["data"], r.x.data))
+    r.tracker.log_datasets(dataset_inputs(r.c.data, r.x.data))
     r.tracker.log_artifacts(r.output_dir / "config", "config")
     r.tracker.set_tags({"model_dir": str(Path(r.x.engine.model_dir).resolve())})
 

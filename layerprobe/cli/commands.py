@@ -57,16 +57,21 @@ def validate_command(argv: Sequence[str]) -> int:
 def data_command(argv: Sequence[str]) -> int:
     """`layerprobe data [overrides]`: split sizes, element spec and a few examples; no model."""
     from layerprobe.config import compose
+    from layerprobe.schema import data_config
 
     try:
-        c = _plain(compose(argv))
+        raw = _plain(compose(argv))["data"]  # the data section alone: no model rules
+        from layerprobe.data.checks import check_data_config
         from layerprobe.data.pipeline import dataset, prepare
 
-        data = prepare(c["data"])
+        check_data_config(raw)
+        d = data_config(raw)
+
+        data = prepare(d)
     except LayerprobeError as e:
         return fail(e)
     print(f"data {data.name}: sizes {data.sizes()} sha256 {data.digest[:16]}")
-    ds = dataset(data, "train", training=False, batch_size=c["data"]["batch_size"], seed=0, max_examples=3)
+    ds = dataset(data, "train", training=False, batch_size=d.batch_size, seed=0, max_examples=3)
     feats, labels = ds.element_spec
     for kind, spec in (("feature", feats), ("label", labels)):
         for name, s in spec.items():

@@ -6,7 +6,7 @@ Small data: the whole split fits, so the train shuffle is a full one and `cache:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,11 +29,11 @@ class InMemorySource(Served):
     name: str
     splits: dict[str, ArraySet]
     transforms: list[dict[str, Any]]
-    fitted: dict[str, Any] = field(default_factory=dict)  # e.g. normalize mean/std, from train only
-    digest: str = ""
-    shuffle_seed: int | None = None  # None = the seed the input_fn is given (trainer.seed)
-    repeat: int | None = None  # train epochs; None = forever
-    cache_dir: str = ".cache/layerprobe"
+    fitted: dict[str, Any]  # e.g. normalize mean/std, from train only
+    digest: str
+    shuffle_seed: int | None  # data.shuffle_seed; None = the seed the input_fn is given (trainer.seed)
+    repeat: int | None  # data.repeat; None = forever
+    cache_dir: str  # data.cache_dir
 
     def split_names(self) -> tuple[str, ...]:
         return tuple(self.splits)

@@ -71,10 +71,9 @@ def _classes(name: str, layer: Mapping[str, Any]) -> tuple[str, int] | None:
 
 def model_spec(c: Config, raw: tuple[str, ...] = ()) -> ModelSpec:
     """The engine's view of the (block-expanded) model."""
-    model = c["model"]
     return ModelSpec(
-        inputs=model["inputs"],
-        layers=model["layers"],
+        inputs={n: {"shape": list(i.shape), "dtype": i.dtype} for n, i in c.model.inputs.items()},
+        layers=c.model.layers,
         heads=heads_from_config(c.model),
         optimizer=c.trainer.optimizer.name,
         learning_rate=float(c.trainer.optimizer.learning_rate),
