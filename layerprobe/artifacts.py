@@ -59,7 +59,7 @@ def analyse(
             keys[name] = res["keys"]
     result = analyze(samples, c.trainer.seed, out_dir, keys=keys) if samples else None
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
-    title = f"layerprobe: {c['model']['name']} on {c['data']['name']}"
+    title = f"layerprobe: {c.model.name} on {c.data.name}"
     context = report.get("context") or {}
     if context:  # each run's report says which run it is
         title += f" ({context.get('overrides', '')}, step {context.get('step', '?')})"

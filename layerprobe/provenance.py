@@ -37,7 +37,7 @@ def training_digest(c: Config) -> str:
     """Hash of what shapes training (data, layers, heads, trainer); exposing a layer changes nothing,
     and neither does the step budget or the checkpoint/log cadence: raising train_steps continues.
     Input paths under the repository root are hashed relative to it: the same from any directory."""
-    p = portable(c)  # the plain view (block-expanded model), paths under the root made relative
+    p = portable(c.plain())  # block-expanded, paths under the root made relative
     layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in p["model"]["layers"].items()}
     trainer = {k: v for k, v in p["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     if not c.trainer.warm_start.source:  # digests of configs from before warm starts stay

@@ -21,7 +21,7 @@ def test_a_block_model_loads_expanded_and_typed_and_keeps_what_was_written():
     assert c.model.blocks == {}
     assert not any("block" in spec for spec in c.model.layers.values())
     assert "stage1_block1_conv1" in c.model.layers and "stage1" not in c.model.layers
-    assert c["model"]["layers"] == c.model.layers  # the mapping view reads the same values
+    assert c.plain()["model"]["layers"] == c.model.layers
     assert isinstance(c.trainer.train_steps, int) and c.trainer.train_steps == c.written["trainer"]["train_steps"] > 0
     written = c.written["model"]
     assert "stage1" in written["layers"] and written["layers"]["stage1"]["block"] == "basic"

@@ -13,7 +13,8 @@ config as written except as `Config.written`, the text a run logs and a re-probe
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,14 +30,12 @@ from layerprobe.schema import (
 SECTIONS = ("data", "model", "trainer", "probe", "tracking")
 
 
-@dataclass(frozen=True, eq=False)
-class Config(Mapping[str, Any]):
+@dataclass(frozen=True)
+class Config:
     """The schema's sections, typed, with `model.layers` block-expanded (and `model.blocks` empty).
 
     `written` is the config as composed, block instances as written: what a run logs, what its
-    digests cover and what `layerprobe probe RUN` reads back. Reading a section by key
-    (`c["trainer"]`) gives the same values as the attribute, as plain containers; new code reads
-    attributes.
+    digests cover and what `layerprobe probe RUN` reads back.
     """
 
     data: DataConfig
@@ -45,16 +44,11 @@ class Config(Mapping[str, Any]):
     probe: ProbeConfig
     tracking: TrackingConfig
     written: Mapping[str, Any]
-    _plain: Mapping[str, Any]
+    _expanded: Mapping[str, Any]  # the block-expanded model as plain containers (for replace)
 
-    def __getitem__(self, section: str) -> Any:
-        return self._plain[section]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._plain)
-
-    def __len__(self) -> int:
-        return len(self._plain)
+    def plain(self) -> dict[str, Any]:
+        """The sections as plain containers, the model block-expanded: what digests hash."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """This config with keys of whole sections changed (`trainer={"model_dir": ...}`), checked
@@ -64,7 +58,7 @@ class Config(Mapping[str, Any]):
         written = copy.deepcopy(dict(self.written))
         for name, changes in sections.items():
             written[name] = {**written[name], **changes}
-        return _typed(written, self._plain["model"])
+        return _typed(written, self._expanded)
 
 
 def load(cfg: Any) -> Config:
@@ -93,6 +87,5 @@ def _typed(written: dict[str, Any], model: Mapping[str, Any]) -> Config:
         expanded: dict[Any, Any] = {**written, "model": dict(model)}
         node = OmegaConf.merge(OmegaConf.structured(LayerprobeConfig), expanded)
         typed = OmegaConf.to_object(node)
-        view: Any = OmegaConf.to_container(node, resolve=True)
     assert isinstance(typed, LayerprobeConfig)
-    return Config(typed.data, typed.model, typed.trainer, typed.probe, typed.tracking, written, view)
+    return Config(typed.data, typed.model, typed.trainer, typed.probe, typed.tracking, written, model)
