@@ -1,9 +1,8 @@
 """The compare report: several runs, exposed layer by exposed layer, in one self-contained HTML file
-(rendered from templates/compare.html.j2 with Jinja2; images inlined). numpy and matplotlib only."""
+(templates/compare.html.j2, drawn by analysis.render; images inlined). numpy and matplotlib only."""
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from layerprobe import __version__  # noqa: E402
+from layerprobe.analysis.render import render  # noqa: E402
 
 DYNAMICS_STATS = ("mean", "std", "dead_fraction", "zero_fraction")  # drawn as lines over steps
 
@@ -37,40 +36,28 @@ def write_compare_report(
     path: Path, runs: Sequence[RunView], layers: Sequence[str], cka: Mapping[str, Path | str], title: str
 ) -> Path:
     """Render the report into `path`; `cka`: layer -> heatmap PNG of CKA across the runs, or why not."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     figs = path.parent / "figures"
-    env = Environment(loader=PackageLoader("layerprobe.analysis", "templates"), autoescape=select_autoescape())
     views = []
     for layer in layers:
-        images, notes = [], []
+        images: list[tuple[str, Path]] = []  # (heading, PNG), inlined by the template
+        notes = []
         hist = _histograms(runs, layer, figs / f"{layer}_histograms.png")
         if hist:
-            images.append(("Histograms overlaid (final probe)", _inline(hist)))
+            images.append(("Histograms overlaid (final probe)", hist))
         dyn = _dynamics(runs, layer, figs / f"{layer}_dynamics.png")
         if dyn:
-            images.append(("Dynamics over training", _inline(dyn)))
+            images.append(("Dynamics over training", dyn))
         else:
             notes.append("no run logged training dynamics for this layer")
-        if isinstance(cka.get(layer), Path):
-            images.append(("Linear CKA across runs", _inline(cka[layer])))  # type: ignore[arg-type]
-        elif layer in cka:
-            notes.append(f"no CKA across runs: {cka[layer]}")
+        heatmap = cka.get(layer)
+        if isinstance(heatmap, Path):
+            images.append(("Linear CKA across runs", heatmap))
+        elif heatmap is not None:
+            notes.append(f"no CKA across runs: {heatmap}")
         views.append({"name": layer, "stats": _side_by_side(runs, layer), "images": images, "notes": notes})
     depth = _depth(runs, layers, figs / "linear_probe_by_depth.png")
     eval_keys = sorted({k for r in runs for k in r.metrics if k.startswith("eval/")})
-    html = env.get_template("compare.html.j2").render(
-        title=title,
-        runs=runs,
-        layers=views,
-        eval_keys=eval_keys,
-        depth_image=_inline(depth) if depth else None,
-        fmt=_fmt,
-        version=__version__,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    return render("compare.html.j2", path, title=title, runs=runs, layers=views, eval_keys=eval_keys, depth_image=depth)
 
 
 def _side_by_side(runs: Sequence[RunView], layer: str) -> list[tuple[str, list[float | None]]]:
@@ -135,13 +122,3 @@ def save_png(fig: plt.Figure, path: Path, margins: dict[str, float] | None = Non
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
-
-
-def _inline(p: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(p).read_bytes()).decode("ascii")
-
-
-def _fmt(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4g}"

@@ -1,0 +1,70 @@
+"""The one renderer of the HTML reports (analysis/render.py): the run's report and the compare report
+extend the same base page and escape what they show."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from layerprobe import __version__
+from layerprobe.analysis import write_report
+from layerprobe.analysis.compare_report import RunView, write_compare_report
+from layerprobe.analysis.render import data_uri, fmt, render
+
+EVIL = "<script>alert(1)</script>"
+
+
+def both_reports(tmp_path: Path) -> dict[str, str]:
+    """The two pages, each showing a layer named EVIL (no training: stats only, no images)."""
+    run = write_report(tmp_path / "run.html", f"run {EVIL}", "layer  type", {EVIL: {"mean": 0.5}}, {}, None)
+    runs = [RunView(run_id=f"id{i}", name=f"seed={i}", overrides="", step=1, metrics={}) for i in (1, 2)]
+    cmp = write_compare_report(tmp_path / "cmp" / "report.html", runs, [EVIL], {EVIL: "no activations"}, "compare")
+    return {"run": run.read_text(), "compare": cmp.read_text()}
+
+
+def test_both_reports_extend_the_one_base_page(tmp_path: Path) -> None:
+    base = (Path(__file__).parents[1] / "layerprobe/analysis/templates/base.html.j2").read_text()
+    shared = base.split("<style>\n")[1].split("{% block style %}")[0]  # the CSS both pages share
+    for name, html in both_reports(tmp_path).items():
+        assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>"), name
+        assert shared in html, f"{name} lacks the shared style"
+        assert f"<footer>layerprobe {__version__}</footer>" in html, name
+        assert html.count("<h1>") == 1 and html.count("<style>") == 1, name
+
+
+def test_both_reports_escape_a_layer_name(tmp_path: Path) -> None:
+    for name, html in both_reports(tmp_path).items():
+        assert "<script" not in html, name
+        assert f'id="layer-0">{EVIL.replace("<", "&lt;").replace(">", "&gt;")}</h2>' in html, name
+        assert not re.search(r'(src|href)="(?!data:|#)', html), name  # nothing external
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(12800.0, "12,800"), (3, "3"), (0.125, "0.125"), (0.0, "0"), (2 / 3, "0.6667"), (None, ""),
+     (math.nan, "nan"), (True, "True"), ("n/a", "n/a")],
+)  # fmt: skip
+def test_fmt_shows_integers_with_separators_and_the_rest_to_4_digits(value: object, shown: str) -> None:
+    assert fmt(value) == shown
+
+
+def test_images_are_inlined_or_noted_as_missing(tmp_path: Path) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG")
+    assert data_uri(png) == "data:image/png;base64,iVBORw=="
+    assert data_uri(tmp_path / "gone.png") is None
+    with pytest.raises(ValueError, match=r"report images must be one of .*Received: .*a\.gif"):
+        data_uri(tmp_path / "a.gif")
+    runs = [RunView(run_id=f"id{i}", name=f"r{i}", overrides="", step=1, metrics={}) for i in (1, 2)]
+    html = write_compare_report(tmp_path / "c.html", runs, ["conv"], {"conv": tmp_path / "gone.png"}, "t").read_text()
+    assert '<p class="note">missing plot: gone.png</p>' in html
+
+
+def test_a_misspelt_name_in_a_template_fails_the_render(tmp_path: Path) -> None:
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        render("base.html.j2", tmp_path / "x.html")  # no title
