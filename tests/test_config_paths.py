@@ -68,6 +68,7 @@ def test_a_path_in_a_config_dir_file_is_the_repository_roots_too(tmp_path, monke
     assert c["trainer"]["warm_start"]["source"] == str(SHIPPED)
 
 
+@pytest.mark.integration  # trains a few steps and starts the CLI in a process
 def test_validate_and_a_run_of_the_frozen_experiment_from_another_directory(tmp_path, monkeypatch, capsys):
     """Both refused the experiment's relative weights path unless started in the repository root."""
     monkeypatch.chdir(tmp_path)

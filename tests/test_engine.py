@@ -69,6 +69,7 @@ def test_two_inputs_skip_connection_and_two_outputs_match_a_keras_reference(tiny
     c = tiny(
         "data.source=npz",
         "data.name=two",
+        "data.num_classes=3",  # not digits' 10: the class head has 3 outputs
         f"+data.params={{path: {tmp_path / 'd.npz'}, features: [a, b], labels: [label, target]}}",
         "trainer.train_steps=200",
         "trainer.optimizer.learning_rate=0.01",
