@@ -57,7 +57,9 @@ def analyse(
         if res:
             samples[name] = (res["activations"], res.get("labels"))
             keys[name] = res["keys"]
-    result = analyze(samples, c.trainer.seed, out_dir, keys=keys) if samples else None
+    result = (
+        analyze(samples, c.trainer.seed, out_dir, keys=keys, reservoir_size=c.probe.reservoir_size) if samples else None
+    )
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
     title = f"layerprobe: {c.model.name} on {c.data.name}"
     context = report.get("context") or {}

@@ -155,6 +155,19 @@ def test_analyze_skips_cka_when_layers_sampled_different_examples(tmp_path: Path
     assert "cka.json" not in result.files and set(result.linear_acc) == set(layers)
 
 
+def test_a_small_sample_gets_the_advice_that_helps(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """82 examples in the split and a reservoir of 512: raising the reservoir cannot help."""
+    layers, labels = synthetic_layers(82, seed=12)
+    samples = {k: (v, labels) for k, v in layers.items()}
+    with caplog.at_level("WARNING", logger="layerprobe.analysis.analyze"):
+        analyze(samples, seed=0, out_dir=tmp_path / "a", reservoir_size=512)
+    assert "the 82 examples the probe split holds" in caplog.text and "raise probe.reservoir_size" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="layerprobe.analysis.analyze"):
+        analyze(samples, seed=0, out_dir=tmp_path / "b", reservoir_size=82)  # a full reservoir: raise it
+    assert "raise probe.reservoir_size" in caplog.text
+
+
 def test_analyze_caps_the_sample(tmp_path: Path) -> None:
     layers, labels = synthetic_layers(500, seed=10)
     result = analyze({k: (v, labels) for k, v in layers.items()}, seed=0, out_dir=tmp_path, max_examples=200)

@@ -46,10 +46,13 @@ def analyze(
     keys: Mapping[str, np.ndarray] | None = None,
     max_examples: int = MAX_EXAMPLES,
     pool: Pool = "mean",
+    reservoir_size: int | None = None,
 ) -> AnalysisResult:
     """Probe every layer and compare every pair; write out_dir/analysis/{cka,linear_probe}.{json,png}.
 
     samples: layer -> (activations, labels) in model order, e.g. from probe/<layer>/reservoir.npz.
+    reservoir_size: the probe's reservoir (probe.reservoir_size), so that advice about a small sample
+    names what would help: a larger reservoir, or (the split is smaller than it) a larger split.
     keys: layer -> reservoir keys; when given, CKA runs only if every layer sampled the same
     examples (same keys), because reservoirs drawn with different seeds hold different examples.
     """
@@ -70,8 +73,17 @@ def analyze(
         except ValueError as e:
             notes[name] = f"linear probe skipped: {e}"
             log.warning("layer %r: %s", name, notes[name])
-    if probes and min(len(a) for a, _ in capped.values()) < MIN_RELIABLE:
-        log.warning("linear probes use fewer than %d sampled examples; raise probe.reservoir_size", MIN_RELIABLE)
+    fewest = min(len(a) for a, _ in capped.values())
+    if probes and fewest < MIN_RELIABLE:
+        if reservoir_size is not None and fewest < reservoir_size:  # the split holds no more: advice that helps
+            log.warning(
+                "linear probes use the %d examples the probe split holds (fewer than %d): their accuracies are "
+                "rough; probe a larger split (probe.split, data.splits.eval_fraction)",
+                fewest,
+                MIN_RELIABLE,
+            )
+        else:
+            log.warning("linear probes use fewer than %d sampled examples; raise probe.reservoir_size", MIN_RELIABLE)
     cka = None
     reason = _misaligned(capped, keys)
     if reason:
