@@ -87,12 +87,14 @@ def test_a_bad_record_mid_file_is_one_line_or_skipped_and_counted_and_remembered
     assert sorted(ids.tolist()) == [i for i in range(60) if i != 47]
 
 
-def test_an_image_folder_remembers_which_files_decode(tmp_path):
+def test_an_image_folder_remembers_which_files_decode(tmp_path, caplog):
     write_folder(tmp_path / "photos", per_class=5)
     broken = tmp_path / "photos" / "dog" / "002.png"
     broken.write_bytes(b"not an image")
-    data = prepare(folder_cfg(tmp_path / "photos", "data.skip_corrupt=true"))
+    with caplog.at_level("WARNING", logger="layerprobe.data.images"):
+        data = prepare(folder_cfg(tmp_path / "photos", "data.skip_corrupt=true"))
     assert data.skipped == 1 and sum(data.sizes().values()) == 14
+    assert "skipped 1 image(s)" in caplog.text and str(broken) in caplog.text  # never silently (the README's word)
     before = reads()
     again = prepare(folder_cfg(tmp_path / "photos", "data.skip_corrupt=true"))
     assert reads() == before and (again.skipped, again.sizes()) == (1, data.sizes())

@@ -158,6 +158,15 @@ class ImageFolder(OpensOnDemand, Streamed):
                     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
                         raise ConfigError(where, path, f"the image does not decode ({tf_message(e)})") from None
         self.skipped += bad
+        if bad:  # never silently: the count is also the run's tag data.skipped_records
+            first = next(path for (path, _, _), k in zip(self._files[split], known) if k is not None and not k[0])
+            log.warning(
+                "%s: skipped %d image(s) of the %s split that do not decode (data.skip_corrupt), e.g. %s",
+                self.name,
+                bad,
+                split,
+                first,
+            )
         if not ok_count:
             raise ConfigError("data.splits", split, "split is empty")
         return ok_count
