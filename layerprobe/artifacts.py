@@ -61,10 +61,7 @@ def analyse(
         analyze(samples, c.trainer.seed, out_dir, keys=keys, reservoir_size=c.probe.reservoir_size) if samples else None
     )
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
-    title = f"layerprobe: {c.model.name} on {c.data.name}"
-    context = report.get("context") or {}
-    if context:  # each run's report says which run it is
-        title += f" ({context.get('overrides', '')}, step {context.get('step', '?')})"
+    title = report_title(c, report.get("context") or {})
     scalars = {n: s.scalars() for n, s in stats.items()}
     write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report)
     if result is None:
@@ -118,3 +115,14 @@ def export_model(engine: Any, output_dir: Path, tracker: Any, checkpoint: str | 
         shutil.copy2(event, dst)
     if tb.is_dir():
         tracker.log_artifacts(tb, "tensorboard")
+
+
+def report_title(c: Config, context: Mapping[str, str]) -> str:
+    """`layerprobe: digits_cnn on digits, step 1000: model.layers.conv1.filters=16`: which run a
+    report is (its step, and what it overrode when it overrode anything)."""
+    title = f"layerprobe: {c.model.name} on {c.data.name}"
+    if context:
+        title += f", step {context.get('step', '?')}"
+        if context.get("overrides") not in (None, "", "(defaults)"):
+            title += f": {context['overrides']}"
+    return title

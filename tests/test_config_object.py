@@ -117,3 +117,15 @@ def test_a_logged_config_takes_overrides_through_the_same_composition_as_every_c
         compose_logged(logged, ["probe.layerz=[gap]"])
     with pytest.raises(OverrideError, match=r"^model=tiny_cnn: a logged run's config has no config groups"):
         compose_logged(logged, ["model=tiny_cnn"])
+
+
+def test_a_reports_title_names_the_run_without_doubled_parentheses():
+    from layerprobe.artifacts import report_title
+
+    c = load(plain([]))
+    assert report_title(c, {"overrides": "(defaults)", "step": "1000"}) == "layerprobe: digits_cnn on digits, step 1000"
+    assert (
+        report_title(c, {"overrides": "trainer.seed=3", "step": "1000"})
+        == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"
+    )
+    assert report_title(c, {}) == "layerprobe: digits_cnn on digits"
