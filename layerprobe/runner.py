@@ -271,6 +271,15 @@ def _train(
             snaps = snapshot_steps(x.c)
             return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps), None
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
+    missing = sorted(set(snapshot_steps(x.c)) - {k.step for k in x.engine.snapshots()})
+    if missing:  # probe.dynamics changed after the model trained: nothing will probe those steps
+        run = tracker.run_id or "<run id>"
+        log.warning(
+            "probe.dynamics: the model_dir is trained already, so no snapshot is taken at steps %s; "
+            "`layerprobe probe %s --checkpoints all` probes the checkpoints it keeps",
+            ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else ""),
+            run,
+        )
     return _budget_checkpoint(x, kept)
 
 

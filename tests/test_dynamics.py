@@ -99,6 +99,19 @@ def test_a_resumed_run_continues_the_series(tiny, tmp_path):
     assert series["steps"] == [30, 40]
 
 
+def test_a_new_cadence_on_a_trained_model_dir_says_which_command_probes_it(tiny, tmp_path, caplog):
+    """probe.dynamics changed after training: no snapshot can be taken any more; one line says so."""
+    first = run(tiny("probe.analysis=false"), tmp_path / "a")
+    with caplog.at_level("WARNING", logger="layerprobe.runner"):
+        again = run(tiny("probe.analysis=false", "probe.dynamics.every=5"), tmp_path / "b")
+    assert again.global_step == first.global_step
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("probe.dynamics:")]
+    assert warned == [
+        "probe.dynamics: the model_dir is trained already, so no snapshot is taken at steps 5, 15; "
+        f"`layerprobe probe {again.run_id} --checkpoints all` probes the checkpoints it keeps"
+    ]
+
+
 def test_probe_checkpoints_all_logs_one_point_per_kept_checkpoint(tiny, tmp_path):
     import subprocess
     import sys
