@@ -106,6 +106,34 @@ def test_a_sweep_stopped_early_ends_its_parent_failed_with_the_reason(tmp_path):
     assert "layerprobe.best_run_id" not in run.data.tags and run.data.metrics == {}
 
 
+@pytest.mark.integration  # a real MLflow store
+def test_an_interrupted_sweep_ends_its_parent_killed(tmp_path):
+    from layerprobe.sweeps.parent import finish_parent
+
+    uri, parent, ids = sweep_of_three(tmp_path)
+    finish_parent(uri, parent, "eval/accuracy", "maximize", tmp_path, error="interrupted (Ctrl-C)", killed=True)
+    run = MlflowClient(tracking_uri=uri).get_run(parent)
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted (Ctrl-C)"
+    assert run.data.tags["layerprobe.best_run_id"] == ids[1]  # what finished is still summarised
+
+
+def test_ctrl_c_marks_the_process_interrupted_for_the_parent_ended_at_exit(monkeypatch):
+    import importlib
+
+    import layerprobe.sweeps.parent as parent
+
+    cli = importlib.import_module("layerprobe.cli.main")  # the module (the package exports its `main`)
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_command", interrupted)
+    monkeypatch.setattr(parent, "_INTERRUPTED", False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    assert cli.main(["-m", "trainer.seed=1,2"]) == cli.INTERRUPTED
+    assert parent._INTERRUPTED
+
+
 def runs(tmp_path: Path) -> tuple:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     found = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])

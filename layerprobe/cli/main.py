@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args[0]](args[1:])
         return run_command(args)
     except KeyboardInterrupt:
+        from layerprobe.sweeps.parent import mark_interrupted
+
+        mark_interrupted()  # a sweep's parent, ended at exit, is KILLED
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print("layerprobe: interrupted; checkpoints written so far are kept, the MLflow run is KILLED", file=sys.stderr)

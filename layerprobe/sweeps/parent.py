@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE = ".layerprobe_sweep.json"  # {"parent": run id or null, "swept": [override keys]}
 FAILED_FILE = "FAILED"  # written into a job's output dir when the job failed
+_INTERRUPTED = False  # set by the CLI on Ctrl-C: an abandoned parent then ends KILLED, not FAILED
+
+
+def mark_interrupted() -> None:
+    """The process is ending on Ctrl-C (the CLI calls this): a sweep parent still open ends KILLED."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
 
 
 def sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
@@ -90,11 +97,18 @@ def summarize(children: Sequence[RunSummary], objective: str, direction: str) ->
 
 
 def finish_parent(
-    uri: str, parent_id: str, objective: str, direction: str, out_dir: Path, error: str | None = None
+    uri: str,
+    parent_id: str,
+    objective: str,
+    direction: str,
+    out_dir: Path,
+    error: str | None = None,
+    killed: bool = False,
 ) -> tuple[str, float] | None:
     """Log the children's table (`out_dir`/sweep_summary.csv) and the best child to the parent, then
-    end the parent run: FAILED with `error` as a tag when the sweep itself stopped early, FINISHED
-    otherwise. Returns the best child's (run id, objective value)."""
+    end the parent run: KILLED when the sweep was interrupted (Ctrl-C), FAILED with `error` as a tag
+    when it stopped early otherwise, FINISHED when it ran to its end. Returns the best child's (run
+    id, objective value)."""
     from layerprobe import tracking
 
     summary = summarize(tracking.child_run_summaries(uri, parent_id), objective, direction)
@@ -102,7 +116,8 @@ def finish_parent(
     with table.open("w", newline="") as f:
         csv.writer(f).writerows([summary.header, *summary.rows])
     tags = summary.tags | ({"error": error} if error else {})
-    tracking.finish_sweep_parent(uri, parent_id, tags, summary.metrics, [table], failed=bool(error))
+    status = "KILLED" if killed else "FAILED" if error else "FINISHED"
+    tracking.finish_sweep_parent(uri, parent_id, tags, summary.metrics, [table], status=status)
     return summary.best
 
 
@@ -195,7 +210,13 @@ class SweepCallback(Callback):
         from layerprobe import tracking
 
         failed = _failed_jobs(sweep_dir)
-        error = f"the sweeper stopped before the sweep's end; {len(failed)} job(s) failed: {', '.join(failed)}"
+        error = (
+            "interrupted (Ctrl-C) before the sweep's end"
+            if _INTERRUPTED
+            else "the sweeper stopped before the sweep's end"
+        )
+        if failed:
+            error += f"; {len(failed)} job(s) failed: {', '.join(failed)}"
         try:
             finish_parent(
                 tracking.resolve_uri(config.tracking.uri),
@@ -204,6 +225,7 @@ class SweepCallback(Callback):
                 config.tracking.direction,
                 sweep_dir,
                 error=error,
+                killed=_INTERRUPTED,
             )
         except Exception as e:  # at exit: say it, never raise
             print(f"layerprobe: could not end the sweep's parent run: {e}", file=sys.stderr)

@@ -185,10 +185,10 @@ def finish_sweep_parent(
     tags: Mapping[str, str],
     metrics: Mapping[str, float],
     files: Sequence[Path] = (),
-    failed: bool = False,
+    status: str = "FINISHED",
 ) -> None:
-    """Log `files`, `tags` and `metrics` (at step 0) to a sweep's parent run, then end it FAILED
-    or FINISHED."""
+    """Log `files`, `tags` and `metrics` (at step 0) to a sweep's parent run, then end it with
+    `status` (FINISHED, FAILED or KILLED)."""
     mlflow_client = client(uri)
     for path in files:
         mlflow_client.log_artifact(parent_id, str(path))
@@ -198,4 +198,4 @@ def finish_sweep_parent(
         metrics=[Metric(sanitize_key(k), float(v), now, 0) for k, v in metrics.items()],
         tags=[RunTag(sanitize_key(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()],
     )
-    mlflow_client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    mlflow_client.set_terminated(parent_id, status)
