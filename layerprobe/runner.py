@@ -306,5 +306,15 @@ def readable_run_name(overrides: Sequence[str]) -> str:
         if o.startswith(("hydra.", "tracking.", "+hydra")) or "=" not in o:
             continue
         key, _, value = o.lstrip("+~").partition("=")
-        parts.append(".".join(key.split(".")[-2:]) + "=" + value)
+        parts.append(".".join(key.split(".")[-2:]) + "=" + _short(value))
     return ",".join(parts)[:200]
+
+
+def _short(value: str) -> str:
+    """A float a sampler chose (`0.011086282889727999`) as 4 significant digits (`0.01109`); any
+    other value as given."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 8 else value

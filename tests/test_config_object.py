@@ -129,3 +129,13 @@ def test_a_reports_title_names_the_run_without_doubled_parentheses():
         == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"
     )
     assert report_title(c, {}) == "layerprobe: digits_cnn on digits"
+
+
+def test_a_run_name_shows_a_sampled_float_in_four_digits():
+    from layerprobe.runner import readable_run_name
+
+    assert (
+        readable_run_name(["trainer.optimizer.learning_rate=0.011086282889727999"]) == "optimizer.learning_rate=0.01109"
+    )
+    assert readable_run_name(["model.layers.conv1.filters=16", "trainer.seed=3"]) == "conv1.filters=16,trainer.seed=3"
+    assert readable_run_name(["data.params.path=/data/x.1234567.npz"]) == "params.path=/data/x.1234567.npz"
