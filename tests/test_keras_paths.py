@@ -85,12 +85,13 @@ __all__ += [
 # The layer tables the Estimator engine builds (`.venv`, dry build only) for the same configs.
 ESTIMATOR_ROWS = """
 import json, sys
+from layerprobe.config.loaded import load
 from layerprobe.experiment import prepare
 from tests.conftest import plain
 
 out = {}
 for name, overrides in json.loads(sys.argv[1]).items():
-    rows = prepare(plain(overrides)).summary.rows
+    rows = prepare(load(plain(overrides))).summary.rows
     out[name] = [[r.name, r.type, list(r.output_shape), r.params, list(r.weight_names)] for r in rows]
 print(json.dumps(out))
 """
@@ -106,6 +107,7 @@ def test_blocks_and_applications_build_the_estimators_layer_table(tmp_path):
     import os
     import subprocess
 
+    from layerprobe.config.loaded import load
     from layerprobe.experiment import prepare
     from tests.conftest import plain
     from tests.test_keras_engine_equivalence import ESTIMATOR_PYTHON, REPO
@@ -121,7 +123,7 @@ def test_blocks_and_applications_build_the_estimators_layer_table(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     estimator = json.loads(r.stdout.strip().splitlines()[-1])
     for name, (_, params) in TABLES.items():
-        rows = prepare(plain([*overrides[name], "trainer.engine=keras"])).summary.rows
+        rows = prepare(load(plain([*overrides[name], "trainer.engine=keras"]))).summary.rows
         keras_rows = [[r.name, r.type, list(r.output_shape), r.params, list(r.weight_names)] for r in rows]
         assert keras_rows == estimator[name], name
         assert sum(r.params for r in rows) == params, name
