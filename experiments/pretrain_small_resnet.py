@@ -40,7 +40,7 @@ def pretrain(work: Path, steps: int) -> str:
     from layerprobe.data.pipeline import prepare
     from layerprobe.runner import run
 
-    train = prepare(_loaded(["data=digits"])["data"]).splits["train"]
+    train = prepare(_loaded(["data=digits"]).data).splits["train"]
     keep = train.labels["label"] < SOURCE_CLASSES
     np.savez(work / "digits04.npz", image=train.features["image"][keep], label=train.labels["label"][keep])
     overrides = ["model=small_resnet", INPUT, "data=npz", f"data.params.path={work / 'digits04.npz'}"]
