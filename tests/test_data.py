@@ -295,12 +295,14 @@ def test_a_mismatch_with_the_model_inputs_names_feature_and_shapes():
     msg = error_of(check_against_inputs, data, c["model"]["inputs"], {"label"})
     assert msg == (
         "model.inputs.image: the model declares float32[8, 8, 1] but feature 'image' of the train split is "
-        "float32[64]. Received: 'float32[64]'"
+        "float32[64]; to take it as it is, set model.inputs.image.shape=[64]. Received: 'float32[64]'"
     )
     c["data"]["transforms"] = [{"name": "cast", "dtype": "float64"}]
     msg = error_of(check_against_inputs, prepare(c["data"]), c["model"]["inputs"], {"label"})
     assert msg.startswith("model.inputs.image: the model declares float32[8, 8, 1] but feature 'image'")
-    assert msg.endswith("is float64[8, 8, 1]. Received: 'float64[8, 8, 1]'")
+    assert msg.endswith(
+        "is float64[8, 8, 1]; to take it as it is, set model.inputs.image.dtype=float64. Received: 'float64[8, 8, 1]'"
+    )
 
 
 def test_cache_in_a_file_gives_the_same_batches(tmp_path):

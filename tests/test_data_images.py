@@ -3,6 +3,8 @@ seeded hash of class/name or by a second directory, and every bad input one line
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +110,45 @@ def test_a_whole_run_on_an_image_folder(tiny, tmp_path):
     result = run(c, tmp_path / "out")
     assert result.global_step > 0 and 0 <= result.eval_metrics["eval/accuracy"] <= 1
     assert {layer.examples for layer in result.probe.values()} == {prepare(c["data"]).size("eval")}
+
+
+def readme_image_folder_command() -> list[str]:
+    from tests.test_readme import commands
+
+    (line,) = [c for c in commands("layerprobe") if "data=image_folder" in c and "photos/train" in c]
+    return shlex.split(line)[1:]
+
+
+def test_the_default_model_on_an_image_folder_names_the_override_that_fixes_it(tmp_path, monkeypatch, capsys):
+    from layerprobe.cli.main import main
+
+    write_folder(tmp_path / "photos" / "train", per_class=5)
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in readme_image_folder_command() if not a.startswith("model=")]
+    assert main(["validate", *args, "data.cache_dir=cache"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "layerprobe: error: model.inputs.image: the model declares float32[8, 8, 1] but feature 'image' of the train split is "
+        "float32[32, 32, 3]; to take it as it is, set model.inputs.image.shape=[32,32,3]. "
+        "Received: 'float32[32, 32, 3]'"
+    )
+    fixed = [*args, "model.inputs.image.shape=[32,32,3]", "data.cache_dir=cache"]
+    assert main(["validate", *fixed]) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.estimator  # the default engine
+def test_the_readme_image_folder_command_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """From a directory holding photos/train, the README's command trains the shipped image_cnn on it."""
+    from mlflow.tracking import MlflowClient
+
+    from layerprobe.cli.main import main
+
+    write_folder(tmp_path / "photos" / "train")
+    monkeypatch.chdir(tmp_path)
+    budget = ["trainer=quick", "trainer.train_steps=4", "probe.plots=false", "tracking.uri=sqlite:///mlflow.db"]
+    assert main([*readme_image_folder_command(), *budget]) == 0, capsys.readouterr().err[-2000:]
+    run_id = re.search(r"^mlflow run: (\w+)$", capsys.readouterr().out, re.M).group(1)  # type: ignore[union-attr]
+    data = MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(run_id).data
+    assert data.params["model.name"] == "image_cnn"
+    eval_images = prepare(folder_cfg(tmp_path / "photos" / "train", "data.params.image_size=[32,32]")).size("eval")
+    assert data.metrics["probe/conv1/count"] == eval_images * 32 * 32 * 16  # conv1: 32x32x16 per image

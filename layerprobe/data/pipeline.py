@@ -86,14 +86,24 @@ def check_against_inputs(data: DataSource, model_inputs: Mapping[str, Any], labe
             if name not in feats:
                 raise ConfigError(f"model.inputs.{name}", name, f"the {split} split has no such feature", feats)
             found = feats[name]
-            expected = f"{spec.get('dtype', 'float32')}{list(spec['shape'])}"
-            got = f"{found.dtype.name}{found.shape.as_list()[1:]}"
-            if got != expected:
-                rule = f"the model declares {expected} but feature {name!r} of the {split} split is {got}"
-                raise ConfigError(f"model.inputs.{name}", got, rule)
+            dtype, shape = spec.get("dtype", "float32"), list(spec["shape"])
+            got_dtype, got_shape = found.dtype.name, found.shape.as_list()[1:]
+            if (got_dtype, got_shape) != (dtype, shape):
+                fixes = [f"model.inputs.{name}.shape={_listed(got_shape)}"] * (got_shape != shape)
+                fixes += [f"model.inputs.{name}.dtype={got_dtype}"] * (got_dtype != dtype)
+                rule = (
+                    f"the model declares {dtype}{shape} but feature {name!r} of the {split} split is "
+                    f"{got_dtype}{got_shape}; to take it as it is, set {' '.join(fixes)}"
+                )
+                raise ConfigError(f"model.inputs.{name}", f"{got_dtype}{got_shape}", rule)
         for name in sorted(labels_needed):
             if name not in labels:
                 raise ConfigError("model.outputs", name, f"the {split} split has no such label", labels)
+
+
+def _listed(shape: list[Any]) -> str:
+    """A shape as a command-line override writes it: [32,32,3]."""
+    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def check_classes(data: DataSource, heads: Iterable[tuple[str, str, int]], declared: int | None) -> None:
