@@ -127,7 +127,8 @@ def test_the_default_model_on_an_image_folder_names_the_override_that_fixes_it(t
     args = [a for a in readme_image_folder_command() if not a.startswith("model=")]
     assert main(["validate", *args, "data.cache_dir=cache"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "layerprobe: error: model.inputs.image: the model declares float32[8, 8, 1] but feature 'image' of the train split is "
+        "layerprobe: error: model.inputs.image: the model declares float32[8, 8, 1] "
+        "but feature 'image' of the train split is "
         "float32[32, 32, 3]; to take it as it is, set model.inputs.image.shape=[32,32,3]. "
         "Received: 'float32[32, 32, 3]'"
     )
