@@ -217,7 +217,7 @@ def _probe(
         outcome = probe_outcome(r.c, state, x.summary, out, report)
     log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
     if dyn:
-        r.tracker.log_metric_records(dyn.records(outcome.metrics))
+        r.tracker.log_metric_records(dyn.records())
     r.tracker.log_metrics(outcome.metrics, step=step)
     r.tracker.log_artifacts(out, "probe")
     return outcome
