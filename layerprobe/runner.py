@@ -15,6 +15,7 @@ import yaml
 
 from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
 from layerprobe.config.loaded import Config, load
+from layerprobe.dynamics import ledger
 from layerprobe.dynamics.cadence import snapshot_steps
 from layerprobe.dynamics.trace import after_training, report_section
 from layerprobe.engines.base import EvaluationCallback
@@ -124,7 +125,6 @@ class _Run:
     x: Experiment
     tracker: Any
     cluster: Any
-    kept: Sequence[Any]  # the checkpoints model_dir kept before this run trained
     output_dir: Path
     overrides: Sequence[str]
 
@@ -175,7 +175,7 @@ def _prepare(
     if kept and kept[-1].step > c.trainer.train_steps and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists
     tracker = open_tracker(c, overrides, all_tags, parent) if cluster.is_chief else tracking.NullTracker()
-    return _Run(c, x, tracker, cluster, kept, output_dir, overrides)
+    return _Run(c, x, tracker, cluster, output_dir, overrides)
 
 
 def _log_config(r: _Run) -> None:
@@ -205,10 +205,10 @@ def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
 def _probe(
     r: _Run, step: int, checkpoint: str | None, eval_metrics: Mapping[str, float], seconds: dict[str, float]
 ) -> ProbeOutcome:
-    """The dynamics of the snapshots this run trained, then the probe of its checkpoint; logged."""
+    """The dynamics of the snapshots no run has probed yet, then the probe of its checkpoint; logged."""
     x, out = r.x, r.output_dir / "probe"
     with _timed(seconds, "dynamics"):
-        dyn = after_training(x, r.kept[-1].step if r.kept else -1, step, out / "dynamics")
+        dyn = after_training(x, step, out / "dynamics")
     with _timed(seconds, "probe"):
         state = x.session().run(x.data, checkpoint=checkpoint)
         context = {"run id": r.tracker.run_id or "(not tracked)", "overrides": " ".join(r.overrides) or "(defaults)"}
@@ -217,9 +217,11 @@ def _probe(
         outcome = probe_outcome(r.c, state, x.summary, out, report)
     log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
     if dyn:
-        r.tracker.log_metric_records(dyn.records(outcome.metrics))
+        r.tracker.log_metric_records(dyn.records())
     r.tracker.log_metrics(outcome.metrics, step=step)
     r.tracker.log_artifacts(out, "probe")
+    if dyn:  # logged with dynamics.json: no later run probes these steps again
+        ledger.enter(x.engine.model_dir, dyn.steps, r.tracker.run_id or "(not tracked)")
     return outcome
 
 
@@ -269,6 +271,8 @@ def _train(
         latest = kept[-1].step if kept else 0
         if latest < budget:
             snaps = snapshot_steps(x.c)
+            if snaps:
+                ledger.begin(model_dir, x.engine.snapshots(), latest)
             return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps), None
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
     missing = sorted(set(snapshot_steps(x.c)) - {k.step for k in x.engine.snapshots()})

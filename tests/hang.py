@@ -17,13 +17,31 @@ ROOT = Path(__file__).resolve().parents[1]
 def layerprobe_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`python -m layerprobe ARGV` in `cwd`, importing this checkout, without the variables that
     would change what it prints (HYDRA_FULL_ERROR) or where it logs (MLFLOW_TRACKING_URI)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [sys.executable, "-m", "layerprobe", *argv],
         cwd=cwd,
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
     )
+
+
+def layerprobe_started(argv: list[str], cwd: Path) -> subprocess.Popen:
+    """`layerprobe_process` started and left running, in a session of its own (a signal to its
+    group reaches it as Ctrl-C reaches a terminal's job); stdout and stderr in one pipe, in order."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "layerprobe", *argv],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env

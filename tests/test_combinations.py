@@ -195,7 +195,8 @@ def train(ws: Workspace) -> None:
     ws.trained.ok()
     assert tracking.run_info(ws.uri, ws.run_id)["status"] == "FINISHED"
     assert ws.steps(ws.model.metric) == {STEPS}
-    assert ws.steps(f"probe/{ws.model.layer}/mean") == CHECKPOINTS  # dynamics at each checkpoint, final at the last
+    assert ws.steps(f"dynamics/{ws.model.layer}/mean") == CHECKPOINTS  # the subset at each checkpoint
+    assert ws.steps(f"probe/{ws.model.layer}/mean") == {STEPS}  # the whole split, at the last
     assert ws.steps("train/loss")
 
 
@@ -221,8 +222,9 @@ def checkpoints(ws: Workspace) -> None:
     # the checkpoints the engine keeps: the Estimator's include step 0, the Keras engine's start at 2
     kept = set(json.loads((ws.path / "all" / "probe" / "dynamics" / "dynamics.json").read_text())["steps"])
     assert {2, STEPS} <= kept <= CHECKPOINTS
-    assert ws.steps(f"probe/{extra}/mean") == kept
-    assert ws.steps(f"probe/{ws.model.layer}/mean") == CHECKPOINTS  # the points training logged: none twice
+    assert ws.steps(f"dynamics/{extra}/mean") == kept
+    assert ws.steps(f"dynamics/{ws.model.layer}/mean") == CHECKPOINTS  # the points training logged: none twice
+    assert ws.steps(f"probe/{extra}/mean") == {STEPS}
     assert (ws.path / "all" / "probe" / extra / "stats.json").is_file()
 
 

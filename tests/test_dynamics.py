@@ -22,9 +22,22 @@ def _steps(result, key):
     return sorted(m.step for m in client.get_metric_history(result.run_id, key))
 
 
-def _history(result, key):
+def assert_the_run_holds_its_series(result, series):
+    """One metric, one step, one value: every value of dynamics.json is the run's
+    `dynamics/<layer>/<name>` at its step, logged once, and `probe/<layer>/<stat>` holds the final
+    probe of the whole split only, at the run's step (README "Training dynamics")."""
     client = MlflowClient(tracking_uri=result.tracking_uri)
-    return {m.step: m.value for m in client.get_metric_history(result.run_id, key)}
+    logged = client.get_run(result.run_id).data.metrics
+    for layer, s in series["layers"].items():
+        named = {**s["scalars"], "linear_acc": s["linear_acc"], "cka_to_final": s["cka_to_final"]}
+        for name, values in named.items():
+            want = {step: v for step, v in zip(series["steps"], values) if v is not None}
+            history = client.get_metric_history(result.run_id, f"dynamics/{layer}/{name}")
+            assert sorted(m.step for m in history) == sorted(want), (layer, name)  # each step once
+            assert {m.step: m.value for m in history} == want, (layer, name)
+    for key in (k for k in logged if k.startswith("probe/")):
+        history = client.get_metric_history(result.run_id, key)
+        assert [(m.step, m.value) for m in history] == [(result.global_step, result.probe_metrics[key])], key
 
 
 def test_cadences():
@@ -46,11 +59,13 @@ def trained(tiny, tmp_path):
 
 def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(trained, tmp_path):
     c, result = trained
-    # step 0 (the initialised model) and the checkpoints at 10 and 20; the final full probe keeps step 20
-    assert _steps(result, "probe/conv1/mean") == [0, 10, 20]
-    assert _steps(result, "probe/conv1/cka_to_final") == [0, 10, 20]
+    # step 0 (the initialised model) and the checkpoints at 10 and 20, on the subset; the full probe at 20
+    assert _steps(result, "dynamics/conv1/mean") == [0, 10, 20]
+    assert _steps(result, "dynamics/conv1/cka_to_final") == [0, 10, 20]
+    assert _steps(result, "probe/conv1/mean") == [20]
     series = json.loads((tmp_path / "train/probe/dynamics/dynamics.json").read_text())
     assert series["steps"] == [0, 10, 20] and series["examples"] == 100
+    assert_the_run_holds_its_series(result, series)
     assert series["layers"]["conv1"]["cka_to_final"][-1] == pytest.approx(1.0)
     # a probe after training, of the final checkpoint (Estimator.predict at the latest), on the same 100 examples
     x = prepare(load(c), result.model_dir)
@@ -59,10 +74,6 @@ def test_metrics_at_three_steps_and_the_last_equals_a_probe_after_training(train
         assert series["layers"][layer]["scalars"]["mean"][-1] == after[layer].mean
         assert series["layers"][layer]["scalars"]["p50"][-1] == after[layer].percentiles["p50"]
         assert series["layers"][layer]["histograms"][-1]["counts"] == after[layer].histogram_counts
-    # the earlier points are logged as they were probed, the last step holds the full probe's value
-    logged = _history(result, "probe/conv1/mean")
-    assert logged[0] == pytest.approx(series["layers"]["conv1"]["scalars"]["mean"][0])
-    assert logged[20] == pytest.approx(result.probe_metrics["probe/conv1/mean"])
     # a PNG per layer and the report's dynamics section
     assert (tmp_path / "train/probe/dynamics/conv1.png").is_file()
     report = (tmp_path / "train/probe/report.html").read_text()
@@ -93,8 +104,8 @@ def test_tensorboard_histograms_sum_to_the_values_seen(trained, tmp_path):
 def test_a_resumed_run_continues_the_series(tiny, tmp_path):
     first = run(tiny("probe.analysis=false"), tmp_path / "a")
     second = run(tiny("probe.analysis=false", "trainer.train_steps=40"), tmp_path / "b")
-    assert _steps(first, "probe/conv1/std") == [0, 10, 20]
-    assert _steps(second, "probe/conv1/std") == [30, 40]  # no step probed twice
+    assert _steps(first, "dynamics/conv1/std") == [0, 10, 20]
+    assert _steps(second, "dynamics/conv1/std") == [30, 40]  # no step probed twice
     series = json.loads((tmp_path / "b/probe/dynamics/dynamics.json").read_text())
     assert series["steps"] == [30, 40]
 
@@ -117,15 +128,16 @@ def test_probe_checkpoints_all_logs_one_point_per_kept_checkpoint(tiny, tmp_path
     import sys
 
     result = run(tiny("probe.dynamics.enabled=false", "trainer.keep_checkpoint_max=2"), tmp_path / "t")
-    assert _steps(result, "probe/conv1/mean") == [20]  # no dynamics in training
+    assert _steps(result, "dynamics/conv1/mean") == []  # no dynamics in training
     r = subprocess.run(
         [sys.executable, "-m", "layerprobe", "probe", result.run_id, "--checkpoints", "all",
          "probe.dynamics.examples=50", f"tracking.uri={result.tracking_uri}", "--output-dir", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _steps(result, "probe/conv1/mean") == [10, 20]  # the two kept checkpoints, step 20 once
-    assert _steps(result, "probe/conv1/cka_to_final") == [10, 20]
+    assert _steps(result, "dynamics/conv1/mean") == [10, 20]  # the two kept checkpoints
+    assert _steps(result, "dynamics/conv1/cka_to_final") == [10, 20]
+    assert _steps(result, "probe/conv1/mean") == [20]
     series = json.loads((tmp_path / "o/probe/dynamics/dynamics.json").read_text())
     assert series["steps"] == [10, 20] and series["examples"] == 50
 

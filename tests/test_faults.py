@@ -12,21 +12,20 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.hang import layerprobe_started
+
 pytestmark = pytest.mark.estimator  # faults in runs of the Estimator engine
 
 TINY = ["model=tiny_cnn", "trainer=quick", "probe.plots=false", "probe.analysis=false"]
 
 
+def arguments(tmp_path: Path, *extra: str) -> list[str]:
+    store = f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    return [*TINY, f"trainer.model_dir={tmp_path / 'model'}", store, *extra]
+
+
 def command(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "layerprobe",
-        *TINY,
-        f"trainer.model_dir={tmp_path / 'model'}",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        *extra,
-    ]
+    return [sys.executable, "-m", "layerprobe", *arguments(tmp_path, *extra)]
 
 
 def env() -> dict[str, str]:
@@ -34,15 +33,8 @@ def env() -> dict[str, str]:
 
 
 def start(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        command(tmp_path, *extra),
-        cwd=tmp_path,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    """`layerprobe` with the tiny config, its stdout and stderr in one pipe."""
+    return layerprobe_started(arguments(tmp_path, *extra), tmp_path)
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, model_dir: Path, timeout: float = 120) -> int:
@@ -53,7 +45,7 @@ def wait_for_checkpoint(proc: subprocess.Popen, model_dir: Path, timeout: float 
         if [s for s in steps if s > 0]:
             return max(steps)
         if proc.poll() is not None:
-            pytest.fail(f"training ended before a checkpoint: {proc.communicate()[1][-3000:]}")
+            pytest.fail(f"training ended before a checkpoint: {proc.communicate()[0][-3000:]}")
         time.sleep(0.1)
     stop(proc)
     pytest.fail("no checkpoint within the time limit")
@@ -101,7 +93,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_ends_the_run_killed(tmp_path):
     try:
         step = wait_for_checkpoint(proc, tmp_path / "model")
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
-        _, err = proc.communicate(timeout=120)
+        err, _ = proc.communicate(timeout=120)  # stdout and stderr
     finally:
         stop(proc)
     assert proc.returncode == 130, err[-3000:]

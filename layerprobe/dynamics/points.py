@@ -18,6 +18,9 @@ from layerprobe.probe.accumulate import LayerStats
 from layerprobe.probe.session import ProbeSession
 
 log = logging.getLogger(__name__)
+# The points' metric keys, dynamics/<layer>/<stat>: a subset's values never share a key (and so an
+# MLflow series) with the final probe's probe/<layer>/<stat>, which are of the whole probe split.
+PREFIX = "dynamics"
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,11 @@ class DynamicsPoint:
     cka_to_final: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """probe/<layer>/<stat> (the same names as the final probe's), linear_acc and cka_to_final."""
-        out = {f"probe/{n}/{k}": v for n, s in self.stats.items() for k, v in s.scalars().items()}
-        out.update({f"probe/{n}/linear_acc": v for n, v in self.linear_acc.items()})
-        out.update({f"probe/{n}/cka_to_final": v for n, v in self.cka_to_final.items()})
+        """dynamics/<layer>/<stat>, linear_acc and cka_to_final: the subset's values, under keys of
+        their own (the final probe's `probe/<layer>/<stat>` are of the whole probe split)."""
+        out = {f"{PREFIX}/{n}/{k}": v for n, s in self.stats.items() for k, v in s.scalars().items()}
+        out.update({f"{PREFIX}/{n}/linear_acc": v for n, v in self.linear_acc.items()})
+        out.update({f"{PREFIX}/{n}/cka_to_final": v for n, v in self.cka_to_final.items()})
         return out
 
 
@@ -52,16 +56,9 @@ class Dynamics:
     def layers(self) -> list[str]:
         return list(self.points[0].stats) if self.points else []
 
-    def records(self, logged_at_end: Mapping[str, float] = {}) -> list[tuple[dict[str, float], int]]:
-        """(metrics, step) per point for the tracker's batch call. At the last point, metrics the
-        final full probe logs at the same step (`logged_at_end`) are left to it: one value per step."""
-        out = []
-        for i, p in enumerate(self.points):
-            m = p.metrics()
-            if i == len(self.points) - 1:
-                m = {k: v for k, v in m.items() if k not in logged_at_end}
-            out.append((m, p.step))
-        return out
+    def records(self) -> list[tuple[dict[str, float], int]]:
+        """(metrics, step) per point for the tracker's batch call: every value of dynamics.json."""
+        return [(p.metrics(), p.step) for p in self.points]
 
     def to_dict(self) -> dict[str, Any]:
         """Series per layer (dynamics.json): the compare report overlays runs from it."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe.config.loaded import Config
+from layerprobe.dynamics.ledger import not_yet_probed
 from layerprobe.dynamics.points import Dynamics, probe_points
 from layerprobe.engines.base import Checkpoint
 
@@ -101,8 +102,8 @@ def check_subset(c: Config, data: Any) -> None:
         raise ConfigError("probe.dynamics.examples", d.examples, rule)
 
 
-def after_training(x: Any, start: int, step: int, out_dir: Path) -> Dynamics | None:
-    """The points of the snapshots this run trained (after `start`, up to `step`): a resumed run
-    continues the series of its model_dir without probing a step again. None when there are none."""
-    checkpoints = [k for k in x.engine.snapshots() if start < k.step <= step]
+def after_training(x: Any, step: int, out_dir: Path) -> Dynamics | None:
+    """The points of the snapshots up to `step` that no run has probed yet (see dynamics.ledger):
+    those this run trained and those of a run stopped before its probe. None when there are none."""
+    checkpoints = not_yet_probed(x.engine.snapshots(), x.engine.model_dir, step)
     return trace(x, checkpoints, out_dir) if checkpoints else None

@@ -7,7 +7,7 @@ engine runs. No TensorFlow import here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +15,19 @@ from typing import Any, Protocol
 import numpy as np
 
 SNAPSHOT_DIR = "dynamics"  # under model_dir: the snapshots probed for training dynamics, all kept
+
+
+def snapshot_prefix(directory: str | Path, step: int) -> str:
+    """Where either engine saves the snapshot of global step `step` (a TF checkpoint prefix)."""
+    return str(Path(directory) / f"snapshot-{step}")
+
+
+def to_snapshot_at_start(directory: str | Path, step: int, steps: Collection[int]) -> bool:
+    """Whether training that starts at `step` saves the model it starts from as a snapshot: step 0
+    from scratch, or a resumed checkpoint whose snapshot the stopped run did not take (the Estimator
+    writes its checkpoint before any hook of ours hears that step, and Ctrl-C can come between)."""
+    return step in steps and not Path(snapshot_prefix(directory, step) + ".index").exists()
+
 
 # The layer tensors of one built graph by name, and the probe feed of the batch (label: (batch,) or
 # None; sample: ((batch,) bool in the reservoir, (batch,) int64 example index) or None) -> named

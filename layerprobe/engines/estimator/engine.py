@@ -91,20 +91,23 @@ class EstimatorEngine(ModelDirFiles):
         from layerprobe.distributed import role
 
         t = self.trainer
-        hooks: list[Any] = [ProgressHook(t.log_every_steps, until_step, flush=progress)]
+        progress_hook = ProgressHook(t.log_every_steps, until_step, flush=progress)
+        hooks: list[Any] = [progress_hook]
         train_fn = train_input_fn(data, self.data_cfg, t.seed)
         est = self.estimator()
-        if role().in_cluster:
-            train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
-        else:
-            evaluate = functools.partial(self.evaluate, data, "eval")  # (checkpoint path) -> metrics
-            listeners = (
-                [EvaluationListener(evaluate, on_evaluation, self.model_dir, until_step)] if on_evaluation else []
-            )
-            if snapshots:
-                Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
-                hooks.append(SnapshotHook(set(snapshots), self.snapshot_dir))
-            est.train(train_fn, max_steps=until_step, hooks=hooks, saving_listeners=listeners)
+        # The meter hands its records on when training ends in any way: on Ctrl-C no hook's `end` runs.
+        with progress_hook.meter:
+            if role().in_cluster:
+                train_in_cluster(est, train_fn, eval_input_fn(data, self.data_cfg), until_step, hooks)
+            else:
+                evaluate = functools.partial(self.evaluate, data, "eval")  # (checkpoint path) -> metrics
+                listeners = (
+                    [EvaluationListener(evaluate, on_evaluation, self.model_dir, until_step)] if on_evaluation else []
+                )
+                if snapshots:
+                    Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
+                    hooks.append(SnapshotHook(set(snapshots), self.snapshot_dir))
+                est.train(train_fn, max_steps=until_step, hooks=hooks, saving_listeners=listeners)
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:

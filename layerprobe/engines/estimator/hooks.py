@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.engines.base import EvaluationCallback, ProgressSink
+from layerprobe.engines.base import EvaluationCallback, ProgressSink, snapshot_prefix, to_snapshot_at_start
 from layerprobe.engines.estimator.model_fn import LOSS_TENSOR
 from layerprobe.engines.progress import ProgressMeter
 
@@ -83,9 +83,9 @@ class EvaluationListener(tf.estimator.CheckpointSaverListener):
 
 class SnapshotHook(tf.estimator.SessionRunHook):
     """Saves the variables at each of `steps` into `directory` (`snapshot-<step>`, all kept), beside
-    the Estimator's own checkpoints, whose keep_checkpoint_max may delete them. The step-0 snapshot is
-    the initialised model, saved when the session starts from scratch. Saving only reads variables,
-    so the training trajectory is the same with or without this hook."""
+    the Estimator's own checkpoints, whose keep_checkpoint_max may delete them. The model the session
+    starts from is saved too when its step is one of `steps` (see `to_snapshot_at_start`). Saving only
+    reads variables, so the training trajectory is the same with or without this hook."""
 
     def __init__(self, steps: set[int], directory: str) -> None:
         self.steps = set(steps)
@@ -97,8 +97,8 @@ class SnapshotHook(tf.estimator.SessionRunHook):
 
     def after_create_session(self, session: Any, coord: Any) -> None:
         self.current = int(session.run(self.step))
-        if self.current == 0:
-            self._save(session, 0)
+        if to_snapshot_at_start(self.directory, self.current, self.steps):
+            self._save(session, self.current)
 
     def before_run(self, run_context: Any) -> Any:
         return tf.estimator.SessionRunArgs(self.step)
@@ -110,6 +110,6 @@ class SnapshotHook(tf.estimator.SessionRunHook):
     def _save(self, session: Any, step: int) -> None:
         if step in self.steps:
             self.steps.discard(step)
-            prefix = f"{self.directory}/snapshot-{step}"
+            prefix = snapshot_prefix(self.directory, step)
             self.saver.save(session, prefix, write_meta_graph=False, write_state=False)
             log.debug("snapshot at step %d: %s", step, prefix)

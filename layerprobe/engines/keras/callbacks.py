@@ -10,7 +10,7 @@ from typing import Any
 import keras
 
 from layerprobe._tf import tf
-from layerprobe.engines.base import ProgressSink
+from layerprobe.engines.base import ProgressSink, to_snapshot_at_start
 from layerprobe.engines.keras.checkpoints import Saver
 from layerprobe.engines.progress import ProgressMeter
 
@@ -23,7 +23,8 @@ class Progress(keras.callbacks.Callback):
 
     Keras hands a callback the running mean of the epoch's loss; the step's own loss is recovered
     from two consecutive means (k*m_k - (k-1)*m_(k-1), exact in real numbers; fit runs one epoch of
-    equal batches), so train/loss means what it means in the Estimator engine."""
+    equal batches), so train/loss means what it means in the Estimator engine. Use as a context
+    manager around `fit`."""
 
     def __init__(
         self, every: int, start: int, total: int, flush: ProgressSink | None, logdir: str, flush_every: int = 20
@@ -44,9 +45,16 @@ class Progress(keras.callbacks.Callback):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("global_step/sec", rate)
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.meter.flush()
-        self.writer.close()
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Hand on the records and close the TensorBoard writer however `fit` ended: on Ctrl-C it
+        calls no `on_train_end`."""
+        try:
+            self.meter.__exit__(exc_type, exc, tb)
+        finally:
+            self.writer.close()
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -70,8 +78,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.after_save, self.snapshots, self.snapshot_dir = after_save, set(snapshots), snapshot_dir
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.step == 0 and 0 in self.snapshots:  # the initialised model
-            self.saver.snapshot(0, self.snapshot_dir)
+        if to_snapshot_at_start(self.snapshot_dir, self.step, self.snapshots):  # the model fit starts from
+            self.saver.snapshot(self.step, self.snapshot_dir)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1

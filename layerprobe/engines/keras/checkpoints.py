@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.engines.base import Checkpoint
+from layerprobe.engines.base import Checkpoint, snapshot_prefix
 from layerprobe.graph.keys import model_weight_keys
 from layerprobe.graph.keys import variables as weights_of
 
@@ -62,7 +62,7 @@ class Saver:
             self._snapshots = tf.compat.v1.train.Saver(
                 var_list=self._saver._var_list, max_to_keep=None, save_relative_paths=True
             )
-        prefix = str(Path(directory) / f"snapshot-{step}")
+        prefix = snapshot_prefix(directory, step)
         self._snapshots.save(None, prefix, write_meta_graph=False, write_state=False)
         return prefix
 

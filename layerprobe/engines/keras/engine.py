@@ -101,8 +101,9 @@ class KerasEngine(ModelDirFiles):
             return start
         t = self.trainer
         keras.utils.set_random_seed(t.seed)  # dropout and other random ops of this fit call
+        progress_callback = Progress(t.log_every_steps, start, until_step, progress, self.model_dir)
         callbacks = [
-            Progress(t.log_every_steps, start, until_step, progress, self.model_dir),
+            progress_callback,
             Checkpoints(
                 saver,
                 t.save_checkpoints_steps,
@@ -117,7 +118,8 @@ class KerasEngine(ModelDirFiles):
         ]
         ds = fit_dataset(self.spec, data, self.data_cfg, t.seed)
         # shuffle=False: the data source shuffles (seeded); fit would only warn that it ignores True
-        model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0, shuffle=False)
+        with progress_callback:
+            model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0, shuffle=False)
         return int(model.optimizer.iterations.numpy())
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:
