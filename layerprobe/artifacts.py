@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,3 +126,44 @@ def report_title(c: Config, context: Mapping[str, str]) -> str:
         if context.get("overrides") not in (None, "", "(defaults)"):
             title += f": {context['overrides']}"
     return title
+
+
+def run_context(run_id: str | None, overrides: str, step: int, eval_metrics: Mapping[str, float]) -> dict[str, str]:
+    """The header of a run's report: which run, what it overrode, the step and its eval metrics."""
+    context = {"run id": run_id or "(not tracked)", "overrides": overrides or "(defaults)", "step": str(step)}
+    return context | {k: f"{v:.4g}" for k, v in eval_metrics.items()}
+
+
+def earlier_report(uri: str, run_id: str, step: int, layers: Sequence[str], dst: Path) -> dict[str, Any]:
+    """What a re-probe of `layers` at `step` keeps of run `run_id`'s report (keyword arguments of
+    analysis.write_report): the run's header, its training dynamics (probe/dynamics/dynamics.json and
+    PNGs) and the sections of every layer it probed before that this probe leaves out (their
+    stats.json and PNGs). Files are downloaded into `dst`, which must outlive the report's writing."""
+    from layerprobe import tracking
+    from layerprobe.analysis.report import KeptLayer, dynamics_section
+    from layerprobe.probe.accumulate import LayerStats
+
+    data = tracking.run_data(uri, run_id)
+    evals = {k: v for k, v in data.metrics.items() if k.startswith("eval/")}
+    context = run_context(run_id, data.tags.get("layerprobe.overrides", ""), step, evals)
+    report: dict[str, Any] = {"context": context | {"re-probed": ", ".join(layers)}}
+    earlier = [n for n, is_dir in tracking.list_artifacts(uri, run_id, "probe").items() if is_dir]
+    if "dynamics" in earlier:
+        d = tracking.download_artifact(uri, run_id, "probe/dynamics", dst)
+        if (d / "dynamics.json").is_file():
+            report["dynamics"] = dynamics_section(json.loads((d / "dynamics.json").read_text()), d)
+    points = tracking.latest_metric_points(uri, run_id)
+    kept = {}
+    for name in (n for n in earlier if n != "dynamics" and n not in layers):
+        files = tracking.list_artifacts(uri, run_id, f"probe/{name}")
+        if "stats.json" not in files:
+            continue
+        wanted = ["stats.json", *sorted(f for f in files if f.endswith(".png"))]  # not the reservoir
+        got = [tracking.download_artifact(uri, run_id, f"probe/{name}/{f}", dst / name) for f in wanted]
+        stats = LayerStats(**json.loads(got[0].read_text())).scalars()
+        at = points.get(f"probe/{name}/mean", (None, None))[0]
+        note = f"not re-probed: this section is the run's earlier probe of {name} (step {at})"
+        kept[name] = KeptLayer(stats, got[1:], note)
+    if kept:
+        report["kept"] = kept
+    return report

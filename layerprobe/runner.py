@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
+from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, run_context, write_run_files
 from layerprobe.config.loaded import Config, load
 from layerprobe.dynamics.cadence import snapshot_steps
 from layerprobe.dynamics.trace import after_training, report_section
@@ -211,8 +211,7 @@ def _probe(
         dyn = after_training(x, r.kept[-1].step if r.kept else -1, step, out / "dynamics")
     with _timed(seconds, "probe"):
         state = x.session().run(x.data, checkpoint=checkpoint)
-        context = {"run id": r.tracker.run_id or "(not tracked)", "overrides": " ".join(r.overrides) or "(defaults)"}
-        context |= {"step": str(step), **{k: f"{v:.4g}" for k, v in eval_metrics.items()}}
+        context = run_context(r.tracker.run_id, " ".join(r.overrides), step, eval_metrics)
         report = {"context": context, "dynamics": dyn and report_section(dyn, out / "dynamics")}
         outcome = probe_outcome(r.c, state, x.summary, out, report)
     log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
