@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from layerprobe import __version__
@@ -68,3 +69,26 @@ def test_a_misspelt_name_in_a_template_fails_the_render(tmp_path: Path) -> None:
 
     with pytest.raises(UndefinedError):
         render("base.html.j2", tmp_path / "x.html")  # no title
+
+
+def test_dead_units_are_marked_red_where_their_bars_have_no_height(tmp_path: Path) -> None:
+    import dataclasses
+
+    import matplotlib.image
+
+    from layerprobe.probe.accumulate import LayerStats
+    from layerprobe.probe.plots import layer_plots
+
+    units, dead = 32, [2, 7, 30]
+    alive = [0.0 if u in dead else 0.5 + u / 100 for u in range(units)]
+    zeros = {f.name: 0 for f in dataclasses.fields(LayerStats) if f.name != "spatial_mean"}
+    given = {"layer": "conv1", "shape": [units], "units": units, "percentiles": {}, "saturation_fraction": None}
+    given |= {"unit_mean": alive, "unit_std": [0.0] * units, "unit_max": alive, "unit_active_fraction": alive}
+    given |= {"dead_units": dead, "dead_count": len(dead), "histogram_edges": [0.0, 1.0], "histogram_counts": [1]}
+    s = LayerStats(**zeros | given)
+    png = next(p for p in layer_plots(s, tmp_path) if p.name == "units.png")
+    rgb = matplotlib.image.imread(png)[..., :3]
+    red = (rgb[..., 0] > 0.7) & (rgb[..., 1] < 0.35) & (rgb[..., 2] < 0.35)
+    assert red.sum() > 50 * len(dead), f"{red.sum()} red pixels"
+    columns = np.flatnonzero(red.any(axis=0))  # the red marks sit in three separate places along x
+    assert len(np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)) >= len(dead)
