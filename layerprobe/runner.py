@@ -54,10 +54,13 @@ def open_tracker(c: Config, overrides: Sequence[str], tags: Mapping[str, str], p
         return tracking.NullTracker()
     uri = tracking.resolve_uri(c.tracking.uri)
     tracking.check_reachable(uri)
-    run_name = c.tracking.run_name or readable_run_name(overrides) or c.model.name
-    return tracking.Tracker(
-        uri, c.tracking.experiment_name, run_name, tags, parent_run_id, pending_dir=_hydra_output_dir()
+    run_name = c.tracking.run_name  # a sweep's child: what the sweep varies (cli.main)
+    tracker = tracking.Tracker(
+        uri, c.tracking.experiment_name, run_name or c.model.name, tags, parent_run_id, pending_dir=_hydra_output_dir()
     )
+    if not run_name:
+        tracker.set_tags({"mlflow.runName": plain_run_name(c.model.name, overrides, tracker.run_id)})
+    return tracker
 
 
 def _hydra_output_dir() -> str | None:
@@ -307,6 +310,12 @@ def readable_run_name(overrides: Sequence[str]) -> str:
         key, _, value = o.lstrip("+~").partition("=")
         parts.append(".".join(key.split(".")[-2:]) + "=" + _short(value))
     return ",".join(parts)[:200]
+
+
+def plain_run_name(model: str, overrides: Sequence[str], run_id: str) -> str:
+    """A run outside a sweep, `digits_cnn conv1.filters=32 (3f9a2b1c)`: its model, what it overrode
+    and the start of its id, so that runs of one model differ in MLflow's run list."""
+    return " ".join(filter(None, [model, readable_run_name(overrides), f"({run_id[:8]})"]))
 
 
 def _short(value: str) -> str:

@@ -121,3 +121,5 @@ def test_a_reprobe_keeps_the_runs_header_dynamics_and_the_layers_it_leaves_out(t
     assert "not re-probed" in sections["conv1"] and "not re-probed" not in sections["gap"]
     mean = f'<td class="key">mean</td><td class="num">{fmt(result.probe["conv1"].mean)}</td>'
     assert mean in sections["conv1"]
+    # the run keeps the name it was given: its model and the start of its id (README "Where results go")
+    assert client.get_run(result.run_id).info.run_name == f"tiny_cnn ({result.run_id[:8]})"
