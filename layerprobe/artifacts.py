@@ -14,7 +14,7 @@ import yaml
 
 from layerprobe.config.loaded import Config
 from layerprobe.probe.session import ProbeState
-from layerprobe.provenance import frozen_requirements
+from layerprobe.provenance import frozen_requirements, shaping_overrides
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,9 @@ def report_title(c: Config, context: Mapping[str, str]) -> str:
     title = f"layerprobe: {c.model.name} on {c.data.name}"
     if context:
         title += f", step {context.get('step', '?')}"
-        if context.get("overrides") not in (None, "", "(defaults)"):
-            title += f": {context['overrides']}"
+        shown = shaping_overrides(context.get("overrides", "").split())  # not where it logged
+        if shown:
+            title += f": {' '.join(shown)}"
     return title
 
 

@@ -21,7 +21,7 @@ from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
-from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags
+from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags, shaping_overrides
 
 log = logging.getLogger(__name__)
 MODEL_DIR_CONFIG = "layerprobe_config.yaml"  # written into every model_dir when training starts
@@ -304,9 +304,7 @@ def _budget_checkpoint(x: Experiment, kept: Sequence[Any]) -> tuple[int, str | N
 def readable_run_name(overrides: Sequence[str]) -> str:
     """`model.layers.conv1.filters=32` -> `conv1.filters=32`; joined with commas."""
     parts = []
-    for o in overrides:
-        if o.startswith(("hydra.", "tracking.", "+hydra")) or "=" not in o:
-            continue
+    for o in shaping_overrides(overrides):
         key, _, value = o.lstrip("+~").partition("=")
         parts.append(".".join(key.split(".")[-2:]) + "=" + _short(value))
     return ",".join(parts)[:200]

@@ -129,6 +129,8 @@ def test_a_reports_title_names_the_run_without_doubled_parentheses():
         == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"
     )
     assert report_title(c, {}) == "layerprobe: digits_cnn on digits"
+    where = {"overrides": "tracking.uri=sqlite:////tmp/x.db hydra.run.dir=o trainer.seed=3", "step": "1000"}
+    assert report_title(c, where) == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"  # not where it logs
 
 
 def test_a_run_name_shows_a_sampled_float_in_four_digits():
