@@ -142,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no report pages given and none under outputs/ or multirun/", file=sys.stderr)
         return 2
     for i, page in enumerate(pages):
-        png, facts = screenshot(page, args.out / f"{i}-{page.parent.name}-{page.stem}-{args.width}px.png", args.width)
+        name = "-".join(page.resolve().with_suffix("").parts[-3:])  # e.g. 09-50-09-probe-report
+        png, facts = screenshot(page, args.out / f"{i}-{name}-{args.width}px.png", args.width)
         hidden = sorted({h.text for h in facts.headers if not h.visible})
         wide = facts.scroll_width > facts.viewport
         sideways = f", the page scrolls sideways ({facts.scroll_width} px)" if wide else ""

@@ -56,7 +56,6 @@ def _units(s: LayerStats, path: Path) -> Path:
             for i in x[dead]:
                 ax.axvspan(i - 0.4, i + 0.4, color="tab:red", alpha=0.18, lw=0)
             ax.plot(x[dead], np.zeros(dead.sum()), "^", color="tab:red", ms=7, clip_on=False, zorder=3)
-        a2.legend([a2.lines[-1]], ["dead unit (never active)"], fontsize=8, loc="upper right")
     return _save(fig, path)
 
 
