@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import yaml
 from layerprobe.config.loaded import Config
 from layerprobe.probe.session import ProbeState
 from layerprobe.provenance import frozen_requirements, shaping_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,8 @@ def earlier_report(uri: str, run_id: str, step: int, layers: Sequence[str], dst:
     if "dynamics" in earlier:
         d = tracking.download_artifact(uri, run_id, "probe/dynamics", dst)
         if (d / "dynamics.json").is_file():
-            report["dynamics"] = dynamics_section(json.loads((d / "dynamics.json").read_text()), d)
+            with _unreadable_left_out(d / "dynamics.json"):
+                report["dynamics"] = dynamics_section(json.loads((d / "dynamics.json").read_text()), d)
     points = tracking.latest_metric_points(uri, run_id)
     kept = {}
     for name in (n for n in earlier if n != "dynamics" and n not in layers):
@@ -161,10 +166,21 @@ def earlier_report(uri: str, run_id: str, step: int, layers: Sequence[str], dst:
             continue
         wanted = ["stats.json", *sorted(f for f in files if f.endswith(".png"))]  # not the reservoir
         got = [tracking.download_artifact(uri, run_id, f"probe/{name}/{f}", dst / name) for f in wanted]
-        stats = LayerStats(**json.loads(got[0].read_text())).scalars()
-        at = points.get(f"probe/{name}/mean", (None, None))[0]
-        note = f"not re-probed: this section is the run's earlier probe of {name} (step {at})"
-        kept[name] = KeptLayer(stats, got[1:], note)
+        with _unreadable_left_out(got[0]):
+            stats = LayerStats(**json.loads(got[0].read_text())).scalars()
+            at = f" at step {points[f'probe/{name}/mean'][0]}" if f"probe/{name}/mean" in points else ""
+            note = f"not re-probed: this section is the run's earlier probe of {name}{at}"
+            kept[name] = KeptLayer(stats, got[1:], note)
     if kept:
         report["kept"] = kept
     return report
+
+
+@contextlib.contextmanager
+def _unreadable_left_out(path: Path) -> Iterator[None]:
+    """A file of the run's earlier report that this version cannot read (written by another version)
+    is left out of the new report with a warning: the re-probe itself goes on."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("report: %s of the run's earlier probe left out (%s: %s)", path.name, type(e).__name__, e)
