@@ -67,7 +67,8 @@ def analyse(
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
     title = report_title(c, report.get("context") or {})
     scalars = {n: s.scalars() for n, s in stats.items()}
-    write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report)
+    order = [r.name for r in summary.rows]
+    write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report, order=order)
     if result is None:
         return {}
     return {

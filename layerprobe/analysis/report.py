@@ -31,8 +31,10 @@ def write_report(
     context: Mapping[str, str] | None = None,
     dynamics: Mapping[str, Any] | None = None,
     kept: Mapping[str, KeptLayer] | None = None,
+    order: Sequence[str] = (),
 ) -> Path:
-    """Write the run's report to path; layers appear in layer_stats order, then any others, then `kept`.
+    """Write the run's report to path; layers appear in `order` (the model's), then in layer_stats
+    order, then any others, then `kept`.
 
     context: what names the run (run id, overrides, step, eval metrics), shown under the title.
     dynamics: dynamics_section of the run's training dynamics (examples, steps, rows, images).
@@ -44,7 +46,7 @@ def write_report(
         path,
         title=title,
         model_summary=model_summary.rstrip(),
-        layers=list(dict.fromkeys(_layer_order(layer_stats, plots, analysis) + list(kept))),
+        layers=_in_order(_layer_order(layer_stats, plots, analysis) + list(kept), order),
         layer_stats={**{n: k.stats for n, k in kept.items()}, **layer_stats},
         plots={**{n: k.plots for n, k in kept.items()}, **{n: [Path(p) for p in ps] for n, ps in plots.items()}},
         notes={n: k.note for n, k in kept.items() if k.note},
@@ -99,6 +101,14 @@ def _layer_order(
 ) -> list[str]:
     names = list(stats) + list(plots) + (list(analysis.layers) if analysis else [])
     return list(dict.fromkeys(names))
+
+
+def _in_order(names: Sequence[str], order: Sequence[str]) -> list[str]:
+    """`names` in `order` when it holds them all (an inner layer of a nested model is not in the
+    model's own order: then as given)."""
+    unique = list(dict.fromkeys(names))
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(unique, key=rank.__getitem__) if all(n in rank for n in unique) else unique
 
 
 def _dynamics_view(d: Mapping[str, Any]) -> dict[str, Any]:
