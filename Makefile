@@ -13,7 +13,7 @@ STAMP_KERAS := $(VENV_KERAS)/.installed
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run test test-unit test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run screenshots test test-unit test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ test-combinations: $(STAMP) ## every shipped model through every command that ta
 
 test-combinations-keras: $(STAMP_KERAS) ## the same on .venv-keras: trainer.engine=keras
 	$(BIN_KERAS)/python -m pytest -q -m combinations tests/test_combinations.py $(PYTEST_ARGS)
+
+screenshots: $(STAMP) ## full-page PNGs (1400 px, headless Chromium) of the newest reports; PAGES=... for others
+	$(BIN)/python -m layerprobe.analysis.browser $(PAGES)
 
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks

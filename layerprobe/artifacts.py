@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import yaml
 
 from layerprobe.config.loaded import Config
 from layerprobe.probe.session import ProbeState
-from layerprobe.provenance import frozen_requirements
+from layerprobe.provenance import frozen_requirements, shaping_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ def analyse(
     plots = {n: sorted((out_dir / n).glob("*.png")) for n in stats}
     title = report_title(c, report.get("context") or {})
     scalars = {n: s.scalars() for n, s in stats.items()}
-    write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report)
+    order = [r.name for r in summary.rows]
+    write_report(out_dir / "report.html", title, summary.table(), scalars, plots, result, **report, order=order)
     if result is None:
         return {}
     return {
@@ -123,6 +128,60 @@ def report_title(c: Config, context: Mapping[str, str]) -> str:
     title = f"layerprobe: {c.model.name} on {c.data.name}"
     if context:
         title += f", step {context.get('step', '?')}"
-        if context.get("overrides") not in (None, "", "(defaults)"):
-            title += f": {context['overrides']}"
+        shown = shaping_overrides(context.get("overrides", "").split())  # not where it logged
+        if shown:
+            title += f": {' '.join(shown)}"
     return title
+
+
+def run_context(run_id: str | None, overrides: str, step: int, eval_metrics: Mapping[str, float]) -> dict[str, str]:
+    """The header of a run's report: which run, what it overrode, the step and its eval metrics."""
+    context = {"run id": run_id or "(not tracked)", "overrides": overrides or "(defaults)", "step": str(step)}
+    return context | {k: f"{v:.4g}" for k, v in eval_metrics.items()}
+
+
+def earlier_report(uri: str, run_id: str, step: int, layers: Sequence[str], dst: Path) -> dict[str, Any]:
+    """What a re-probe of `layers` at `step` keeps of run `run_id`'s report (keyword arguments of
+    analysis.write_report): the run's header, its training dynamics (probe/dynamics/dynamics.json and
+    PNGs) and the sections of every layer it probed before that this probe leaves out (their
+    stats.json and PNGs). Files are downloaded into `dst`, which must outlive the report's writing."""
+    from layerprobe import tracking
+    from layerprobe.analysis.report import KeptLayer, dynamics_section
+    from layerprobe.probe.accumulate import LayerStats
+
+    data = tracking.run_data(uri, run_id)
+    evals = {k: v for k, v in data.metrics.items() if k.startswith("eval/")}
+    context = run_context(run_id, data.tags.get("layerprobe.overrides", ""), step, evals)
+    report: dict[str, Any] = {"context": context | {"re-probed": ", ".join(layers)}}
+    earlier = [n for n, is_dir in tracking.list_artifacts(uri, run_id, "probe").items() if is_dir]
+    if "dynamics" in earlier:
+        d = tracking.download_artifact(uri, run_id, "probe/dynamics", dst)
+        if (d / "dynamics.json").is_file():
+            with _unreadable_left_out(d / "dynamics.json"):
+                report["dynamics"] = dynamics_section(json.loads((d / "dynamics.json").read_text()), d)
+    points = tracking.latest_metric_points(uri, run_id)
+    kept = {}
+    for name in (n for n in earlier if n != "dynamics" and n not in layers):
+        files = tracking.list_artifacts(uri, run_id, f"probe/{name}")
+        if "stats.json" not in files:
+            continue
+        wanted = ["stats.json", *sorted(f for f in files if f.endswith(".png"))]  # not the reservoir
+        got = [tracking.download_artifact(uri, run_id, f"probe/{name}/{f}", dst / name) for f in wanted]
+        with _unreadable_left_out(got[0]):
+            stats = LayerStats(**json.loads(got[0].read_text())).scalars()
+            at = f" at step {points[f'probe/{name}/mean'][0]}" if f"probe/{name}/mean" in points else ""
+            note = f"not re-probed: this section is the run's earlier probe of {name}{at}"
+            kept[name] = KeptLayer(stats, got[1:], note)
+    if kept:
+        report["kept"] = kept
+    return report
+
+
+@contextlib.contextmanager
+def _unreadable_left_out(path: Path) -> Iterator[None]:
+    """A file of the run's earlier report that this version cannot read (written by another version)
+    is left out of the new report with a warning: the re-probe itself goes on."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("report: %s of the run's earlier probe left out (%s: %s)", path.name, type(e).__name__, e)

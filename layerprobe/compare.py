@@ -100,7 +100,7 @@ def compare_report(
     """`<out_dir>/compare/report.html` for `run_ids`, every exposed layer (or `layers`); logged to run
     `log_to` (a sweep's parent) under `compare/` with the CKA files."""
     from layerprobe import tracking
-    from layerprobe.analysis.compare_report import write_compare_report
+    from layerprobe.analysis.compare_report import compare_title, write_compare_report
 
     runs = [_run_view(uri, r) for r in run_ids]
     names = list(layers or dict.fromkeys(n for r in runs for n in r.stats))
@@ -111,7 +111,7 @@ def compare_report(
         except LayerprobeError as e:  # e.g. a run kept no reservoir of this layer
             cka[layer] = str(e)
     _unique_names(runs)
-    title = f"layerprobe compare: {len(runs)} runs, {len(names)} layers"
+    title = compare_title(runs, names)
     path = write_compare_report(Path(out_dir) / "compare" / "report.html", runs, names, cka, title)
     if log_to:
         tracking.Tracker(uri, "", None, run_id=log_to).log_artifact(path, "compare")
@@ -135,6 +135,8 @@ def _run_view(uri: str, run_id: str) -> Any:
         metrics=dict(data.metrics),
         stats=stats,
         dynamics=_json_artifact(uri, run_id, "probe/dynamics/dynamics.json"),
+        model=data.params.get("model.name", ""),
+        data=data.params.get("data.name", ""),
     )
 
 

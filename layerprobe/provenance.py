@@ -96,6 +96,12 @@ def dataset_inputs(data_cfg: DataConfig, data: Any) -> list[dict[str, Any]]:
     ]
 
 
+def shaping_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that say what a run is: not where it logs or writes (tracking.*, hydra.*), and
+    no bare flag. What its name and its report's title show."""
+    return [o for o in overrides if "=" in o and not o.lstrip("+~").startswith(("hydra.", "tracking."))]
+
+
 def provenance_tags(c: Config, overrides: Sequence[str], params: int, exposed: Sequence[str]) -> dict[str, str]:
     """What a run records of where it came from; `exposed`: the layers it probes, patterns resolved
     against the built model (what compare and a sweep's report read back)."""

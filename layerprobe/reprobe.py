@@ -164,22 +164,25 @@ def _log_outcome(
 ) -> tuple[dict[str, Any], str | None]:
     """The probe files of `state` in output_dir/probe (with the dynamics `dyn` of --checkpoints all),
     logged into the run (when there is one)."""
-    from layerprobe.artifacts import probe_outcome
+    from layerprobe.artifacts import earlier_report, probe_outcome
 
-    report = None
-    if dyn is not None:
-        from layerprobe.dynamics.trace import report_section
-
-        report = {"dynamics": report_section(dyn, Path(output_dir) / "probe" / "dynamics")}
-    outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe", report)
-    if p.run_id and p.c.tracking.enabled:
+    run_id = p.run_id if p.c.tracking.enabled else None
+    if run_id:
         from layerprobe import tracking
 
         uri = p.uri or tracking.resolve_uri(None)
-        t = tracking.Tracker(uri, "", None, run_id=p.run_id)
+    with tempfile.TemporaryDirectory() as earlier:  # the run's report is rewritten, never made smaller
+        report = earlier_report(uri, run_id, p.step, p.exposed, Path(earlier)) if run_id else {}
+        if dyn is not None:
+            from layerprobe.dynamics.trace import report_section
+
+            report["dynamics"] = report_section(dyn, Path(output_dir) / "probe" / "dynamics")
+        outcome = probe_outcome(p.c, state, p.x.summary, Path(output_dir) / "probe", report)
+    if run_id:
+        t = tracking.Tracker(uri, "", None, run_id=run_id)
         if dyn:
-            t.log_metric_records(_new_points(uri, p.run_id, dyn.records()))
-        known = tracking.latest_metric_points(uri, p.run_id)
+            t.log_metric_records(_new_points(uri, run_id, dyn.records()))
+        known = tracking.latest_metric_points(uri, run_id)
         t.log_metrics(_not_yet_logged(known, outcome.metrics, p.step), step=p.step)
         t.log_artifacts(Path(output_dir) / "probe", "probe")
         t.set_tags({"layerprobe.reprobed_layers": ",".join(p.exposed)})

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, write_run_files
+from layerprobe.artifacts import ProbeOutcome, export_model, probe_outcome, run_context, write_run_files
 from layerprobe.config.loaded import Config, load
 from layerprobe.dynamics import ledger
 from layerprobe.dynamics.cadence import snapshot_steps
@@ -22,7 +22,7 @@ from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
-from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags
+from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags, shaping_overrides
 
 log = logging.getLogger(__name__)
 MODEL_DIR_CONFIG = "layerprobe_config.yaml"  # written into every model_dir when training starts
@@ -55,10 +55,13 @@ def open_tracker(c: Config, overrides: Sequence[str], tags: Mapping[str, str], p
         return tracking.NullTracker()
     uri = tracking.resolve_uri(c.tracking.uri)
     tracking.check_reachable(uri)
-    run_name = c.tracking.run_name or readable_run_name(overrides) or c.model.name
-    return tracking.Tracker(
-        uri, c.tracking.experiment_name, run_name, tags, parent_run_id, pending_dir=_hydra_output_dir()
+    run_name = c.tracking.run_name  # a sweep's child: what the sweep varies (cli.main)
+    tracker = tracking.Tracker(
+        uri, c.tracking.experiment_name, run_name or c.model.name, tags, parent_run_id, pending_dir=_hydra_output_dir()
     )
+    if not run_name:
+        tracker.set_tags({"mlflow.runName": plain_run_name(c.model.name, overrides, tracker.run_id)})
+    return tracker
 
 
 def _hydra_output_dir() -> str | None:
@@ -211,8 +214,7 @@ def _probe(
         dyn = after_training(x, step, out / "dynamics")
     with _timed(seconds, "probe"):
         state = x.session().run(x.data, checkpoint=checkpoint)
-        context = {"run id": r.tracker.run_id or "(not tracked)", "overrides": " ".join(r.overrides) or "(defaults)"}
-        context |= {"step": str(step), **{k: f"{v:.4g}" for k, v in eval_metrics.items()}}
+        context = run_context(r.tracker.run_id, " ".join(r.overrides), step, eval_metrics)
         report = {"context": context, "dynamics": dyn and report_section(dyn, out / "dynamics")}
         outcome = probe_outcome(r.c, state, x.summary, out, report)
     log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
@@ -306,12 +308,16 @@ def _budget_checkpoint(x: Experiment, kept: Sequence[Any]) -> tuple[int, str | N
 def readable_run_name(overrides: Sequence[str]) -> str:
     """`model.layers.conv1.filters=32` -> `conv1.filters=32`; joined with commas."""
     parts = []
-    for o in overrides:
-        if o.startswith(("hydra.", "tracking.", "+hydra")) or "=" not in o:
-            continue
+    for o in shaping_overrides(overrides):
         key, _, value = o.lstrip("+~").partition("=")
         parts.append(".".join(key.split(".")[-2:]) + "=" + _short(value))
     return ",".join(parts)[:200]
+
+
+def plain_run_name(model: str, overrides: Sequence[str], run_id: str) -> str:
+    """A run outside a sweep, `digits_cnn conv1.filters=32 (3f9a2b1c)`: its model, what it overrode
+    and the start of its id, so that runs of one model differ in MLflow's run list."""
+    return " ".join(filter(None, [model, readable_run_name(overrides), f"({run_id[:8]})"]))
 
 
 def _short(value: str) -> str:

@@ -158,7 +158,7 @@ class TrackingConfig:
     enabled: bool = True
     uri: Optional[str] = None  # None = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the cwd
     experiment_name: str = "layerprobe"
-    run_name: Optional[str] = None  # None = the overrides that differ from the defaults
+    run_name: Optional[str] = None  # None = runner.plain_run_name; a sweep's child: what the sweep varies
     objective: str = "eval/accuracy"  # what a sweep optimises and the parent's "best child" means
     direction: str = "maximize"
 

@@ -129,6 +129,8 @@ def test_a_reports_title_names_the_run_without_doubled_parentheses():
         == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"
     )
     assert report_title(c, {}) == "layerprobe: digits_cnn on digits"
+    where = {"overrides": "tracking.uri=sqlite:////tmp/x.db hydra.run.dir=o trainer.seed=3", "step": "1000"}
+    assert report_title(c, where) == "layerprobe: digits_cnn on digits, step 1000: trainer.seed=3"  # not where it logs
 
 
 def test_a_run_name_shows_a_sampled_float_in_four_digits():
@@ -139,3 +141,15 @@ def test_a_run_name_shows_a_sampled_float_in_four_digits():
     )
     assert readable_run_name(["model.layers.conv1.filters=16", "trainer.seed=3"]) == "conv1.filters=16,trainer.seed=3"
     assert readable_run_name(["data.params.path=/data/x.1234567.npz"]) == "params.path=/data/x.1234567.npz"
+
+
+def test_plain_runs_of_one_model_get_distinct_names():
+    from layerprobe.runner import plain_run_name
+
+    ids = ["3f9a2b1c" + "0" * 24, "77aa01bb" + "0" * 24, "c0ffee00" + "0" * 24]
+    assert len({plain_run_name("digits_cnn", ["tracking.uri=sqlite:///x.db"], i) for i in ids}) == 3
+    assert plain_run_name("digits_cnn", [], ids[0]) == "digits_cnn (3f9a2b1c)"
+    overrides = ["model.layers.conv1.filters=32", "trainer.optimizer.learning_rate=0.011086282889727999"]
+    assert plain_run_name("digits_cnn", overrides, ids[0]) == (
+        "digits_cnn conv1.filters=32,optimizer.learning_rate=0.01109 (3f9a2b1c)"
+    )

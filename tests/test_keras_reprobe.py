@@ -7,6 +7,7 @@ import pytest
 
 from tests.test_keras_paths import tiny
 from tests.test_reprobe import (
+    test_a_reprobe_keeps_the_runs_header_dynamics_and_the_layers_it_leaves_out,
     test_probe_a_logged_run_on_a_layer_not_exposed_in_training,
     test_probe_a_model_dir_through_the_cli,
     trained,
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.keras, pytest.mark.integration]
 
 __all__ = [
     "logged",
+    "test_a_reprobe_keeps_the_runs_header_dynamics_and_the_layers_it_leaves_out",
     "test_probe_a_logged_run_on_a_layer_not_exposed_in_training",
     "test_probe_a_model_dir_through_the_cli",
     "test_reproduce_fails_when_the_checkpoint_was_tampered_with",

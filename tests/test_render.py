@@ -7,12 +7,13 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from layerprobe import __version__
-from layerprobe.analysis import write_report
-from layerprobe.analysis.compare_report import RunView, write_compare_report
-from layerprobe.analysis.render import data_uri, fmt, render
+from layerprobe.analysis import browser, write_report
+from layerprobe.analysis.compare_report import RunView, compare_title, write_compare_report
+from layerprobe.analysis.render import breakable, data_uri, fmt, render
 
 EVIL = "<script>alert(1)</script>"
 
@@ -68,3 +69,80 @@ def test_a_misspelt_name_in_a_template_fails_the_render(tmp_path: Path) -> None:
 
     with pytest.raises(UndefinedError):
         render("base.html.j2", tmp_path / "x.html")  # no title
+
+
+def test_dead_units_are_marked_red_where_their_bars_have_no_height(tmp_path: Path) -> None:
+    import dataclasses
+
+    import matplotlib.image
+
+    from layerprobe.probe.accumulate import LayerStats
+    from layerprobe.probe.plots import layer_plots
+
+    units, dead = 32, [2, 7, 30]
+    alive = [0.0 if u in dead else 0.5 + u / 100 for u in range(units)]
+    zeros = {f.name: 0 for f in dataclasses.fields(LayerStats) if f.name != "spatial_mean"}
+    given = {"layer": "conv1", "shape": [units], "units": units, "percentiles": {}, "saturation_fraction": None}
+    given |= {"unit_mean": alive, "unit_std": [0.0] * units, "unit_max": alive, "unit_active_fraction": alive}
+    given |= {"dead_units": dead, "dead_count": len(dead), "histogram_edges": [0.0, 1.0], "histogram_counts": [1]}
+    s = LayerStats(**zeros | given)
+    png = next(p for p in layer_plots(s, tmp_path) if p.name == "units.png")
+    rgb = matplotlib.image.imread(png)[..., :3]
+    red = (rgb[..., 0] > 0.7) & (rgb[..., 1] < 0.35) & (rgb[..., 2] < 0.35)
+    assert red.sum() > 50 * len(dead), f"{red.sum()} red pixels"
+    columns = np.flatnonzero(red.any(axis=0))  # the red marks sit in three separate places along x
+    assert len(np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)) >= len(dead)
+
+
+@pytest.mark.integration  # starts a browser
+@pytest.mark.skipif(
+    browser.chromium() is None, reason="no Chromium on PATH: the pages' layout is measured in a real browser"
+)
+def test_the_reports_fit_a_1400px_window_with_the_key_columns_in_view(tmp_path: Path) -> None:
+    """Eight runs with long swept names, ten dynamics columns: the page never scrolls sideways, wide
+    tables scroll inside their box, and the columns that matter are in view without scrolling."""
+    stats = {f"probe/conv1/{k}": 0.123456 for k in ("count", "mean", "std", "max", "dead_fraction", "p50")}
+    runs = [
+        RunView(
+            run_id=f"{i:032x}",
+            name=f"optimizer.learning_rate={0.0110862828 * i:.4g},conv1.filters={8 * i},trainer.seed={i}",
+            overrides=f"trainer.optimizer.learning_rate={0.011086282889727999 * i} model.layers.conv1.filters={8 * i}",
+            step=1000,
+            metrics={"eval/accuracy": 0.9, "eval/loss": 0.3, **stats},
+        )
+        for i in range(1, 9)
+    ]
+    cmp = write_compare_report(tmp_path / "cmp" / "report.html", runs, ["conv1"], {"conv1": "n/a"}, "compare")
+    layers = [f"block_{i}_expand_relu" for i in range(5)]
+    rows = [{"step": s, **{f"{n} linear acc": 0.5 for n in layers}, **{f"{n} CKA to final": 0.5 for n in layers}}
+            for s in (0, 500, 1000)]  # fmt: skip
+    dynamics = {"examples": 256, "steps": [0, 500, 1000], "rows": rows}
+    context = {"run id": runs[0].run_id, "overrides": runs[0].overrides, "step": "1000", "eval/accuracy": "0.9"}
+    run = write_report(
+        tmp_path / "run.html", "run", "layer  type", {"conv1": {"mean": 0.5}}, {}, None, context, dynamics
+    )
+    for page, key_columns in ((cmp, ["run", "eval/accuracy", "eval/loss", "step"]), (run, ["step"])):
+        facts = browser.layout(page, width=1400)
+        assert facts.viewport == 1400 and facts.scroll_width <= 1400, f"{page.name} scrolls sideways"
+        for text in key_columns:
+            h = facts.header(text)
+            assert h.visible and h.right <= 1400, (
+                f"{page.name}: column {text} ends at {h.right} px, shown to {h.shown_until}"
+            )
+
+
+def test_the_compare_reports_title_names_what_the_runs_trained() -> None:
+    runs = [RunView(run_id=f"id{i}", name=f"r{i}", overrides="", step=1, metrics={}, model="digits_cnn", data="digits")
+            for i in (1, 2, 3)]  # fmt: skip
+    assert compare_title(runs, ["conv1", "conv2"]) == "layerprobe compare: digits_cnn on digits, 3 runs, 2 layers"
+    runs.append(RunView(run_id="id4", name="r4", overrides="", step=1, metrics={}, model="tiny_cnn", data="digits"))
+    assert compare_title(runs, ["conv1"]) == "layerprobe compare: digits_cnn, tiny_cnn on digits, 4 runs, 1 layer"
+    assert compare_title(runs[:2] + [RunView("id5", "r5", "", 1, {})], ["conv1"]).startswith(
+        "layerprobe compare: digits_cnn"
+    )
+
+
+def test_long_names_break_between_their_parts_never_inside_a_number() -> None:
+    shown = breakable("optimizer.learning_rate=0.005612,conv1.filters=16")
+    assert shown == "optimizer.<wbr>learning_rate=<wbr>0.005612,<wbr>conv1.<wbr>filters=<wbr>16"
+    assert breakable(EVIL) == "&lt;script&gt;alert(1)&lt;/<wbr>script&gt;"

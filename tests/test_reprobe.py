@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 import yaml
 from mlflow.tracking import MlflowClient
 
+from layerprobe.analysis.render import fmt
 from layerprobe.data.pipeline import prepare
 from layerprobe.errors import LayerprobeError
 from layerprobe.reprobe import MODEL_DIR_CONFIG, probe_existing
@@ -87,3 +89,37 @@ def test_dotted_layer_types_in_a_read_config_need_opt_in(trained, tmp_path):
     open(path, "w").write(yaml.safe_dump(logged))
     with pytest.raises(LayerprobeError, match=r"imports user code \(model.layers.gap.type=os.system\)"):
         probe_existing(result.model_dir, [], tmp_path)
+
+
+def _section(html: str, anchor: str) -> str:
+    return html.split(f'id="{anchor}">', 1)[1].split("<h2 ", 1)[0]
+
+
+def test_a_reprobe_keeps_the_runs_header_dynamics_and_the_layers_it_leaves_out(trained, tmp_path):
+    c, result = trained
+    before = (tmp_path / "train" / "probe" / "report.html").read_text()
+    probe_existing(
+        result.run_id,
+        ["model.layers.conv1.expose=false", "probe.layers=[gap]", f"tracking.uri={result.tracking_uri}"],
+        tmp_path / "again",
+    )
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    html = open(client.download_artifacts(result.run_id, "probe/report.html", str(tmp_path / "dl"))).read()
+    html = html.replace("<wbr>", "")  # line-break opportunities in long values
+    assert f'<tr><th>run id</th><td class="key">{result.run_id}</td></tr>' in html
+    assert '<tr><th>overrides</th><td class="key">' in html and "<tr><th>eval/accuracy</th>" in html
+    assert f'<tr><th>step</th><td class="key">{result.global_step}</td></tr>' in html
+    assert '<tr><th>re-probed</th><td class="key">gap, logits</td></tr>' in html
+    assert f"step {result.global_step}</title>" in html
+    # the run's training dynamics, as its own report showed them (read back from dynamics.json)
+    assert "No probe points during training" not in html
+    assert _section(html, "dynamics") == _section(before, "dynamics")
+    assert f"at steps 0, 10, {result.global_step}." in _section(html, "dynamics")
+    # what the re-probe measured is new; conv1, left out, keeps its section from the run's probe
+    sections = dict(re.findall(r'id="layer-\d+">([^<]+)</h2>\n(.*?)(?=<h2 |<footer>)', html, re.S))
+    assert list(sections) == ["conv1", "gap", "logits"]  # in model order
+    assert "not re-probed" in sections["conv1"] and "not re-probed" not in sections["gap"]
+    mean = f'<td class="key">mean</td><td class="num">{fmt(result.probe["conv1"].mean)}</td>'
+    assert mean in sections["conv1"]
+    # the run keeps the name it was given: its model and the start of its id (README "Where results go")
+    assert client.get_run(result.run_id).info.run_name == f"tiny_cnn ({result.run_id[:8]})"

@@ -30,6 +30,17 @@ class RunView:
     metrics: dict[str, float]  # latest value of each metric
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> stats.json
     dynamics: dict[str, Any] | None = None  # dynamics.json
+    model: str = ""  # model.name and data.name, as the run logged them
+    data: str = ""
+
+
+def compare_title(runs: Sequence[RunView], layers: Sequence[str]) -> str:
+    """`layerprobe compare: digits_cnn on digits, 3 runs, 2 layers`: what the runs trained (each model
+    and data named once) and how much the page shows."""
+    models = ", ".join(dict.fromkeys(r.model for r in runs if r.model))
+    data = ", ".join(dict.fromkeys(r.data for r in runs if r.data))
+    trained = f"{models} on {data}, " if models and data else ""
+    return f"layerprobe compare: {trained}{len(runs)} runs, {len(layers)} layer{'' if len(layers) == 1 else 's'}"
 
 
 def write_compare_report(

@@ -11,6 +11,7 @@ import base64
 import functools
 import logging
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from layerprobe import __version__
 
 if TYPE_CHECKING:
     from jinja2 import Environment
+    from markupsafe import Markup
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def _environment() -> Environment:
     )
     env.filters["fmt"] = fmt
     env.filters["data_uri"] = data_uri
+    env.filters["breakable"] = breakable
     env.globals["version"] = __version__
     return env
 
@@ -65,6 +68,17 @@ def fmt(v: object) -> str:
     if f.is_integer() and abs(f) < 1e15 and (isinstance(v, int) or abs(f) >= 1):
         return f"{int(f):,}"
     return f"{f:.4g}"
+
+
+def breakable(text: object) -> Markup:
+    """`text` escaped, with a line-break opportunity (<wbr>) after each `,` `=` `/` and each `.` that
+    a name follows: a long run name or override wraps between its parts, never inside a number."""
+    from markupsafe import Markup, escape
+
+    return Markup(_BREAK_AFTER.sub(r"\1<wbr>", str(escape(text))))
+
+
+_BREAK_AFTER = re.compile(r"([,=/]|\.(?=[A-Za-z_]))")
 
 
 def data_uri(p: Path | str) -> str | None:

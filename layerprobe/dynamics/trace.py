@@ -59,37 +59,10 @@ def write_files(dyn: Dynamics, out_dir: Path, plots: bool) -> list[Path]:
 
 
 def report_section(dyn: Dynamics, out_dir: Path) -> dict[str, Any]:
-    """What report.html's dynamics section shows: the PNGs and a table of steps."""
-    rows = [
-        {
-            "step": p.step,
-            **{f"{n} linear acc": v for n, v in p.linear_acc.items()},
-            **{f"{n} CKA to final": v for n, v in p.cka_to_final.items()},
-        }
-        for p in dyn.points
-    ]
-    images = [out_dir / f"{n}.png" for n in dyn.layers] + [out_dir / "convergence.png"]
-    found = [p for p in images if p.is_file()]
-    return {"examples": dyn.examples, "steps": dyn.steps, "rows": rows, "images": found, "note": convergence_order(dyn)}
+    """What report.html's dynamics section shows: the PNGs in out_dir and a table of steps."""
+    from layerprobe.analysis.report import dynamics_section
 
-
-def convergence_order(dyn: Dynamics) -> str:
-    """Whether lower layers reached their final representation earlier (Raghu et al. 2017): the
-    layers' mean CKA to the final point over the earlier points, in depth order."""
-    early = dyn.points[:-1]
-    series = {n: [p.cka_to_final[n] for p in early if n in p.cka_to_final] for n in dyn.layers}
-    means = {n: sum(v) / len(v) for n, v in series.items() if v}
-    if len(means) < 2:
-        return ""
-    values = list(means.values())
-    lower_first = all(a >= b for a, b in zip(values, values[1:]))
-    shown = ", ".join(f"{n} {v:.3f}" for n, v in means.items())
-    verdict = (
-        "lower layers converged earlier"
-        if lower_first
-        else "not in depth order: lower layers did not all converge earlier"
-    )
-    return f"Mean CKA to the final checkpoint before it, by depth: {shown} ({verdict})."
+    return dynamics_section(dyn.to_dict(), out_dir)
 
 
 def check_subset(c: Config, data: Any) -> None:

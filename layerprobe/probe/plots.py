@@ -45,13 +45,17 @@ def _units(s: LayerStats, path: Path) -> Path:
     x = np.arange(s.units)
     dead = np.zeros(s.units, bool)
     dead[s.dead_units] = True
-    colors = np.where(dead, "tab:red", "tab:blue")
-    a1.bar(x, s.unit_mean, yerr=s.unit_std, color=colors, width=0.8, error_kw={"lw": 0.5})
+    a1.bar(x, s.unit_mean, yerr=s.unit_std, color="tab:blue", width=0.8, error_kw={"lw": 0.5})
     a1.set_ylabel("mean")
-    a1.set_title(f"{_short(s.layer)}: per unit ({s.dead_count} dead of {s.units}, in red)")
-    a2.bar(x, s.unit_active_fraction, color=colors, width=0.8)
+    a1.set_title(f"{_short(s.layer)}: per unit ({s.dead_count} dead of {s.units}, marked red)")
+    a2.bar(x, s.unit_active_fraction, color="tab:blue", width=0.8)
     a2.set_ylabel("fraction active")
     a2.set_xlabel("unit")
+    if dead.any():  # a dead unit's bars have zero height: mark its place instead
+        for ax in (a1, a2):
+            for i in x[dead]:
+                ax.axvspan(i - 0.4, i + 0.4, color="tab:red", alpha=0.18, lw=0)
+            ax.plot(x[dead], np.zeros(dead.sum()), "^", color="tab:red", ms=7, clip_on=False, zorder=3)
     return _save(fig, path)
 
 

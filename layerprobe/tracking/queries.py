@@ -35,6 +35,11 @@ def download_artifact(uri: str, run_id: str, path: str, dst: str | Path) -> Path
     )
 
 
+def list_artifacts(uri: str, run_id: str, path: str) -> dict[str, bool]:
+    """What the run's artifact directory `path` holds: name -> whether it is a directory."""
+    return {Path(f.path).name: f.is_dir for f in client(uri).list_artifacts(run_id, path)}
+
+
 class RunNotFound(LayerprobeError):
     """The store holds no run with this id (or there is no store yet: `store_exists` False)."""
 
