@@ -11,6 +11,12 @@ BIN_KERAS := $(VENV_KERAS)/bin
 STAMP_KERAS := $(VENV_KERAS)/.installed
 # tensorboard: TF 2.21 no longer brings it; tqdm: MLflow draws its artifact progress bar with it when asked
 KERAS_STACK := "tensorflow-cpu==2.21.0" "keras==3.15.1" "tensorboard==2.21.*" tqdm
+# The tiers that train run on pytest-xdist workers, one per core: a test file stays on one worker
+# (its module-scoped runs are made once); the combination table keeps one model's cells together.
+# One process: make test XDIST=
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+XDIST ?= -n $(JOBS) --dist loadfile
+XDIST_GROUPS ?= -n $(JOBS) --dist loadgroup
 
 .DEFAULT_GOAL := help
 .PHONY: help venv venv-keras run screenshots test test-unit test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
@@ -46,7 +52,7 @@ test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run t
 	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
 	$(BIN)/mypy layerprobe
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # pytest only, for the inner loop: tests/conftest.py leaves out the integration and slow tiers and, under
 # --unit, fails a test that trains, opens an MLflow store or starts a process (so the tier cannot rot).
@@ -54,16 +60,16 @@ test-unit: $(STAMP) ## the unit tier only: no training, MLflow store or process 
 	$(BIN)/python -m pytest -q --unit $(PYTEST_ARGS)
 
 test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and the Keras engine's
-	$(BIN_KERAS)/python -m pytest -q -m "not estimator and not slow" $(PYTEST_ARGS)
+	$(BIN_KERAS)/python -m pytest -q $(XDIST) -m "not estimator and not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) ## every test, the slow tier too
-	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) -m "" $(PYTEST_ARGS)
 
 test-combinations: $(STAMP) ## every shipped model through every command that takes a run (Estimator)
-	$(BIN)/python -m pytest -q -m combinations tests/test_combinations.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(XDIST_GROUPS) -m combinations tests/test_combinations.py $(PYTEST_ARGS)
 
 test-combinations-keras: $(STAMP_KERAS) ## the same on .venv-keras: trainer.engine=keras
-	$(BIN_KERAS)/python -m pytest -q -m combinations tests/test_combinations.py $(PYTEST_ARGS)
+	$(BIN_KERAS)/python -m pytest -q $(XDIST_GROUPS) -m combinations tests/test_combinations.py $(PYTEST_ARGS)
 
 screenshots: $(STAMP) ## full-page PNGs (1400 px, headless Chromium) of the newest reports; PAGES=... for others
 	$(BIN)/python -m layerprobe.analysis.browser $(PAGES)

@@ -304,7 +304,9 @@ COMMANDS: dict[str, Callable[[Workspace], None]] = {
 
 
 @pytest.mark.parametrize(
-    ("model", "command"), [(m, c) for m in MODELS for c in COMMANDS], ids=[f"{m}-{c}" for m in MODELS for c in COMMANDS]
+    ("model", "command"),
+    # One model's cells on one pytest-xdist worker (`--dist loadgroup`): its run and sweep are made once.
+    [pytest.param(m, c, id=f"{m}-{c}", marks=pytest.mark.xdist_group(m)) for m in MODELS for c in COMMANDS],
 )
 def test_command(model: str, command: str, workspaces: dict[str, Workspace]) -> None:
     COMMANDS[command](workspaces[model])
