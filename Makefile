@@ -50,7 +50,7 @@ run: $(STAMP) ## train, evaluate and probe the default experiment; log to ./mlfl
 
 test: $(STAMP) ## lint, type-check, check the layering (import-linter) and run the unit + integration tests
 	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
-	$(BIN)/mypy layerprobe
+	$(BIN)/mypy layerprobe benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(XDIST) $(PYTEST_ARGS)
 

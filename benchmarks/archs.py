@@ -69,7 +69,7 @@ def main(examples: int = 1000, repeats: int = 3) -> None:
     x.engine.train(x.data, 1)
     print(f"train 1 step (ResNet50 64x64, batch 64): {time.perf_counter() - t:.1f} s")
     n = x.data.size("eval")
-    request = PredictRequest("eval", 64, None, None, None)
+    request = PredictRequest("eval", 64)
     bare, probe = [], []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -26,7 +26,7 @@ class Plan:
 
 FULL = Plan(20_000, (5_000, 20_000, 50_000), 3, 2, 10, True)
 QUICK = Plan(1_000, (500, 1_000), 1, 1, 3, False)
-LAYER_SETS = {"1 (conv1)": ("conv1",), "3 (conv1-3)": CONVS, f"all ({len(CNN_LAYERS)})": tuple(CNN_LAYERS)}
+LAYER_SETS: dict[str, tuple[str, ...]] = {"1 (conv1)": ("conv1",), "3 (conv1-3)": CONVS, f"all ({len(CNN_LAYERS)})": tuple(CNN_LAYERS)}
 
 
 def probe_sections(plan: Plan, workdir: Path) -> tuple[Section, Section]:
@@ -66,7 +66,7 @@ def probe_sections(plan: Plan, workdir: Path) -> tuple[Section, Section]:
         by_layers[label] = by_size[n]["probe"] if names == CONVS else [bench.probe(n, names) for _ in range(fewer)]
         say(f"  {label} layers exposed: probe phase {median(by_layers[label]):.2f} s")
 
-    mem_runs = [(s, CONVS) for s in plan.sizes]
+    mem_runs: list[tuple[int, tuple[str, ...]]] = [(s, CONVS) for s in plan.sizes]
     if plan.layer_memory:
         mem_runs += [(n, names) for names in LAYER_SETS.values() if names != CONVS]
     memory: dict[tuple[int, int], dict] = {}

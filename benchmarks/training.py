@@ -103,7 +103,7 @@ def _train_layerprobe(c: dict[str, Any], steps: int, model_dir: str) -> list[flo
     cfg = load(c)
     est = make_engine(model_spec(cfg), model_dir, cfg.trainer, cfg.data).estimator()  # type: ignore[attr-defined]
     hook = _step_hook()
-    est.train(train_input_fn(data, c["data"], c["trainer"]["seed"]), max_steps=steps, hooks=[hook])
+    est.train(train_input_fn(data, cfg.data, cfg.trainer.seed), max_steps=steps, hooks=[hook])
     return hook.times
 
 
@@ -183,9 +183,9 @@ def input_pipeline(quick: bool, train_rate: float) -> Section:
     from layerprobe.engines.estimator.inputs import train_input_fn
 
     c = default_config("unused")
-    data = prepare(c["data"])
+    data, cfg = prepare(c["data"]), load(c)
     batches = 300 if quick else 3000
-    ds = train_input_fn(data, c["data"], c["trainer"]["seed"])()
+    ds = train_input_fn(data, cfg.data, cfg.trainer.seed)()
     it = iter(ds)
     for _ in range(20):  # fill the cache and the shuffle buffer
         next(it)
