@@ -277,7 +277,8 @@ def _train(
             snaps = snapshot_steps(x.c)
             if snaps:
                 ledger.begin(model_dir, x.engine.snapshots(), latest)
-            return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps), None
+            step = x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps)
+            return step, _kept(x, step)  # under the lock: a job that continues the model_dir cannot rotate it away
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
     missing = sorted(set(snapshot_steps(x.c)) - {k.step for k in x.engine.snapshots()})
     if missing:  # probe.dynamics changed after the model trained: nothing will probe those steps
@@ -289,6 +290,12 @@ def _train(
             run,
         )
     return _budget_checkpoint(x, kept)
+
+
+def _kept(x: Experiment, step: int) -> str | None:
+    """The checkpoint of `step`, kept past keep_checkpoint_max: what the run evaluates, probes and exports."""
+    found = x.engine.at_step(step)
+    return x.engine.keep(found).path if found else None
 
 
 def _budget_checkpoint(x: Experiment, kept: Sequence[Any]) -> tuple[int, str | None]:
