@@ -122,6 +122,7 @@ def compare_report(
 def _run_view(uri: str, run_id: str) -> Any:
     from layerprobe import tracking
     from layerprobe.analysis.compare_report import RunView
+    from layerprobe.provenance import run_checkpoint
 
     data = tracking.run_data(uri, run_id)
     points = tracking.latest_metric_points(uri, run_id)
@@ -131,7 +132,7 @@ def _run_view(uri: str, run_id: str) -> Any:
         run_id=run_id,
         name=tracking.run_info(uri, run_id).get("run_name") or run_id[:8],
         overrides=data.tags.get("layerprobe.overrides", ""),
-        step=max((s for k, (s, _) in points.items() if k.startswith("eval/")), default=0),
+        step=run_checkpoint(data.tags, points).step or 0,  # what its stats and reservoirs were probed at
         metrics=dict(data.metrics),
         stats=stats,
         dynamics=_json_artifact(uri, run_id, "probe/dynamics/dynamics.json"),

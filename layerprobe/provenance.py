@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,31 @@ def file_digest(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+CHECKPOINT_STEP = "layerprobe.checkpoint_step"  # tags of the checkpoint a run was evaluated at
+CHECKPOINT_SHA256 = "layerprobe.checkpoint_sha256"
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """The checkpoint a logged run was evaluated at: what its probe, reproduce and compare read."""
+
+    step: int | None  # None: the run ended before it evaluated (killed, or logged by no layerprobe)
+    digest: str  # "" when unknown
+
+
+def checkpoint_tags(step: int, digest: str) -> dict[str, str]:
+    return {CHECKPOINT_STEP: str(step), CHECKPOINT_SHA256: digest}
+
+
+def run_checkpoint(tags: Mapping[str, str], points: Mapping[str, tuple[int, float]]) -> RunCheckpoint:
+    """The run's checkpoint from its tags; runs logged before the step tag: the step of its eval/
+    metrics (the last, a pruned trial's too)."""
+    if tags.get(CHECKPOINT_STEP):
+        return RunCheckpoint(int(tags[CHECKPOINT_STEP]), tags.get(CHECKPOINT_SHA256, ""))
+    steps = [step for key, (step, _) in points.items() if key.startswith("eval/")]
+    return RunCheckpoint(max(steps) if steps else None, tags.get(CHECKPOINT_SHA256, ""))
 
 
 def checkpoint_digest(prefix: str) -> str:

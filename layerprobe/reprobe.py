@@ -1,8 +1,9 @@
 """Probe a finished run again, without retraining: any layers, read from its checkpoint.
 
 The run's logged config is read back as plain YAML (never executed), the graph is rebuilt from it,
-the latest checkpoint restored, and the probe results are logged into the same MLflow run (metrics
-at the checkpoint's global step; artifacts under `probe/`, replacing files of the same layer).
+the checkpoint the run was evaluated at restored (a model_dir's latest), and the probe results are
+logged into the same MLflow run (metrics at the checkpoint's global step; artifacts under `probe/`,
+replacing files of the same layer).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 import yaml
 
 from layerprobe.config.loaded import Config, load
+from layerprobe.engines.base import Checkpoint, Engine
 from layerprobe.errors import LayerprobeError
 from layerprobe.probe.state import load_state, save_state
-from layerprobe.provenance import config_digest, exposed_layers
+from layerprobe.provenance import RunCheckpoint, config_digest, exposed_layers, run_checkpoint
 from layerprobe.runner import MODEL_DIR_CONFIG
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,8 @@ def probe_existing(
 ) -> tuple[dict[str, Any], str | None]:
     """Probe `source` (run id or model_dir) with `overrides` (e.g. probe.layers=[conv2]).
     `all_checkpoints`: also probe every checkpoint the model_dir keeps on the dynamics subset
-    (probe.dynamics.examples), one point per checkpoint, as training dynamics.
+    (probe.dynamics.examples), one point per checkpoint, as training dynamics; of a run, those up
+    to its own step.
 
     Returns (layer -> LayerStats, run id logged into or None).
     """
@@ -80,7 +83,8 @@ def probe_existing(
         from layerprobe.dynamics.trace import check_subset, trace
 
         check_subset(p.c, p.x.data)
-        dyn = trace(p.x, p.x.engine.checkpoints(), Path(output_dir) / "probe" / "dynamics")
+        kept = [k for k in p.x.engine.checkpoints() if k.step <= p.step]  # a run: none it never saw
+        dyn = trace(p.x, kept, Path(output_dir) / "probe" / "dynamics")
     state = p.x.session().run(p.x.data, checkpoint=p.checkpoint)
     return _log_outcome(p, state, output_dir, dyn)
 
@@ -141,7 +145,8 @@ class _Prepared:
 
 
 def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Prepared:
-    """The run's config with `overrides`, checked, its experiment rebuilt and its latest checkpoint."""
+    """The run's config with `overrides`, checked, its experiment rebuilt and its checkpoint: the one
+    a run was evaluated at, a model_dir's latest."""
     uri = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.uri=")), None)
     logged, model_dir, run_id = load_source(source, uri)
     c = _apply_overrides(logged, overrides)  # the rules, blocks expanded: the config a run gets
@@ -152,11 +157,38 @@ def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Pr
     if not exposed:
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
     x = prepare(c, model_dir, exposed)
-    checkpoint = x.engine.latest()
+    checkpoint = own_checkpoint(x.engine, run_id, uri) if run_id else x.engine.latest()
     if checkpoint is None:
         raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
     _refuse_new_weights(x.summary, x.engine.variable_names(checkpoint))
     return _Prepared(c, x, checkpoint.path, checkpoint.step, run_id, uri, list(x.exposed))
+
+
+def logged_checkpoint(run_id: str, uri: str | None) -> RunCheckpoint:
+    """The checkpoint run `run_id` was evaluated at, as its tags (or eval/ metrics) say."""
+    from layerprobe import tracking
+
+    uri = uri or tracking.resolve_uri(None)
+    return run_checkpoint(tracking.run_tags(uri, run_id), tracking.latest_metric_points(uri, run_id))
+
+
+def own_checkpoint(engine: Engine, run_id: str, uri: str | None) -> Checkpoint:
+    """The checkpoint run `run_id` was evaluated at, never a later one of a run that continued its
+    model_dir; one line when the model_dir no longer keeps it (nothing is read or logged then)."""
+    own = logged_checkpoint(run_id, uri)
+    if own.step is None:
+        raise LayerprobeError(
+            f"run {run_id} records no evaluated checkpoint (it ended before evaluating); "
+            f"probe its model_dir {engine.model_dir} to read the latest checkpoint"
+        )
+    found = engine.at_step(own.step, own.digest or None)
+    if found is None:
+        kept = ", ".join(str(k.step) for k in engine.checkpoints()) or "none"
+        raise LayerprobeError(
+            f"run {run_id} was evaluated at step {own.step} (checkpoint {own.digest[:12] or 'of unknown digest'}), "
+            f"which {engine.model_dir} no longer keeps (kept steps: {kept}); nothing was probed or logged"
+        )
+    return found
 
 
 def _log_outcome(

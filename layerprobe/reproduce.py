@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerprobe.config.loaded import Config
 from layerprobe.errors import LayerprobeError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class ReproduceReport:
     rtol: float
     atol: float
     checkpoint: tuple[str, str]  # (logged digest, rerun digest)
-    original_checkpoint_now: str | None  # digest of the original model_dir today, if it still exists
+    original_checkpoint_now: str | None  # digest of the run's checkpoint today, if its model_dir keeps it
     environment: dict[str, tuple[str, str]] = field(default_factory=dict)  # tag -> (then, now) where differing
     reprobed: tuple[str, ...] = ()  # layers a re-probe added to the run after it ended: not compared
 
@@ -71,6 +72,8 @@ class ReproduceReport:
             f"checkpoint: logged {self.checkpoint[0][:16]} rerun {self.checkpoint[1][:16]} "
             f"({'identical' if self.checkpoint[0] == self.checkpoint[1] else 'different'})"
         )
+        if self.original_checkpoint_now is None:
+            lines.append("not compared: the original checkpoint today (its model_dir no longer keeps it)")
         if self.reprobed:
             lines.append(f"not compared: the layers a re-probe added after the run ({', '.join(self.reprobed)})")
         lines.append(
@@ -98,16 +101,15 @@ def reproduce(
     """Rerun `run_id` from its logged config into a new run tagged with the original's id."""
     from layerprobe import runner, tracking
     from layerprobe.config.loaded import load
-    from layerprobe.provenance import checkpoint_digest, latest_in
-    from layerprobe.reprobe import load_source, refuse_code
+    from layerprobe.reprobe import load_source, logged_checkpoint, refuse_code
 
     uri = uri or tracking.resolve_uri(None)
     logged, model_dir, _ = load_source(run_id, uri)
-    c = load(logged)
-    refuse_code(c, allow_imports)
+    original_c = load(logged)
+    refuse_code(original_c, allow_imports)
     original = tracking.run_data(uri, run_id)
     output_dir = Path(output_dir)
-    c = c.replace(
+    c = original_c.replace(
         trainer={"model_dir": str(output_dir / "model")},  # trains from scratch
         tracking={"uri": uri, "run_name": f"reproduce {run_id[:8]}", "enabled": True},
     )
@@ -132,8 +134,7 @@ def reproduce(
         for t in ENVIRONMENT_TAGS
         if original.tags.get(t, "") != rerun.tags.get(t, "")
     }
-    prefix = latest_in(model_dir) if Path(model_dir).is_dir() else None
-    now = checkpoint_digest(prefix) if prefix else None
+    now = _digest_now(original_c, model_dir, logged_checkpoint(run_id, uri).step)
     report = ReproduceReport(
         run_id,
         result.run_id,
@@ -149,6 +150,19 @@ def reproduce(
     diff_file.write_text(report.text() + "\n")
     tracking.Tracker(uri, "", None, run_id=result.run_id).log_artifact(diff_file)
     return report
+
+
+def _digest_now(c: Config, model_dir: str, step: int | None) -> str | None:
+    """The digest today of the checkpoint the run was evaluated at (its step in its model_dir, as
+    tampering would leave it); None when the model_dir no longer keeps it."""
+    from layerprobe.engines import make_engine
+    from layerprobe.engines.spec import model_spec
+
+    if step is None or not Path(model_dir).is_dir():
+        return None
+    engine = make_engine(model_spec(c), model_dir, c.trainer, c.data)
+    found = engine.at_step(step)
+    return engine.digest(found) if found else None
 
 
 def _layer(key: str) -> str:

@@ -22,7 +22,7 @@ from layerprobe.engines.base import EvaluationCallback
 from layerprobe.errors import LayerprobeError
 from layerprobe.experiment import Experiment, model_dir_for
 from layerprobe.preflight import preflight
-from layerprobe.provenance import data_tags, dataset_inputs, provenance_tags, shaping_overrides
+from layerprobe.provenance import checkpoint_tags, data_tags, dataset_inputs, provenance_tags, shaping_overrides
 
 log = logging.getLogger(__name__)
 MODEL_DIR_CONFIG = "layerprobe_config.yaml"  # written into every model_dir when training starts
@@ -194,13 +194,15 @@ def _log_config(r: _Run) -> None:
 
 
 def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
-    """eval/ metrics of the run's checkpoint, logged at its step, with that checkpoint's digest."""
+    """eval/ metrics of the run's checkpoint, logged at its step, with that checkpoint's step and digest."""
     engine = r.x.engine
     metrics = engine.evaluate(r.x.data, "eval", checkpoint)
     eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
     r.tracker.log_metrics(eval_metrics, step=step)
     evaluated = engine.at_step(step) or engine.latest()
-    r.tracker.set_tags({"layerprobe.checkpoint_sha256": engine.digest(evaluated) if evaluated else ""})
+    if evaluated is not None:  # kept past keep_checkpoint_max: the run's probe and reproduce read it later
+        evaluated = engine.keep(evaluated)
+        r.tracker.set_tags(checkpoint_tags(evaluated.step, engine.digest(evaluated)))
     log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
     return eval_metrics
 
@@ -275,7 +277,8 @@ def _train(
             snaps = snapshot_steps(x.c)
             if snaps:
                 ledger.begin(model_dir, x.engine.snapshots(), latest)
-            return x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps), None
+            step = x.engine.train(x.data, budget, tracker.log_metric_records, on_evaluation, snaps)
+            return step, _kept(x, step)  # under the lock: a job that continues the model_dir cannot rotate it away
     log.info("checkpoint at step %d >= trainer.train_steps=%d: training skipped", latest, budget)
     missing = sorted(set(snapshot_steps(x.c)) - {k.step for k in x.engine.snapshots()})
     if missing:  # probe.dynamics changed after the model trained: nothing will probe those steps
@@ -287,6 +290,12 @@ def _train(
             run,
         )
     return _budget_checkpoint(x, kept)
+
+
+def _kept(x: Experiment, step: int) -> str | None:
+    """The checkpoint of `step`, kept past keep_checkpoint_max: what the run evaluates, probes and exports."""
+    found = x.engine.at_step(step)
+    return x.engine.keep(found).path if found else None
 
 
 def _budget_checkpoint(x: Experiment, kept: Sequence[Any]) -> tuple[int, str | None]:

@@ -87,3 +87,31 @@ def test_evaluating_an_earlier_checkpoint_reads_that_checkpoint(trained):
     at6 = x.engine.evaluate(x.data, "eval", x.engine.latest().path)
     assert at3["global_step"] == 3 and at6["global_step"] == 6
     assert not np.isclose(at3["loss"], at6["loss"], rtol=0, atol=1e-9)
+
+
+def test_a_kept_checkpoint_outlives_its_rotation_and_is_found_by_step_and_digest(trained, tmp_path):
+    """What a run's probe reads after a later run continued its model_dir (tests/test_own_checkpoint.py)."""
+    import shutil
+
+    from layerprobe.engines import make_engine
+
+    c, x = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(x.engine.model_dir, model_dir)  # the module's model_dir stays as the other tests read it
+    engine = make_engine(x.spec, str(model_dir), c.trainer, c.data)
+    at3 = engine.at_step(3)
+    digest, before = engine.digest(at3), engine.evaluate(x.data, "eval", at3.path)
+    kept = engine.keep(at3)
+    assert engine.keep(at3) == kept and engine.keep(kept) == kept  # made once
+    assert kept.step == 3 and kept.path.startswith(str(model_dir / "kept" / f"3-{digest[:16]}"))
+    assert engine.digest(kept) == digest
+    # rotation, as a Saver with keep_checkpoint_max=1 does it: files deleted, the state file rewritten
+    for f in model_dir.glob("model.ckpt-3.*"):
+        f.unlink()
+    (model_dir / "checkpoint").write_text(
+        'model_checkpoint_path: "model.ckpt-6"\nall_model_checkpoint_paths: "model.ckpt-6"\n'
+    )
+    assert [k.step for k in engine.checkpoints()] == [3, 6] and engine.latest().step == 6
+    assert engine.at_step(3) == kept == engine.at_step(3, digest)
+    assert engine.at_step(3, "0" * 64) is None  # another model's step 3 is not this run's
+    assert engine.evaluate(x.data, "eval", kept.path) == before

@@ -7,7 +7,9 @@ engine runs. No TensorFlow import here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+import os
+import shutil
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 SNAPSHOT_DIR = "dynamics"  # under model_dir: the snapshots probed for training dynamics, all kept
+KEPT_DIR = "kept"  # under model_dir: the checkpoints runs were evaluated at, past keep_checkpoint_max
 
 
 def snapshot_prefix(directory: str | Path, step: int) -> str:
@@ -122,8 +125,8 @@ EvaluationCallback = Callable[[int, Mapping[str, float]], bool]
 
 
 class ModelDirFiles:
-    """What every engine finds the same way in its model_dir: training-dynamics snapshots and
-    TensorBoard event files."""
+    """What every engine finds the same way in its model_dir: training-dynamics snapshots, the
+    checkpoints kept for runs, TensorBoard event files."""
 
     model_dir: str
 
@@ -132,29 +135,66 @@ class ModelDirFiles:
         return str(Path(self.model_dir) / SNAPSHOT_DIR)
 
     def snapshots(self) -> list[Checkpoint]:
-        found = Path(self.snapshot_dir).glob("snapshot-*.index")
-        return sorted(
-            (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in found), key=lambda c: c.step
-        )
+        return _by_step(Path(self.snapshot_dir).glob("snapshot-*.index"))
 
     def event_files(self) -> list[str]:
         return sorted(str(p) for p in Path(self.model_dir).rglob("events.out.tfevents.*"))
 
+    def listed(self) -> list[Checkpoint]:
+        """The checkpoints the model_dir's state file lists (the newest keep_checkpoint_max)."""
+        from layerprobe.engines.state_file import listed
+
+        return [Checkpoint(step, path) for step, path in listed(self.model_dir)]
+
+    def kept(self) -> list[Checkpoint]:
+        """The copies `keep` made, oldest first (a step twice when its model_dir was retrained)."""
+        return _by_step(Path(self.model_dir, KEPT_DIR).glob("[!.]*/*.index"))  # not a copy under way
+
+    def keep(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Hard links (copies where the file system has none) of the checkpoint's files in
+        `kept/<step>-<digest>/`, which no rotation deletes; the copy, made once."""
+        digest = self.digest(checkpoint)
+        source = Path(checkpoint.path)
+        target = Path(self.model_dir, KEPT_DIR, f"{checkpoint.step}-{digest[:16]}")
+        if source.parent == target or target.is_dir():
+            return Checkpoint(checkpoint.step, str(target / source.name))
+        partial = target.with_name(f".{target.name}.{os.getpid()}")  # renamed whole: never half a copy
+        partial.mkdir(parents=True, exist_ok=True)
+        for f in source.parent.glob(source.name + ".*"):
+            try:
+                os.link(f, partial / f.name)
+            except OSError:
+                shutil.copy2(f, partial / f.name)
+        try:
+            partial.rename(target)
+        except OSError:  # another process kept it first
+            shutil.rmtree(partial, ignore_errors=True)
+        return Checkpoint(checkpoint.step, str(target / source.name))
+
     def checkpoints(self) -> list[Checkpoint]:
-        raise NotImplementedError
+        listed = self.listed()
+        steps = {k.step for k in listed}
+        return sorted([*listed, *(k for k in self.kept() if k.step not in steps)], key=lambda c: c.step)
 
     def latest(self) -> Checkpoint | None:
         kept = self.checkpoints()
         return kept[-1] if kept else None
 
-    def at_step(self, step: int) -> Checkpoint | None:
-        return next((k for k in self.checkpoints() if k.step == step), None)
+    def at_step(self, step: int, digest: str | None = None) -> Checkpoint | None:
+        found = [k for k in [*self.listed(), *self.kept()] if k.step == step]
+        return next((k for k in found if digest is None or self.digest(k) == digest), None)
 
     def digest(self, checkpoint: Checkpoint) -> str:
         """sha256 over the checkpoint's files: the bitwise identity of its weights."""
         from layerprobe.provenance import checkpoint_digest
 
         return checkpoint_digest(checkpoint.path)
+
+
+def _by_step(index_files: Iterable[Path]) -> list[Checkpoint]:
+    """Checkpoints by their `.index` files, named `<prefix>-<step>.index`, oldest first."""
+    found = (Checkpoint(int(p.stem.split("-")[-1]), str(p.with_suffix(""))) for p in index_files)
+    return sorted(found, key=lambda c: c.step)
 
 
 class Engine(Protocol):
@@ -193,13 +233,19 @@ class Engine(Protocol):
         """A SavedModel of the outputs (no probe ops) under export_base; returns its directory."""
 
     def checkpoints(self) -> list[Checkpoint]:
-        """The checkpoints model_dir keeps, oldest first."""
+        """The checkpoints model_dir keeps, one per step, oldest first: the newest
+        trainer.keep_checkpoint_max and those `keep` kept for runs."""
 
     def latest(self) -> Checkpoint | None:
         """The newest kept checkpoint; None before training."""
 
-    def at_step(self, step: int) -> Checkpoint | None:
-        """The kept checkpoint of global step `step`, if model_dir keeps it."""
+    def at_step(self, step: int, digest: str | None = None) -> Checkpoint | None:
+        """The kept checkpoint of global step `step` (whose `digest` is `digest`, when given: the one
+        a run logged, not another trained to the same step), if model_dir keeps it."""
+
+    def keep(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Keep `checkpoint` past trainer.keep_checkpoint_max (a run refers to it); returns the copy
+        that `checkpoints` and `at_step` find after the original rotated away."""
 
     def variable_names(self, checkpoint: Checkpoint) -> set[str]:
         """The weights a checkpoint holds, by the layer-table rows' keys (`conv1/kernel`)."""

@@ -145,10 +145,3 @@ class EstimatorEngine(ModelDirFiles):
 
     def variable_names(self, checkpoint: Checkpoint) -> set[str]:
         return {name for name, _ in tf.train.list_variables(checkpoint.path)}
-
-    def checkpoints(self) -> list[Checkpoint]:
-        state = tf.train.get_checkpoint_state(self.model_dir)
-        paths = list(state.all_model_checkpoint_paths) if state else []
-        return sorted(
-            (Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step
-        )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from layerprobe._tf import tf
-from layerprobe.engines.base import Checkpoint, snapshot_prefix
+from layerprobe.engines.base import snapshot_prefix
 from layerprobe.graph.keys import model_weight_keys
 from layerprobe.graph.keys import variables as weights_of
 
@@ -76,10 +76,3 @@ def restore_weights(model: Any, path: str) -> None:
         raise ValueError(f"checkpoint {path} holds no {missing[:5]}")
     for v in weights_of(model):
         v.assign(reader.get_tensor(keys[id(v)]))
-
-
-def listed(model_dir: str) -> list[Checkpoint]:
-    """The checkpoints the state file of model_dir keeps, oldest first."""
-    state = tf.train.get_checkpoint_state(model_dir)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    return sorted((Checkpoint(int(tf.train.load_variable(p, "global_step")), p) for p in paths), key=lambda c: c.step)

@@ -190,6 +190,3 @@ class KerasEngine(ModelDirFiles):
 
     def variable_names(self, checkpoint: Checkpoint) -> set[str]:
         return {name for name, _ in tf.train.list_variables(checkpoint.path)}
-
-    def checkpoints(self) -> list[Checkpoint]:
-        return ckpt.listed(self.model_dir)
