@@ -117,6 +117,29 @@ def test_an_interrupted_sweep_ends_its_parent_killed(tmp_path):
     assert run.data.tags["layerprobe.best_run_id"] == ids[1]  # what finished is still summarised
 
 
+@pytest.mark.integration
+def test_a_child_that_reuses_a_trained_model_dir_has_the_dynamics_of_its_model(tiny, tmp_path):
+    """Two children of a sweep differ only in what the final probe reads, so they share a model_dir:
+    the second trains nothing, yet its run has its model's series (cka_to_final among them) and
+    dynamics.json for the compare report, as the first's."""
+    from layerprobe import tracking
+    from layerprobe.runner import run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep_parent(uri, "layerprobe", "sweep", {"layerprobe.sweep": "parent"})
+    results = [
+        run(tiny("probe.dynamics.examples=100", f"probe.max_examples={n}"), tmp_path / str(n), parent_run_id=parent)
+        for n in (100, 200)
+    ]
+    assert results[0].model_dir == results[1].model_dir and results[1].global_step == 20
+    client = MlflowClient(tracking_uri=uri)
+    for key in ("dynamics/conv1/cka_to_final", "dynamics/conv1/mean"):
+        first, second = ({m.step: m.value for m in client.get_metric_history(r.run_id, key)} for r in results)
+        assert sorted(first) == sorted(second) == [0, 10, 20]
+        assert second == pytest.approx(first)  # the same model, the same subset
+    assert (tmp_path / "200/probe/dynamics/dynamics.json").is_file()
+
+
 def test_ctrl_c_marks_the_process_interrupted_for_the_parent_ended_at_exit(monkeypatch):
     import importlib
 
