@@ -225,6 +225,25 @@ def test_a_trial_whose_run_finished_is_told_its_outcome_and_only_the_others_run_
     assert asked_again == [trials[1].params, trials[3].params]
 
 
+def test_a_study_that_holds_n_trials_is_complete_in_one_line(tmp_path, monkeypatch):
+    from layerprobe.sweeps.resume import nothing_left
+    from tests.test_sweeps import sweep_cfg
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    search = ["+sweep=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s"]
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=2"), []) is None  # no study yet
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for value in (0.5, 0.75):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=4"), []) is None
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=3"), []) == (
+        f"study s in {storage} is complete: 3 of n_trials=3 trials ran (2 complete, 0 pruned, 1 failed), "
+        "best eval/accuracy=0.75 (trial 1); nothing run (raise hydra.sweeper.n_trials to run more)"
+    )
+
+
 def test_the_parent_records_the_storage_without_credentials():
     from layerprobe.sweeps.study import StudySettings
 

@@ -79,6 +79,59 @@ def test_the_identity_of_a_sweep_its_reruns_share(tmp_path, monkeypatch):
     assert relative == absolute != sweep_key(sweep_cfg(*search, "hydra.sweeper.storage=sqlite:///p.db"), [])
 
 
+@pytest.mark.integration  # a real MLflow store, no training
+def test_a_grid_rerun_finds_its_finished_jobs_and_says_when_none_is_left(tmp_path, monkeypatch):
+    from layerprobe import tracking
+    from layerprobe.sweeps.resume import done_job, nothing_left, sweep_key
+
+    monkeypatch.chdir(tmp_path)  # the default store: ./mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, grid = f"sqlite:///{tmp_path / 'mlflow.db'}", ["model=tiny_cnn", "trainer.seed=1,2"]
+    cfg = sweep_cfg(*grid)
+    key = sweep_key(cfg, grid)
+    parent = tracking.start_sweep_parent(
+        uri, "layerprobe", "s", {"layerprobe.sweep": "parent", tracking.SWEEP_KEY_TAG: key}
+    )
+    jobs = [["model=tiny_cnn", f"trainer.seed={seed}"] for seed in (1, 2)]
+
+    def child(job: list[str], interrupted: bool) -> str:
+        tags = {tracking.SWEEP_KEY_TAG: key, "layerprobe.overrides": " ".join(job)}
+        with contextlib.suppress(KeyboardInterrupt), tracking.Tracker(uri, "layerprobe", job[1], tags, parent) as run:
+            if interrupted:
+                raise KeyboardInterrupt
+        return run.run_id
+
+    first = child(jobs[0], interrupted=False)
+    child(jobs[1], interrupted=True)
+    assert done_job(uri, "layerprobe", key, jobs[0][::-1]).run_id == first  # the overrides in any order
+    assert done_job(uri, "layerprobe", key, jobs[1]) is None  # KILLED: it runs again
+    assert done_job(uri, "layerprobe", "another sweep", jobs[0]) is None
+    assert nothing_left(cfg, grid) is None
+    child(jobs[1], interrupted=False)
+    assert nothing_left(cfg, grid) == (
+        f"this sweep is complete: its 2 job(s) finished before (parent run {parent}); nothing run "
+        "(change an override, or delete those runs, to run it again)"
+    )
+
+
+@pytest.mark.integration  # a real MLflow store
+def test_a_rerun_continues_the_ended_parent_of_its_sweep_not_one_still_running(tmp_path):
+    from layerprobe import tracking
+    from layerprobe.sweeps.parent import finish_parent
+
+    uri, key = f"sqlite:///{tmp_path / 'mlflow.db'}", {"layerprobe.sweep": "parent", tracking.SWEEP_KEY_TAG: "k"}
+    assert tracking.reopen_sweep_parent(uri, "layerprobe", "k", {}) is None  # no store yet: none, and none made
+    assert not (tmp_path / "mlflow.db").exists()
+    running = tracking.start_sweep_parent(uri, "layerprobe", "s", key)  # this process: alive
+    assert tracking.reopen_sweep_parent(uri, "layerprobe", "k", {}) is None
+    finish_parent(uri, running, "eval/accuracy", "maximize", tmp_path, error="interrupted (Ctrl-C)", killed=True)
+    again = tracking.reopen_sweep_parent(uri, "layerprobe", "k", {"layerprobe.sweep_dir": "multirun/again"})
+    assert again == running
+    run = MlflowClient(tracking_uri=uri).get_run(again)
+    assert run.info.status == "RUNNING" and "error" not in run.data.tags
+    assert run.data.tags["layerprobe.sweep_dir"] == "multirun/again"
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_the_optuna_direction_follows_tracking_direction(direction):
     h = hydra_cfg("+sweep=optuna", f"tracking.direction={direction}")
