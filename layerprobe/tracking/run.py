@@ -14,7 +14,7 @@ from mlflow.entities import Metric, RunStatus, RunTag
 from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.outbox import PENDING_FILE, Outbox
 from layerprobe.tracking.queries import SWEEP_KEY_TAG, find_runs
-from layerprobe.tracking.reaper import mark_stale_runs, owner_tags
+from layerprobe.tracking.reaper import STALE_TAG, mark_stale_runs, owner_tags
 from layerprobe.tracking.store import client, one_line_before_training, retrying, sanitize_key, store_lock
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,9 @@ def start_sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, 
 
 def reopen_sweep_parent(uri: str, experiment: str, key: str, tags: Mapping[str, str]) -> str | None:
     """The oldest parent run of `experiment` tagged `layerprobe.sweep_key`=`key` that has ended (or
-    whose process is gone), RUNNING again for this process with `tags` set and its error tag
-    removed; None when there is none (a parent still RUNNING in a live process is not taken)."""
+    whose process is gone), RUNNING again for this process with `tags` set and the tags saying why
+    it ended (error, layerprobe.stale) removed; None when there is none (a parent still RUNNING in a
+    live process is not taken)."""
     wanted = {"layerprobe.sweep": "parent", SWEEP_KEY_TAG: key}
     earlier = find_runs(uri, experiment, wanted)
     if not earlier:  # no store, experiment or parent: nothing to reopen
@@ -199,8 +200,9 @@ def reopen_sweep_parent(uri: str, experiment: str, key: str, tags: Mapping[str, 
     mlflow_client.update_run(run.run_id, status="RUNNING")
     all_tags = {**tags, **owner_tags()}
     mlflow_client.log_batch(run.run_id, tags=[RunTag(sanitize_key(k), str(v)) for k, v in all_tags.items()])
-    if "error" in run.tags:
-        mlflow_client.delete_tag(run.run_id, "error")
+    for why_it_ended in ("error", STALE_TAG):
+        if why_it_ended in run.tags:
+            mlflow_client.delete_tag(run.run_id, why_it_ended)
     return run.run_id
 
 
