@@ -130,6 +130,7 @@ class _Run:
     cluster: Any
     output_dir: Path
     overrides: Sequence[str]
+    found_step: int  # the step model_dir held before this run (-1: none)
 
     def result(
         self,
@@ -178,7 +179,7 @@ def _prepare(
     if kept and kept[-1].step > c.trainer.train_steps and not cluster.in_cluster:
         _budget_checkpoint(x, kept)  # a budget this model_dir cannot serve fails before the run exists
     tracker = open_tracker(c, overrides, all_tags, parent) if cluster.is_chief else tracking.NullTracker()
-    return _Run(c, x, tracker, cluster, output_dir, overrides)
+    return _Run(c, x, tracker, cluster, output_dir, overrides, kept[-1].step if kept else -1)
 
 
 def _log_config(r: _Run) -> None:
@@ -210,10 +211,14 @@ def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
 def _probe(
     r: _Run, step: int, checkpoint: str | None, eval_metrics: Mapping[str, float], seconds: dict[str, float]
 ) -> ProbeOutcome:
-    """The dynamics of the snapshots no run has probed yet, then the probe of its checkpoint; logged."""
+    """The dynamics of the snapshots no run has probed yet (of all up to its step when this run
+    trained none), then the probe of its checkpoint; logged."""
     x, out = r.x, r.output_dir / "probe"
     with _timed(seconds, "dynamics"):
-        dyn = after_training(x, step, out / "dynamics")
+        # A run that found its model_dir trained to its step (a sweep's children sharing one) has that
+        # model's dynamics all the same: every snapshot up to its step, though another run probed them.
+        trained_none = r.found_step >= step
+        dyn = after_training(x, step, out / "dynamics", every_snapshot=trained_none)
     with _timed(seconds, "probe"):
         state = x.session().run(x.data, checkpoint=checkpoint)
         context = run_context(r.tracker.run_id, " ".join(r.overrides), step, eval_metrics)

@@ -4,6 +4,7 @@ may run a CLI call 10x slower than a quiet one, and that must not fail a test.""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def layerprobe_process(argv: list[str], cwd: Path) -> subprocess.CompletedProces
 
 def layerprobe_started(argv: list[str], cwd: Path) -> subprocess.Popen:
     """`layerprobe_process` started and left running, in a session of its own (a signal to its
-    group reaches it as Ctrl-C reaches a terminal's job); stdout and stderr in one pipe, in order."""
+    group reaches it as Ctrl-C reaches a terminal's job); stdout and stderr in one pipe, in order.
+    SIGINT is Ctrl-C to it even when the tests run in a background job, whose shell starts children
+    with SIGINT ignored (Python then keeps ignoring it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "layerprobe", *argv],
         cwd=cwd,
@@ -38,6 +41,7 @@ def layerprobe_started(argv: list[str], cwd: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

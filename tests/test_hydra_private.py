@@ -55,3 +55,11 @@ def test_callbacks_and_run_and_report_run_what_they_are_given():
     for hook in ("on_run_start", "on_run_end", "on_multirun_start", "on_multirun_end"):
         assert callable(getattr(hp.Callbacks, hook)), hook
     assert hp.run_and_report(lambda: 42) == 42
+
+
+def test_the_basic_sweeper_splits_a_grid_into_jobs_as_a_rerun_lists_them():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(["a=1,2", "b=x", "c=3,4"])
+    (jobs,) = hp.BasicSweeper.split_arguments(overrides, None)
+    assert jobs == [["a=1", "b=x", "c=3"], ["a=1", "b=x", "c=4"], ["a=2", "b=x", "c=3"], ["a=2", "b=x", "c=4"]]

@@ -3,6 +3,7 @@ evaluation callback; invalid sweeps refused before any job. Real Optuna storages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from layerprobe.cli import main
+from tests.hang import layerprobe_process, layerprobe_started
 from tests.test_tracking import TINY, cli
 
 pytestmark = pytest.mark.estimator  # sweeps and pruning train with the default engine (and optuna is a `sweeps` extra)
@@ -188,6 +190,60 @@ def test_a_bad_learning_rate_is_pruned_at_its_first_checkpoint(tmp_path):
     assert (tags["layerprobe.sampler"], tags["layerprobe.pruner"]) == ("tpe", "median")
 
 
+@pytest.mark.integration  # real Optuna and MLflow stores, no training
+@pytest.mark.parametrize("how", ["interrupt", "dead process"])
+def test_a_trial_whose_run_finished_is_told_its_outcome_and_only_the_others_run_again(how, tmp_path):
+    """Four trials the sweeper never heard back from: their runs FINISHED (0.9), KILLED, FINISHED
+    pruned, and none. Given back on Ctrl-C (`interrupt`) or found by a rerun with their process gone."""
+    import socket
+
+    from layerprobe import tracking
+    from layerprobe.sweeps import study as S
+    from layerprobe.sweeps.resume import run_outcomes
+    from layerprobe.sweeps.search import _give_back, fail_stale
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
+    trials = [study.ask() for _ in range(4)]
+    for t in trials:
+        t.suggest_float(LR, 0.001, 0.1)
+        study._storage.set_trial_system_attr(t._trial_id, S.OWNER, {"host": socket.gethostname(), "pid": 2**22 + 1})
+    for number, end in enumerate(["accuracy", "killed", "pruned"]):
+        tags = {tracking.SWEEP_KEY_TAG: "k", "layerprobe.trial": str(number), "pruned": str(end == "pruned").lower()}
+        with contextlib.suppress(KeyboardInterrupt), tracking.Tracker(uri, "layerprobe", f"t{number}", tags) as run:
+            run.log_metrics({"eval/accuracy": 0.9}, step=20)
+            if end == "killed":
+                raise KeyboardInterrupt
+    outcome = run_outcomes(uri, "layerprobe", "k", "eval/accuracy")
+    if how == "interrupt":
+        _give_back(study, trials, "the sweep was interrupted", retry=True, outcome=outcome)
+    else:
+        fail_stale(study, 120.0, outcome)
+    got = [(t.state.name, t.value, S.NOT_COUNTED in t.system_attrs) for t in study.get_trials()]
+    assert got[:4] == [("COMPLETE", 0.9, False), ("FAIL", None, True), ("PRUNED", None, False), ("FAIL", None, True)]
+    asked_again = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
+    assert asked_again == [trials[1].params, trials[3].params]
+
+
+def test_a_study_that_holds_n_trials_is_complete_in_one_line(tmp_path, monkeypatch):
+    from layerprobe.sweeps.resume import nothing_left
+    from tests.test_sweeps import sweep_cfg
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    search = ["+sweep=optuna", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s"]
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=2"), []) is None  # no study yet
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for value in (0.5, 0.75):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=4"), []) is None
+    assert nothing_left(sweep_cfg(*search, "hydra.sweeper.n_trials=3"), []) == (
+        f"study s in {storage} is complete: 3 of n_trials=3 trials ran (2 complete, 0 pruned, 1 failed), "
+        "best eval/accuracy=0.75 (trial 1); nothing run (raise hydra.sweeper.n_trials to run more)"
+    )
+
+
 def test_the_parent_records_the_storage_without_credentials():
     from layerprobe.sweeps.study import StudySettings
 
@@ -248,9 +304,57 @@ def test_a_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     assert len({t.params[LR] for t in trials}) == 4  # none ran twice
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])
-    rerun_parent = next(r for r in runs if r.data.tags.get("layerprobe.sweep_dir", "").endswith("again"))
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rerun_parent.info.run_id]
-    assert len(children) == 4 - done_before  # the rerun ran only the missing trials
+    (parent,) = [r for r in runs if r.data.tags.get("layerprobe.sweep") == "parent"]  # the rerun continued it
+    assert parent.data.tags["layerprobe.sweep_dir"].endswith("again") and parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    ran = [r.data.tags["layerprobe.trial"] for r in children if r.info.status == "FINISHED"]
+    assert len(ran) == len(set(ran)) == 4  # the rerun ran only the missing trials
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_study_is_one_study_under_one_parent_after_its_rerun(sig, tmp_path):
+    """Two trials per batch; the signal comes while trial 1 trains, trial 0 having finished. The same
+    command again: trial 0 is COMPLETE (not run again), the parent is the same, and the study and the
+    parent agree on the trials, the best value and the best child. A third time: one line, nothing new."""
+    from layerprobe.sweeps.study import NOT_COUNTED
+    from tests.test_sweeps import interrupt_during_second_job
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    argv = ["-m", "+sweep=optuna", *TINY, "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}"]
+    interrupt_during_second_job(layerprobe_started(argv, tmp_path), tmp_path / "mlflow.db", sig)
+    again = layerprobe_process(argv, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+    study = optuna.load_study(study_name=study_name_of(tmp_path, storage), storage=storage)
+    trials = [t for t in study.get_trials() if NOT_COUNTED not in t.system_attrs]
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert trials[0].number == 0  # the trial that finished before the signal counts: not run again
+    parent, children = children_of_sweep(tmp_path)
+    assert parent.info.status == "FINISHED" and not {"error", "layerprobe.stale"} & set(parent.data.tags)
+    done = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted(int(c.data.tags["layerprobe.trial"]) for c in done) == [t.number for t in trials]  # one each
+    assert len({c.data.params[LR] for c in done}) == 3
+    assert sorted(c.info.status for c in children) == ["FINISHED"] * 3 + ["KILLED"]  # trial 1's first try
+    best = next(c for c in done if c.data.tags["layerprobe.trial"] == str(study.best_trial.number))
+    assert parent.data.tags["layerprobe.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best/eval/accuracy"] == study.best_value
+    assert parent.data.tags["layerprobe.complete_children"] == "3"
+    said = again.stdout + again.stderr
+    assert f"Best value: {study.best_value}" in said and f"best child run: {best.info.run_id}" in said
+
+    runs_before = len(
+        MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs([parent.info.experiment_id])
+    )
+    third = layerprobe_process(argv, tmp_path)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert third.stdout == (
+        f"layerprobe: study {study.study_name} in {storage} is complete: 3 of n_trials=3 trials ran (3 complete, "
+        f"0 pruned, 0 failed), best eval/accuracy={study.best_value:.6g} (trial {study.best_trial.number}); "
+        "nothing run (raise hydra.sweeper.n_trials to run more)\n"
+    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_runs([parent.info.experiment_id])) == runs_before  # no empty parent
 
 
 @pytest.mark.slow

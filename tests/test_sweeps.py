@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import re
+import signal
+import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.hang import HANG_GUARD, layerprobe_process, layerprobe_started
 from tests.test_tracking import TINY, cli
 
 pytestmark = pytest.mark.estimator  # sweeps train with the default engine
@@ -42,6 +48,88 @@ def test_every_shipped_sweep_config_composes(sweep, launcher, sweeper):
     h = hydra_cfg(f"+sweep={sweep}")
     assert h.launcher._target_.rsplit(".", 1)[1] == launcher
     assert h.sweeper._target_.rsplit(".", 1)[1] == sweeper
+
+
+def sweep_cfg(*overrides: str):
+    """The config of `layerprobe -m OVERRIDES`, with its hydra node, as the sweep's callback gets it."""
+    from layerprobe.config import compose_in, hydra_session
+
+    with hydra_session() as hydra:
+        return compose_in(hydra, [*overrides, "hydra.mode=MULTIRUN"], "config", multirun=True)
+
+
+def test_the_identity_of_a_sweep_its_reruns_share(tmp_path, monkeypatch):
+    """A grid: its overrides in any order and the config they compose; a search: its study."""
+    from omegaconf import OmegaConf
+
+    from layerprobe.sweeps.resume import sweep_key
+
+    grid = ["model=tiny_cnn", "trainer.seed=1,2"]
+    key = sweep_key(sweep_cfg(*grid), grid)
+    assert sweep_key(sweep_cfg(*grid[::-1]), grid[::-1]) == key
+    edited = sweep_cfg(*grid)
+    OmegaConf.update(edited, "probe.max_examples", 7)  # as when a config file changed between the runs
+    assert sweep_key(edited, grid) != key
+    assert sweep_key(sweep_cfg("model=tiny_cnn", "trainer.seed=1,3"), ["model=tiny_cnn", "trainer.seed=1,3"]) != key
+
+    monkeypatch.chdir(tmp_path)
+    search = ["+sweep=optuna", "hydra.sweeper.study_name=s"]
+    relative = sweep_key(sweep_cfg(*search, "hydra.sweeper.storage=sqlite:///o.db"), [])
+    absolute = sweep_key(sweep_cfg(*search, f"hydra.sweeper.storage=sqlite:///{tmp_path}/o.db"), [])
+    assert relative == absolute != sweep_key(sweep_cfg(*search, "hydra.sweeper.storage=sqlite:///p.db"), [])
+
+
+@pytest.mark.integration  # a real MLflow store, no training
+def test_a_grid_rerun_finds_its_finished_jobs_and_says_when_none_is_left(tmp_path, monkeypatch):
+    from layerprobe import tracking
+    from layerprobe.sweeps.resume import done_job, nothing_left, sweep_key
+
+    monkeypatch.chdir(tmp_path)  # the default store: ./mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri, grid = f"sqlite:///{tmp_path / 'mlflow.db'}", ["model=tiny_cnn", "trainer.seed=1,2"]
+    cfg = sweep_cfg(*grid)
+    key = sweep_key(cfg, grid)
+    parent = tracking.start_sweep_parent(
+        uri, "layerprobe", "s", {"layerprobe.sweep": "parent", tracking.SWEEP_KEY_TAG: key}
+    )
+    jobs = [["model=tiny_cnn", f"trainer.seed={seed}"] for seed in (1, 2)]
+
+    def child(job: list[str], interrupted: bool) -> str:
+        tags = {tracking.SWEEP_KEY_TAG: key, "layerprobe.overrides": " ".join(job)}
+        with contextlib.suppress(KeyboardInterrupt), tracking.Tracker(uri, "layerprobe", job[1], tags, parent) as run:
+            if interrupted:
+                raise KeyboardInterrupt
+        return run.run_id
+
+    first = child(jobs[0], interrupted=False)
+    child(jobs[1], interrupted=True)
+    assert done_job(uri, "layerprobe", key, jobs[0][::-1]).run_id == first  # the overrides in any order
+    assert done_job(uri, "layerprobe", key, jobs[1]) is None  # KILLED: it runs again
+    assert done_job(uri, "layerprobe", "another sweep", jobs[0]) is None
+    assert nothing_left(cfg, grid) is None
+    child(jobs[1], interrupted=False)
+    assert nothing_left(cfg, grid) == (
+        f"this sweep is complete: its 2 job(s) finished before (parent run {parent}); nothing run "
+        "(change an override, or delete those runs, to run it again)"
+    )
+
+
+@pytest.mark.integration  # a real MLflow store
+def test_a_rerun_continues_the_ended_parent_of_its_sweep_not_one_still_running(tmp_path):
+    from layerprobe import tracking
+    from layerprobe.sweeps.parent import finish_parent
+
+    uri, key = f"sqlite:///{tmp_path / 'mlflow.db'}", {"layerprobe.sweep": "parent", tracking.SWEEP_KEY_TAG: "k"}
+    assert tracking.reopen_sweep_parent(uri, "layerprobe", "k", {}) is None  # no store yet: none, and none made
+    assert not (tmp_path / "mlflow.db").exists()
+    running = tracking.start_sweep_parent(uri, "layerprobe", "s", key)  # this process: alive
+    assert tracking.reopen_sweep_parent(uri, "layerprobe", "k", {}) is None
+    finish_parent(uri, running, "eval/accuracy", "maximize", tmp_path, error="interrupted (Ctrl-C)", killed=True)
+    again = tracking.reopen_sweep_parent(uri, "layerprobe", "k", {"layerprobe.sweep_dir": "multirun/again"})
+    assert again == running
+    run = MlflowClient(tracking_uri=uri).get_run(again)
+    assert run.info.status == "RUNNING" and "error" not in run.data.tags
+    assert run.data.tags["layerprobe.sweep_dir"] == "multirun/again"
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
@@ -115,6 +203,29 @@ def test_an_interrupted_sweep_ends_its_parent_killed(tmp_path):
     run = MlflowClient(tracking_uri=uri).get_run(parent)
     assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted (Ctrl-C)"
     assert run.data.tags["layerprobe.best_run_id"] == ids[1]  # what finished is still summarised
+
+
+@pytest.mark.integration
+def test_a_child_that_reuses_a_trained_model_dir_has_the_dynamics_of_its_model(tiny, tmp_path):
+    """Two children of a sweep differ only in what the final probe reads, so they share a model_dir:
+    the second trains nothing, yet its run has its model's series (cka_to_final among them) and
+    dynamics.json for the compare report, as the first's."""
+    from layerprobe import tracking
+    from layerprobe.runner import run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.start_sweep_parent(uri, "layerprobe", "sweep", {"layerprobe.sweep": "parent"})
+    results = [
+        run(tiny("probe.dynamics.examples=100", f"probe.max_examples={n}"), tmp_path / str(n), parent_run_id=parent)
+        for n in (100, 200)
+    ]
+    assert results[0].model_dir == results[1].model_dir and results[1].global_step == 20
+    client = MlflowClient(tracking_uri=uri)
+    for key in ("dynamics/conv1/cka_to_final", "dynamics/conv1/mean"):
+        first, second = ({m.step: m.value for m in client.get_metric_history(r.run_id, key)} for r in results)
+        assert sorted(first) == sorted(second) == [0, 10, 20]
+        assert second == pytest.approx(first)  # the same model, the same subset
+    assert (tmp_path / "200/probe/dynamics/dynamics.json").is_file()
 
 
 def test_ctrl_c_marks_the_process_interrupted_for_the_parent_ended_at_exit(monkeypatch):
@@ -232,3 +343,68 @@ def test_a_2_job_sweep_through_submitit_local(tmp_path):
     job_logs = list((tmp_path / "multirun").glob("*/*/.submitit/*/*_log.out"))
     assert len(job_logs) == 2  # each job ran as its own submitit process
     assert all("mlflow run: " in p.read_text() for p in job_logs)
+
+
+# ---- a sweep interrupted, then run again (the same command) ----
+
+
+def children_in_store(db: Path) -> list[tuple[str, str | None]]:
+    """(status, trial tag) of each sweep child, oldest first, read with sqlite3: opening the store
+    with MLflow under the running sweep would check (and may migrate) its schema."""
+    if not db.is_file():
+        return []
+    query = (
+        "select r.status, (select t.value from tags t where t.run_uuid = r.run_uuid and t.key = 'layerprobe.trial') "
+        "from runs r join tags p on p.run_uuid = r.run_uuid and p.key = 'mlflow.parentRunId' order by r.start_time"
+    )
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            return con.execute(query).fetchall()
+        except sqlite3.OperationalError:  # no tables yet
+            return []
+
+
+def interrupt_during_second_job(proc: subprocess.Popen, db: Path, sig: int) -> None:
+    """`sig` to the sweep once its first child FINISHED and the next one RUNNING (training)."""
+    deadline = time.time() + HANG_GUARD
+    while True:
+        statuses = [status for status, _ in children_in_store(db)]
+        if statuses[:1] == ["FINISHED"] and statuses[-1:] == ["RUNNING"]:
+            break
+        assert proc.poll() is None and time.time() < deadline, f"the sweep ended first: {statuses}"
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    proc.communicate(timeout=HANG_GUARD)  # its output, drained
+
+
+@pytest.mark.slow
+def test_a_grid_rerun_after_ctrl_c_runs_only_the_jobs_not_finished_and_then_says_complete(tmp_path):
+    """Ctrl-C during job 1 of 3; the same command continues the same parent, runs jobs 1 and 2 (job 0
+    finished: not again); a third time it prints one line and creates nothing."""
+    argv = ["-m", *TINY, "model.layers.conv1.filters=2,3,4"]
+    first = layerprobe_started(argv, tmp_path)
+    interrupt_during_second_job(first, tmp_path / "mlflow.db", signal.SIGINT)
+    assert first.returncode == 130
+    again = layerprobe_process(argv, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    said = again.stdout + again.stderr
+    assert "finished before as run" in said and "(continued: this sweep ran before)" in said
+    client, parent, children = runs(tmp_path)
+    assert parent.info.status == "FINISHED" and "error" not in parent.data.tags
+    finished = sorted(x.info.run_name for x in children if x.info.status == "FINISHED")
+    assert finished == ["conv1.filters=2", "conv1.filters=3", "conv1.filters=4"]  # each once: job 0 not again
+    assert sorted(x.info.status for x in children) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    best = max((x for x in children if x.info.status == "FINISHED"), key=lambda x: x.data.metrics["eval/accuracy"])
+    assert parent.data.tags["layerprobe.best_run_id"] == best.info.run_id
+    (table,) = Path(parent.data.tags["layerprobe.sweep_dir"]).glob("sweep_summary.csv")
+    assert len(list(csv.reader(table.open()))) == 1 + 4  # every child of the sweep, over both processes
+
+    sweep_dirs = sorted((tmp_path / "multirun").glob("*/*"))
+    third = layerprobe_process(argv, tmp_path)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert third.stdout == (
+        f"layerprobe: this sweep is complete: its 3 job(s) finished before (parent run {parent.info.run_id}); "
+        "nothing run (change an override, or delete those runs, to run it again)\n"
+    )
+    assert sorted((tmp_path / "multirun").glob("*/*")) == sweep_dirs  # no new sweep dir
+    assert len(client.search_runs([parent.info.experiment_id])) == 1 + 4  # no new run

@@ -237,7 +237,8 @@ def compare_command(argv: Sequence[str]) -> int:
         from layerprobe.compare import compare_report, compare_runs
 
         uri = args.tracking_uri or tracking.resolve_uri(None)
-        ids = list(args.run_ids) or (tracking.child_runs(uri, args.sweep) if args.sweep else [])
+        children = tracking.sweep_children(uri, args.sweep) if args.sweep else []  # over the sweep's reruns
+        ids = list(args.run_ids) or [r.run_id for r in children]
         if len(ids) < 2:
             raise LayerprobeError("compare needs at least two runs (run ids, or --sweep PARENT_ID)")
         out = Path(args.output_dir)

@@ -97,7 +97,10 @@ def run_command(argv: Sequence[str]) -> int:
             cfg = compose_in(hydra, overrides, name, multirun=args.multirun)
             loaded = None
             if args.multirun:
-                _check_sweep_values(hydra, cfg, overrides, name)
+                done = _check_sweep_values(hydra, cfg, overrides, name)
+                if done:  # a rerun of a sweep that has nothing left: no output dir, no parent run
+                    print(f"layerprobe: {done}")
+                    return 0
             else:
                 loaded = _check_run(cfg)
             return _launch(hydra, cfg, name, args.multirun, loaded)
@@ -116,16 +119,19 @@ def _check_run(cfg: Any) -> Any:
     return loaded
 
 
-def _check_sweep_values(hydra: Any, cfg: Any, overrides: list[str], name: str) -> None:
+def _check_sweep_values(hydra: Any, cfg: Any, overrides: list[str], name: str) -> str | None:
     """Hydra composes a sweep's jobs only after the sweep has started: compose and validate each
     job's config here (a grid's cross product, an Optuna search's choices and bounds) and check the
-    Optuna study's settings, so that a sweep that cannot run is one line before anything starts."""
+    Optuna study's settings, so that a sweep that cannot run is one line before anything starts.
+    Returns the line to print instead of running when a rerun of the sweep finds nothing left."""
     from layerprobe.config import parse_overrides
     from layerprobe.sweeps.checks import check_jobs, check_study
+    from layerprobe.sweeps.resume import nothing_left
 
     task = [o for o, p in zip(overrides, parse_overrides(overrides)) if p.get_key_element() != "hydra.mode"]
     check_jobs(hydra, cfg, task, name)
     check_study(cfg, task)
+    return nothing_left(cfg, [o for o in task if not o.split("=", 1)[0].lstrip("+~").startswith("hydra.")])
 
 
 def _help(hydra: Any, name: str, args: argparse.Namespace) -> int:
@@ -207,15 +213,14 @@ def task(cfg: Any, loaded: Any = None) -> Any:
     overrides = list(hc.overrides.task)
     parent, run_name, tags, on_evaluation = None, None, {}, None
     if multirun:  # children are named by what the sweep varies
-        from layerprobe.runner import readable_run_name
         from layerprobe.sweeps import trial
-        from layerprobe.sweeps.parent import sweep_info
+        from layerprobe.sweeps.parent import sweep_job
 
-        info = sweep_info(hc.sweep.dir)
-        parent = info["parent"]
-        run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
-        number = trial.trial_number(hc)
-        tags = {} if number is None else {"layerprobe.trial": str(number)}
+        job = sweep_job(hc, cfg)
+        if job.done is not None:
+            log.info("job %s (%s): finished before as run %s; not run again", hc.job.num, job.run_name, job.done.run_id)
+            return job.done.metrics.get(cfg.tracking.objective)
+        parent, run_name, tags = job.parent, job.run_name, job.tags
     try:
         from layerprobe.config.loaded import load
         from layerprobe.runner import run

@@ -75,8 +75,13 @@ def check_subset(c: Config, data: Any) -> None:
         raise ConfigError("probe.dynamics.examples", d.examples, rule)
 
 
-def after_training(x: Any, step: int, out_dir: Path) -> Dynamics | None:
+def after_training(x: Any, step: int, out_dir: Path, every_snapshot: bool = False) -> Dynamics | None:
     """The points of the snapshots up to `step` that no run has probed yet (see dynamics.ledger):
-    those this run trained and those of a run stopped before its probe. None when there are none."""
-    checkpoints = not_yet_probed(x.engine.snapshots(), x.engine.model_dir, step)
+    those this run trained and those of a run stopped before its probe; `every_snapshot`: all up to
+    `step` (a run that trained nothing has its model's series too). None when there are none."""
+    snapshots = x.engine.snapshots()
+    if every_snapshot:
+        checkpoints = [s for s in snapshots if s.step <= step]
+    else:
+        checkpoints = not_yet_probed(snapshots, x.engine.model_dir, step)
     return trace(x, checkpoints, out_dir) if checkpoints else None

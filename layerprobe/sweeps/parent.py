@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = ".layerprobe_sweep.json"  # {"parent": run id or null, "swept": [override keys]}
+SWEEP_FILE = ".layerprobe_sweep.json"  # {"parent": run id or null, "swept": [override keys], "key": sweep key}
 FAILED_FILE = "FAILED"  # written into a job's output dir when the job failed
 _INTERRUPTED = False  # set by the CLI on Ctrl-C: an abandoned parent then ends KILLED, not FAILED
 
@@ -40,7 +40,7 @@ def mark_interrupted() -> None:
 
 def sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
     path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"parent": None, "swept": []}
+    return json.loads(path.read_text()) if path.is_file() else {"parent": None, "swept": [], "key": None}
 
 
 def swept_keys(overrides: list[str]) -> list[str]:
@@ -48,6 +48,37 @@ def swept_keys(overrides: list[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return [o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()]
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """A sweep job's place in its sweep, before it runs."""
+
+    parent: str | None  # the parent run's id; None when nothing is tracked
+    run_name: str  # what the sweep varies, as the child is named
+    tags: dict[str, str]  # the trial number, the sweep key
+    done: RunSummary | None  # a grid job's child that FINISHED in a run of this sweep before: not run again
+
+
+def sweep_job(hydra_cfg: Any, cfg: Any) -> SweepJob:
+    """This job of a sweep (`hydra_cfg`: HydraConfig of the job, `cfg`: its config)."""
+    from layerprobe import tracking
+    from layerprobe.runner import readable_run_name
+    from layerprobe.sweeps.resume import TRIAL_TAG, done_job
+    from layerprobe.sweeps.trial import trial_number
+
+    overrides = list(hydra_cfg.overrides.task)
+    info = sweep_info(hydra_cfg.sweep.dir)
+    run_name = readable_run_name([o for o in overrides if o.split("=", 1)[0].lstrip("+~") in info["swept"]])
+    number = trial_number(hydra_cfg)
+    tags = {} if number is None else {TRIAL_TAG: str(number)}
+    done = None
+    if info.get("key") and info["parent"]:  # a parent: tracking is on
+        tags[tracking.SWEEP_KEY_TAG] = info["key"]
+        if number is None:
+            uri = tracking.resolve_uri(cfg.tracking.uri)
+            done = done_job(uri, cfg.tracking.experiment_name, info["key"], overrides)
+    return SweepJob(info["parent"], run_name, tags, done)
 
 
 def _failed_jobs(sweep_dir: Path) -> list[str]:
@@ -80,7 +111,9 @@ def summarize(children: Sequence[RunSummary], objective: str, direction: str) ->
         for r in sorted(children, key=lambda r: r.start_time)
     ]
     pruned = [r for r in children if r.tags.get("pruned") == "true"]  # FINISHED, but stopped early
-    scored = [(r.run_id, r.metrics[objective]) for r in children if objective in r.metrics and r not in pruned]
+    # Only a run that ended well has its final objective (a KILLED one may hold an intermediate value).
+    ended_well = [r for r in children if r.status == "FINISHED" and r not in pruned]
+    scored = [(r.run_id, r.metrics[objective]) for r in ended_well if objective in r.metrics]
     best = (max if direction == "maximize" else min)(scored, key=lambda x: x[1]) if scored else None
     failed = sum(r.status == "FAILED" for r in children)
     tags = {
@@ -105,13 +138,14 @@ def finish_parent(
     error: str | None = None,
     killed: bool = False,
 ) -> tuple[str, float] | None:
-    """Log the children's table (`out_dir`/sweep_summary.csv) and the best child to the parent, then
+    """Log the table of the sweep's children (of every parent of its sweep key: its reruns too;
+    `out_dir`/sweep_summary.csv) and the best child to the parent, then
     end the parent run: KILLED when the sweep was interrupted (Ctrl-C), FAILED with `error` as a tag
     when it stopped early otherwise, FINISHED when it ran to its end. Returns the best child's (run
     id, objective value)."""
     from layerprobe import tracking
 
-    summary = summarize(tracking.child_run_summaries(uri, parent_id), objective, direction)
+    summary = summarize(tracking.sweep_children(uri, parent_id), objective, direction)
     table = Path(out_dir) / "sweep_summary.csv"
     with table.open("w", newline="") as f:
         csv.writer(f).writerows([summary.header, *summary.rows])
@@ -124,20 +158,12 @@ def finish_parent(
 def _study_tags(config: DictConfig, overrides: list[str]) -> dict[str, str]:
     """The Optuna study of the sweep (storage without credentials, name, sampler, pruner), when
     layerprobe's Optuna sweeper runs it."""
-    sweeper = config.hydra.sweeper
-    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.layerprobe_sweeper."):
-        return {}
-    from layerprobe.sweeps.space import parse_space
-    from layerprobe.sweeps.study import settings
+    from layerprobe.sweeps.resume import optuna_study
 
-    conf: dict[str, Any] = OmegaConf.to_container(sweeper, resolve=True)  # type: ignore[assignment]
-    s = settings(
-        conf,
-        str(config.hydra.sweep.dir),
-        config.tracking.objective,
-        parse_space(conf.get("params"), overrides),
-        overrides,
-    )
+    study = optuna_study(config, overrides)
+    if study is None:
+        return {}
+    conf, _, s = study
     return {
         "layerprobe.study_storage": s.redacted_storage,
         "layerprobe.study_name": s.name,
@@ -154,32 +180,43 @@ class SweepCallback(Callback):
         # What the sweep varies names the children: sweep overrides, and a sweeper's own search space
         # (hydra.sweeper.params of the Optuna sweeper).
         searched = list(config.hydra.sweeper.get("params") or {})
+        from layerprobe.sweeps.resume import sweep_key
+
         info: dict[str, Any] = {"parent": None, "swept": swept_keys(overrides) + searched}
+        info["key"] = sweep_key(config, overrides)
         if config.tracking.enabled:
-            info["parent"] = self._start_parent(config, sweep_dir, overrides)
+            info["parent"] = self._start_parent(config, sweep_dir, overrides, info["key"])
             # A sweeper that raises (Optuna when every trial failed) skips on_multirun_end: the
             # parent is then ended at exit, FAILED, instead of staying RUNNING.
             self._ended = False
             atexit.register(self._end_abandoned_parent, config, sweep_dir)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
 
-    def _start_parent(self, config: DictConfig, sweep_dir: Path, overrides: list[str]) -> str:
+    def _start_parent(self, config: DictConfig, sweep_dir: Path, overrides: list[str], key: str) -> str:
+        """The parent run: the one this sweep had when it ran before (same sweep key), continued; else new."""
         from layerprobe import tracking
 
         uri = tracking.resolve_uri(config.tracking.uri)
         tracking.check_reachable(uri)
+        experiment = config.tracking.experiment_name
+        now = {"layerprobe.sweep_dir": str(sweep_dir.resolve())}
+        run_id = tracking.reopen_sweep_parent(uri, experiment, key, now)
+        if run_id:
+            log.info("sweep parent run: %s (continued: this sweep ran before)", run_id)
+            return run_id
         sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
         launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
         run_id = tracking.start_sweep_parent(
             uri,
-            config.tracking.experiment_name,
+            experiment,
             name="sweep: " + (" ".join(overrides) or config.model.name)[:200],
             tags={
                 "layerprobe.sweep": "parent",
+                tracking.SWEEP_KEY_TAG: key,
                 "layerprobe.overrides": " ".join(overrides),
-                "layerprobe.sweep_dir": str(sweep_dir.resolve()),
                 "layerprobe.sweeper": str(sweeper.get("_target_", "")),  # type: ignore[union-attr]
                 "layerprobe.launcher": str(launcher.get("_target_", "")),  # type: ignore[union-attr]
+                **now,
                 **_study_tags(config, overrides),
             },
         )
@@ -193,7 +230,7 @@ class SweepCallback(Callback):
         from layerprobe.compare import compare_report, compare_runs
         from layerprobe.errors import LayerprobeError
 
-        children = [r for r in tracking.child_runs(uri, parent) if tracking.run_info(uri, r)["status"] == "FINISHED"]
+        children = [r.run_id for r in tracking.sweep_children(uri, parent) if r.status == "FINISHED"]
         if len(children) < 2:
             return
         exposed = [set(tracking.run_tags(uri, r).get("layerprobe.exposed", "").split(",")) - {""} for r in children]

@@ -3,15 +3,16 @@ Hydra jobs through the configured launcher, tell Optuna each outcome (COMPLETE, 
 
 The study lives in a storage, so the loop counts what the storage holds, not what this process
 ran: a rerun of the same command, or a second process on the same storage, only runs the trials
-still missing. A trial left RUNNING by a dead process is failed (not counted) and its parameters
-are asked again first.
+still missing. A trial the sweeper never heard back from (Ctrl-C, or left RUNNING by a dead process)
+is told what its MLflow run recorded when that run FINISHED (resume.py); otherwise it is failed (not
+counted) and its parameters are asked again first.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,24 @@ from layerprobe.sweeps.trial import TRIAL_ENV, Pruned, write_study_file
 log = logging.getLogger(__name__)
 
 
-def counted(trials: Sequence[Any]) -> list[Any]:
-    """The trials that use up n_trials: finished or running, not those failed for a dead process."""
-    from optuna.trial import TrialState
-
-    keep = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
-    return [t for t in trials if t.state in keep and S.NOT_COUNTED not in t.system_attrs]
+# trial number -> (state, objective value) that its FINISHED child run records; None when it has none
+Outcome = Callable[[int], "tuple[Any, float | None] | None"]
 
 
-def fail_stale(study: Any, grace_seconds: float) -> None:
-    """Fail the RUNNING trials whose process is gone and ask their parameters again."""
+def no_outcome(number: int) -> None:
+    """The Outcome of a sweep that tracks nothing."""
+    return None
+
+
+def fail_stale(study: Any, grace_seconds: float, outcome: Outcome = no_outcome) -> None:
+    """The RUNNING trials whose process is gone: COMPLETE (or PRUNED) when their run finished, else
+    failed, not counted, and their parameters asked again."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not S.stale(t, grace_seconds):
+        if not S.stale(t, grace_seconds) or _settled(study, t.number, outcome):
             continue
         try:
             storage.set_trial_system_attr(t._trial_id, S.NOT_COUNTED, "its process died; its parameters run again")
@@ -46,6 +49,25 @@ def fail_stale(study: Any, grace_seconds: float) -> None:
             continue
         log.warning("trial %d was left RUNNING by a process that is gone: failed, its parameters run again", t.number)
         study.enqueue_trial(t.params, skip_if_exists=False)
+
+
+def _settled(study: Any, number: int, outcome: Outcome) -> bool:
+    """Tell Optuna the outcome of trial `number` that its FINISHED run records (the job ended, the
+    sweeper never heard it: Ctrl-C or SIGKILL before the batch's end); False when it has no such run."""
+    try:
+        found = outcome(number)
+    except Exception as e:  # the store is away: the trial runs again, as before
+        log.warning("trial %d: could not look up its run: %s", number, e)
+        return False
+    if found is None:
+        return False
+    state, value = found
+    try:
+        study.tell(number, value, state=state)
+    except Exception:  # finished meanwhile (another process settled it)
+        return True
+    log.info("trial %d: its run had finished (%s): told Optuna, not run again", number, state.name)
+    return True
 
 
 class Heartbeat:
@@ -91,16 +113,15 @@ class Search:
         pruner_conf = dict(conf.get("pruner") or {"name": "none"})
         study = S.load_study(settings, space, S.make_sampler(conf["sampler"], space, seed), S.make_pruner(pruner_conf))
         write_study_file(self.sweep_dir, {**settings.__dict__, "pruner": pruner_conf})
-        n_trials = int(conf["n_trials"])
-        grid = S.grid_size(conf["sampler"], space)
-        if grid is not None and grid < n_trials:
-            log.info("n_trials %d -> %d: the grid has %d points", n_trials, grid, grid)
-            n_trials = grid
+        n_trials = S.target_trials(conf, space)
+        if n_trials < int(conf["n_trials"]):
+            log.info("n_trials %d -> %d: the grid has %d points", conf["n_trials"], n_trials, n_trials)
         log.info("Study: %s in %s", settings.name, settings.redacted_storage)
         log.info(
             "Sampler: %s, pruner: %s, direction: %s", conf["sampler"]["name"], pruner_conf["name"], settings.direction
         )
-        fail_stale(study, float(conf["stale_after"]))
+        outcome = self._outcome_of(settings.objective)
+        fail_stale(study, float(conf["stale_after"]), outcome)
         job_idx = 0
         with Heartbeat(study, float(conf["heartbeat_seconds"])) as beat:
             while True:
@@ -111,7 +132,7 @@ class Search:
                 try:
                     returns = self.launcher.launch([self._overrides(t, space) for t in trials], initial_job_idx=job_idx)
                 except BaseException:
-                    _give_back(study, trials, "the sweep was interrupted", retry=True)
+                    _give_back(study, trials, "the sweep was interrupted", retry=True, outcome=outcome)
                     raise
                 job_idx += len(returns)
                 failed = [_tell(study, t, r) for t, r in zip(trials, returns)]
@@ -122,10 +143,22 @@ class Search:
                     )
         return self._results(study, settings, n_trials)
 
+    def _outcome_of(self, objective: str) -> Outcome:
+        from layerprobe.sweeps.parent import sweep_info
+
+        info = sweep_info(self.sweep_dir)
+        if not info["parent"]:  # tracking is off
+            return no_outcome
+        from layerprobe import tracking
+        from layerprobe.sweeps.resume import run_outcomes
+
+        uri = tracking.resolve_uri(self.config.tracking.uri)
+        return run_outcomes(uri, self.config.tracking.experiment_name, info["key"], objective)
+
     def _ask(self, study: Any, space: Space, seed: int | None, n_trials: int, n_jobs: int) -> list[Any]:
         trials: list[Any] = []
         for _ in range(n_jobs):
-            done = counted(study.get_trials(deepcopy=False))
+            done = S.counted(study.get_trials(deepcopy=False))
             if len(done) >= n_trials:
                 break
             trial = study.ask()
@@ -134,7 +167,7 @@ class Search:
                 # rerun) do not propose the same parameters again.
                 study.sampler = S.make_sampler(self.conf["sampler"], space, seed + trial.number)
             study._storage.set_trial_system_attr(trial._trial_id, S.OWNER, S.owner())
-            rank = sum(t.number <= trial.number for t in counted(study.get_trials(deepcopy=False)))
+            rank = sum(t.number <= trial.number for t in S.counted(study.get_trials(deepcopy=False)))
             if rank > n_trials:  # another process took the last slots meanwhile
                 _give_back(study, [trial], "n_trials were reached by another process", retry=False)
                 break
@@ -151,7 +184,7 @@ class Search:
         from omegaconf import OmegaConf
         from optuna.trial import TrialState
 
-        states = [t.state for t in counted(study.get_trials(deepcopy=False))]
+        states = [t.state for t in S.counted(study.get_trials(deepcopy=False))]
         log.info(
             "study %s: %d complete, %d pruned, %d failed of n_trials=%d",
             settings.name,
@@ -189,11 +222,14 @@ def _tell(study: Any, trial: Any, ret: Any) -> bool:
     return False
 
 
-def _give_back(study: Any, trials: Sequence[Any], reason: str, retry: bool) -> None:
-    """Fail trials that never ran to their end, not counted; `retry`: ask their parameters again."""
+def _give_back(study: Any, trials: Sequence[Any], reason: str, retry: bool, outcome: Outcome = no_outcome) -> None:
+    """Fail trials that never ran to their end, not counted; `retry`: ask their parameters again. A
+    trial whose run finished is told its outcome instead."""
     from optuna.trial import TrialState
 
     for t in trials:
+        if _settled(study, t.number, outcome):
+            continue
         try:
             study._storage.set_trial_system_attr(t._trial_id, S.NOT_COUNTED, reason)
             study.tell(t, state=TrialState.FAIL)

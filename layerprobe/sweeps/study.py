@@ -131,6 +131,21 @@ def grid_size(conf: Mapping[str, Any], space: Space) -> int | None:
     return size
 
 
+def target_trials(conf: Mapping[str, Any], space: Space) -> int:
+    """hydra.sweeper.n_trials, at most the grid's size for the grid sampler."""
+    n_trials = int(conf["n_trials"])
+    grid = grid_size(conf["sampler"], space)
+    return n_trials if grid is None else min(n_trials, grid)
+
+
+def counted(trials: Sequence[Any]) -> list[Any]:
+    """The trials that use up n_trials: finished or running, not those failed for a dead process."""
+    from optuna.trial import TrialState
+
+    keep = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
+    return [t for t in trials if t.state in keep and NOT_COUNTED not in t.system_attrs]
+
+
 def make_pruner(conf: Mapping[str, Any]) -> Any:
     """The pruner by `name`; its other non-null keys are its constructor's arguments."""
     import optuna

@@ -21,20 +21,29 @@ if TYPE_CHECKING:
     from layerprobe.tracking.null import NullTracker
     from layerprobe.tracking.outbox import PENDING_FILE, replay_pending, upload_pending
     from layerprobe.tracking.queries import (
+        SWEEP_KEY_TAG,
         RunNotFound,
         RunSummary,
         child_run_summaries,
         child_runs,
         download_artifact,
+        find_runs,
         latest_metric_points,
         list_artifacts,
         metric_steps,
         run_data,
         run_info,
         run_tags,
+        sweep_children,
     )
     from layerprobe.tracking.reaper import HOST_TAG, PID_START_TAG, PID_TAG, mark_stale_runs
-    from layerprobe.tracking.run import Tracker, finish_sweep_parent, flatten, start_sweep_parent
+    from layerprobe.tracking.run import (
+        Tracker,
+        finish_sweep_parent,
+        flatten,
+        reopen_sweep_parent,
+        start_sweep_parent,
+    )
     from layerprobe.tracking.store import RETRY_DELAYS, check_reachable, resolve_uri, sanitize_key, ui_link
 
 _WHERE = {
@@ -47,19 +56,23 @@ _WHERE = {
     "child_run_summaries": "queries",
     "child_runs": "queries",
     "download_artifact": "queries",
+    "find_runs": "queries",
     "latest_metric_points": "queries",
     "list_artifacts": "queries",
     "metric_steps": "queries",
     "run_data": "queries",
     "run_info": "queries",
     "run_tags": "queries",
+    "sweep_children": "queries",
     "HOST_TAG": "reaper",
     "PID_START_TAG": "reaper",
     "PID_TAG": "reaper",
     "mark_stale_runs": "reaper",
+    "SWEEP_KEY_TAG": "queries",
     "Tracker": "run",
     "finish_sweep_parent": "run",
     "flatten": "run",
+    "reopen_sweep_parent": "run",
     "start_sweep_parent": "run",
     "RETRY_DELAYS": "store",
     "check_reachable": "store",

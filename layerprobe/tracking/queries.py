@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.store import client, sqlite_file, use_layerprobe_defaults
 
 MAX_CHILDREN = 10000  # one search; a sweep has far fewer jobs
+SWEEP_KEY_TAG = "layerprobe.sweep_key"  # the same on a sweep's parents and children, over its reruns
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,39 @@ def run_tags(uri: str, run_id: str) -> dict[str, str]:
 
 def child_run_summaries(uri: str, parent_id: str) -> list[RunSummary]:
     """The runs nested under `parent_id`, oldest first."""
-    mlflow_client = client(uri)
-    parent = mlflow_client.get_run(parent_id)
-    runs = mlflow_client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=MAX_CHILDREN
-    )
+    experiment_id = client(uri).get_run(parent_id).info.experiment_id
+    return _summaries(uri, experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def sweep_children(uri: str, parent_id: str) -> list[RunSummary]:
+    """The child runs of the sweep `parent_id` belongs to, oldest first: those of every parent with
+    its sweep key (the sweep's reruns, processes sharing its study), else the ones nested under it."""
+    parent = client(uri).get_run(parent_id)
+    nested = child_run_summaries(uri, parent_id)
+    key = parent.data.tags.get(SWEEP_KEY_TAG)
+    if not key:
+        return nested
+    runs = _summaries(uri, parent.info.experiment_id, f"tags.`{SWEEP_KEY_TAG}` = '{key}'")
+    keyed = {r.run_id: r for r in runs if r.tags.get("layerprobe.sweep") != "parent"}
+    return sorted({**{r.run_id: r for r in nested}, **keyed}.values(), key=lambda r: r.start_time)
+
+
+def find_runs(uri: str, experiment: str, tags: Mapping[str, str], status: str | None = None) -> list[RunSummary]:
+    """The runs of `experiment` (a name) that carry every one of `tags` (and have `status`), oldest
+    first; none when the store or the experiment does not exist (reading creates neither)."""
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return []
+    found = client(uri).get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    where = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]  # our ids and digests: no quotes in them
+    where += [f"attributes.status = '{status}'"] if status else []
+    return _summaries(uri, found.experiment_id, " and ".join(where))
+
+
+def _summaries(uri: str, experiment_id: str, filter_string: str) -> list[RunSummary]:
+    runs = client(uri).search_runs([experiment_id], filter_string=filter_string, max_results=MAX_CHILDREN)
     summaries = [
         RunSummary(
             run_id=r.info.run_id,

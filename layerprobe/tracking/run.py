@@ -13,7 +13,8 @@ from mlflow.entities import Metric, RunStatus, RunTag
 
 from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.outbox import PENDING_FILE, Outbox
-from layerprobe.tracking.reaper import mark_stale_runs, owner_tags
+from layerprobe.tracking.queries import SWEEP_KEY_TAG, find_runs
+from layerprobe.tracking.reaper import STALE_TAG, mark_stale_runs, owner_tags
 from layerprobe.tracking.store import client, one_line_before_training, retrying, sanitize_key, store_lock
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,32 @@ class Tracker:
 def start_sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> str:
     """Start a sweep's parent run (left RUNNING until finish_sweep_parent); returns its id."""
     return Tracker(uri, experiment, name, tags).run_id
+
+
+def reopen_sweep_parent(uri: str, experiment: str, key: str, tags: Mapping[str, str]) -> str | None:
+    """The oldest parent run of `experiment` tagged `layerprobe.sweep_key`=`key` that has ended (or
+    whose process is gone), RUNNING again for this process with `tags` set and the tags saying why
+    it ended (error, layerprobe.stale) removed; None when there is none (a parent still RUNNING in a
+    live process is not taken)."""
+    wanted = {"layerprobe.sweep": "parent", SWEEP_KEY_TAG: key}
+    earlier = find_runs(uri, experiment, wanted)
+    if not earlier:  # no store, experiment or parent: nothing to reopen
+        return None
+    mlflow_client = client(uri)
+    if any(r.status == "RUNNING" for r in earlier):  # ended KILLED when its process is gone
+        mark_stale_runs(mlflow_client, mlflow_client.get_run(earlier[0].run_id).info.experiment_id)
+        earlier = find_runs(uri, experiment, wanted)
+    ended = [r for r in earlier if r.status != "RUNNING"]
+    if not ended:
+        return None
+    run = ended[0]
+    mlflow_client.update_run(run.run_id, status="RUNNING")
+    all_tags = {**tags, **owner_tags()}
+    mlflow_client.log_batch(run.run_id, tags=[RunTag(sanitize_key(k), str(v)) for k, v in all_tags.items()])
+    for why_it_ended in ("error", STALE_TAG):
+        if why_it_ended in run.tags:
+            mlflow_client.delete_tag(run.run_id, why_it_ended)
+    return run.run_id
 
 
 def finish_sweep_parent(
