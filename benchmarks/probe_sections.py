@@ -26,7 +26,11 @@ class Plan:
 
 FULL = Plan(20_000, (5_000, 20_000, 50_000), 3, 2, 10, True)
 QUICK = Plan(1_000, (500, 1_000), 1, 1, 3, False)
-LAYER_SETS: dict[str, tuple[str, ...]] = {"1 (conv1)": ("conv1",), "3 (conv1-3)": CONVS, f"all ({len(CNN_LAYERS)})": tuple(CNN_LAYERS)}
+LAYER_SETS: dict[str, tuple[str, ...]] = {
+    "1 (conv1)": ("conv1",),
+    "3 (conv1-3)": CONVS,
+    f"all ({len(CNN_LAYERS)})": tuple(CNN_LAYERS),
+}
 
 
 def probe_sections(plan: Plan, workdir: Path) -> tuple[Section, Section]:
