@@ -19,7 +19,7 @@ XDIST ?= -n $(JOBS) --dist loadfile
 XDIST_GROUPS ?= -n $(JOBS) --dist loadgroup
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run screenshots test test-unit test-keras test-all test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run screenshots test test-unit test-keras test-all test-slow test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ test-keras: $(STAMP_KERAS) ## on .venv-keras: the engine-independent tests and t
 
 test-all: $(STAMP) ## every test, the slow tier too
 	$(BIN)/python -m pytest -q $(XDIST) -m "" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## the slow tier but the combination table: real signals, servers, sweeps, fuzzing (.ci/run runs it)
+	$(BIN)/python -m pytest -q $(XDIST) -m "slow and not combinations" $(PYTEST_ARGS)
 
 test-combinations: $(STAMP) ## every shipped model through every command that takes a run (Estimator)
 	$(BIN)/python -m pytest -q $(XDIST_GROUPS) -m combinations tests/test_combinations.py $(PYTEST_ARGS)
