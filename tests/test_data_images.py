@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from layerprobe.data.images import ImageFolder
 from layerprobe.data.pipeline import prepare
+from tests.conftest import ENGINE
 from tests.test_data import data_cfg, digits_arrays, error_of
 
 CLASSES = ("cat", "dog", "emu")
@@ -124,7 +125,7 @@ def test_the_default_model_on_an_image_folder_names_the_override_that_fixes_it(t
 
     write_folder(tmp_path / "photos" / "train", per_class=5)
     monkeypatch.chdir(tmp_path)
-    args = [a for a in readme_image_folder_command() if not a.startswith("model=")]
+    args = [a for a in readme_image_folder_command() if not a.startswith("model=")] + [f"trainer.engine={ENGINE}"]
     assert main(["validate", *args, "data.cache_dir=cache"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "layerprobe: error: model.inputs.image: the model declares float32[8, 8, 1] "
