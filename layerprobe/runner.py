@@ -115,7 +115,7 @@ def run(
             outcome = _probe(r, step, checkpoint, eval_metrics, seconds)
         if r.tracker.run_id:
             with _timed(seconds, "export"):
-                export_model(r.x.engine, r.output_dir, r.tracker, checkpoint)
+                export_model(r.c, r.x.engine, r.x.data, r.output_dir, r.tracker, step, eval_metrics, checkpoint)
         seconds["mlflow"] = r.tracker.seconds
     return r.result(step, eval_metrics, outcome, seconds)
 
