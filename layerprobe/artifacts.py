@@ -113,27 +113,29 @@ INPUT_EXAMPLES = 3  # examples of the probe split in the logged model's input ex
 
 def export_model(
     c: Config,
-    engine: Any,
-    data: Any,
+    x: Any,
     output_dir: Path,
     tracker: Any,
     step: int,
     eval_metrics: Mapping[str, float],
     checkpoint: str | None = None,
+    register: str | None = None,
 ) -> None:
-    """The trained model as a SavedModel (outputs only, no probe ops) and the engine's TensorBoard
-    event files, both as run artifacts; with tracking.log_model, the SavedModel also as the run's
-    MLflow Model (its input example: the first examples of the probe split, as the model sees them,
-    data.transforms applied), `eval_metrics` linked to it, registered under tracking.register_model."""
+    """The trained model of experiment `x` as a SavedModel (outputs only, no probe ops) and the
+    engine's TensorBoard event files, both as run artifacts; with tracking.log_model, the SavedModel
+    also as the run's MLflow Model (its input example: the first examples of the probe split as the
+    model sees them, data.transforms applied), `eval_metrics` linked to it, registered as a new
+    version of `register` when given."""
+    engine = x.engine
     path = engine.export(str(output_dir / "saved_model"), checkpoint)
     tracker.log_artifacts(path, "saved_model")
     if c.tracking.log_model:
-        first = data.tf_dataset(
+        first = x.data.tf_dataset(
             c.probe.split, training=False, batch_size=INPUT_EXAMPLES, seed=0, max_examples=INPUT_EXAMPLES, cache=False
         )
         features = next(iter(first))[0]
         examples = {n: features[n].numpy() for n in c.model.inputs}  # (examples, *input shape) each
-        logged = tracker.log_model(path, examples, eval_metrics, step, c.tracking.register_model)
+        logged = tracker.log_model(path, examples, eval_metrics, step, register)
         if logged:
             log.info(
                 "MLflow Model %s%s", logged.uri, f", registered as {logged.registered}" if logged.registered else ""

@@ -193,3 +193,21 @@ def test_logging_the_model_reaches_nothing_beyond_loopback(logged):
     _, _, result, connections = logged
     assert _model(result) is not None
     assert connections == []
+
+
+@pytest.mark.estimator  # sweeps train with the default engine
+def test_a_sweep_registers_only_its_best_trial(tmp_path):
+    from mlflow import MlflowClient
+
+    from tests.test_tracking import TINY, cli
+
+    args = ["-m", *TINY, "probe.analysis=false", "probe.dynamics.enabled=false", "trainer.seed=1,2"]
+    r = cli([*args, f"tracking.register_model={REGISTERED}"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("layerprobe").experiment_id])
+    (parent,) = [x for x in runs if x.data.tags.get("layerprobe.sweep") == "parent"]
+    children = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and all(x.outputs.model_outputs for x in children)  # each trial logs its model
+    (version,) = client.search_model_versions(f"name='{REGISTERED}'")
+    assert int(version.version) == 1 and version.run_id == parent.data.tags["layerprobe.best_run_id"]
