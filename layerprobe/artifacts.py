@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,11 +136,11 @@ def export_model(
         )
         features = next(iter(first))[0]
         examples = {n: features[n].numpy() for n in c.model.inputs}  # (examples, *input shape) each
+        start = time.perf_counter()
         logged = tracker.log_model(path, examples, eval_metrics, step, register)
         if logged:
-            log.info(
-                "MLflow Model %s%s", logged.uri, f", registered as {logged.registered}" if logged.registered else ""
-            )
+            also = f", registered as {logged.registered}" if logged.registered else ""
+            log.info("logged the MLflow Model %s%s in %.1fs", logged.uri, also, time.perf_counter() - start)
     tb = output_dir / "tensorboard"
     for event in map(Path, engine.event_files()):
         dst = tb / event.parent.relative_to(engine.model_dir) / event.name

@@ -11,10 +11,12 @@ inputs and returns one named output per head. Both engines' SavedModels answer t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import packages_distributions, version
 from typing import Any
@@ -33,6 +35,11 @@ MODEL_NAME = "model"  # the logged model's name in the run's "Logged models"
 # What loading the model imports (the pyfunc below, TensorFlow, numpy; mlflow adds itself), pinned
 # to the versions installed here: written as given, so logging resolves nothing against an index.
 REQUIRED_MODULES = ("layerprobe", "tensorflow", "numpy", "pandas", "cloudpickle")
+
+
+# MLflow warns at every run that a predict without a type hint gets no type validation; the signature
+# validates the input instead (a hint would have to be list[...], which named arrays are not).
+warnings.filterwarnings("ignore", ".*Add type hints to the `predict` method", UserWarning)  # colour codes first
 
 
 class SavedModelPredictor(PythonModel):  # type: ignore[misc]
@@ -56,6 +63,18 @@ class SavedModelPredictor(PythonModel):  # type: ignore[misc]
             model_input = {next(iter(self._inputs)): model_input}
         feed = {n: tf.constant(np.asarray(model_input[n]), dtype=s.dtype) for n, s in self._inputs.items()}
         return {k: v.numpy() for k, v in self._serve(**feed).items()}
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """`logger` at ERROR for the block."""
+    log_ = logging.getLogger(logger)
+    level = log_.level
+    log_.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -105,17 +124,21 @@ def log_model(
     )
     with tempfile.TemporaryDirectory() as tmp:
         local = f"{tmp}/model"
-        mlflow.pyfunc.save_model(
-            local,
-            python_model=SavedModelPredictor(),
-            artifacts={"saved_model": saved_model},
-            signature=signature,
-            input_example=dict(examples),
-            pip_requirements=pinned_requirements(),
-            mlflow_model=Model(
-                artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id, model_id=model.model_id
-            ),
-        )
+        with _quiet("mlflow.pyfunc"):  # its every-run warning about pickled python_models
+            mlflow.pyfunc.save_model(
+                local,
+                python_model=SavedModelPredictor(),
+                artifacts={"saved_model": saved_model},
+                signature=signature,
+                input_example=dict(examples),
+                pip_requirements=pinned_requirements(),
+                mlflow_model=Model(
+                    artifact_path=model.artifact_location,
+                    model_uuid=model.model_id,
+                    run_id=run_id,
+                    model_id=model.model_id,
+                ),
+            )
         retrying(mlflow_client.log_model_artifacts, model.model_id, local)
     retrying(mlflow_client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
     retrying(mlflow_client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=step)])
