@@ -106,6 +106,9 @@ def _engine_predictions(cfg) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
 
 def test_the_run_logs_its_model_with_signature_example_pinned_requirements_and_linked_eval_metrics(logged):
+    from importlib.metadata import version
+
+    import mlflow
     from mlflow.models import Model
 
     tmp, _, result, _ = logged
@@ -120,6 +123,12 @@ def test_the_run_logs_its_model_with_signature_example_pinned_requirements_and_l
     assert meta.signature.inputs.inputs[0].shape == (-1, 8, 8, 1)
     assert [s.name for s in meta.signature.outputs.inputs] == ["logits"]
     assert meta.saved_input_example_info["type"] == "ndarray"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        pins = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{model.model_id}")).read_text().split()
+    tf_dist = next(p for p in pins if p.startswith("tensorflow"))
+    assert version(tf_dist.split("==")[0]) == tf_dist.split("==")[1] and f"numpy=={np.__version__}" in pins
+    assert f"mlflow=={mlflow.__version__}" in pins and all("==" in p for p in pins)  # nothing left to resolve
 
 
 def test_pyfunc_predicts_what_the_engine_predicts(logged):
@@ -187,6 +196,18 @@ def test_registering_twice_gives_versions_1_and_2(logged):
     assert sorted(by_version) == [1, 2]
     assert by_version[1].run_id == first.run_id and by_version[1].source == f"models:/{_model(first).model_id}"
     assert by_version[2].run_id == second.run_id and by_version[2].source == f"models:/{_model(second).model_id}"
+
+
+def test_tracking_log_model_false_logs_no_model_and_registers_nothing(logged):
+    from layerprobe.runner import run
+
+    tmp, cfg, first, _ = logged
+    off = {**cfg, "tracking": {**cfg["tracking"], "log_model": False, "register_model": None}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        result = run(off, tmp / "out3")  # the same model_dir: trained already
+    assert not _client(result).get_run(result.run_id).outputs.model_outputs
+    assert {a.path for a in _client(result).list_artifacts(result.run_id)} >= {"saved_model"}
 
 
 def test_logging_the_model_reaches_nothing_beyond_loopback(logged):

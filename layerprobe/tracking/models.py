@@ -26,7 +26,6 @@ import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from layerprobe.errors import LayerprobeError
 from layerprobe.tracking.store import client, retrying, sanitize_key
 
 log = logging.getLogger(__name__)
@@ -149,15 +148,19 @@ def log_model(
     return LoggedModel(model.model_id, f"models:/{model.model_id}", registered)
 
 
-def register_model(uri: str, run_id: str, name: str, model_id: str | None = None) -> str:
+def register_model(uri: str, run_id: str, name: str, model_id: str | None = None) -> str | None:
     """A new version of registered model `name` (created on first use) from run `run_id`'s MLflow
-    Model (`model_id`, default: the one it logged at its latest step); returns models:/<name>/<version>."""
+    Model (`model_id`, default: the one it logged at its latest step); returns models:/<name>/<version>,
+    or None with a warning when the run logged none (a pruned trial, tracking.log_model=false)."""
     mlflow_client = client(uri)
     if model_id is None:
         run = retrying(mlflow_client.get_run, run_id)
         outputs = run.outputs.model_outputs if run.outputs else []
         if not outputs:
-            raise LayerprobeError(f"tracking.register_model: run {run_id} logged no MLflow Model to register")
+            log.warning(
+                "tracking.register_model: run %s logged no MLflow Model, nothing registered as %s", run_id, name
+            )
+            return None
         model_id = max(outputs, key=lambda o: o.step).model_id
     try:
         mlflow_client.create_registered_model(name)
