@@ -191,6 +191,10 @@ def test_registering_twice_gives_versions_1_and_2(logged):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         second = run(cfg, tmp / "out2")  # the same model_dir: trained already, evaluated, logged, registered
+    from layerprobe.tracking import register_model
+
+    again = register_model(first.tracking_uri, first.run_id, REGISTERED)  # a continued sweep's best, unchanged
+    assert again == f"models:/{REGISTERED}/1"
     versions = _client(first).search_model_versions(f"name='{REGISTERED}'")
     by_version = {int(v.version): v for v in versions}
     assert sorted(by_version) == [1, 2]
@@ -213,7 +217,7 @@ def test_tracking_log_model_false_logs_no_model_and_registers_nothing(logged):
 def test_logging_the_model_reaches_nothing_beyond_loopback(logged):
     _, _, result, connections = logged
     assert _model(result) is not None
-    assert connections == []
+    assert connections == [], connections
 
 
 @pytest.mark.estimator  # sweeps train with the default engine

@@ -16,6 +16,7 @@ no MLflow import (~2.7 s); the submodule that defines a name is the place to pat
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ _WHERE = {
     "ui_link": "store",
 }
 __all__ = sorted(_WHERE)
+
+# MLflow 3 sends usage telemetry from a thread it starts at `import mlflow` (a lookup of
+# config.mlflow-telemetry.io was seen logging a model). A run talks to its store only: off unless
+# the user set it, here because this package runs before any module that imports mlflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def __getattr__(name: str) -> Any:

@@ -162,6 +162,11 @@ def register_model(uri: str, run_id: str, name: str, model_id: str | None = None
             )
             return None
         model_id = max(outputs, key=lambda o: o.step).model_id
+    source = f"models:/{model_id}"
+    done = retrying(mlflow_client.search_model_versions, f"run_id='{run_id}'")
+    same = [v for v in done if v.name == name and v.source == source]
+    if same:  # registered already: a continued sweep whose best trial did not change
+        return f"models:/{name}/{same[0].version}"
     try:
         mlflow_client.create_registered_model(name)
     except mlflow.exceptions.MlflowException as e:
@@ -170,7 +175,7 @@ def register_model(uri: str, run_id: str, name: str, model_id: str | None = None
     mv = retrying(
         mlflow_client.create_model_version,
         name,
-        f"models:/{model_id}",
+        source,
         run_id=run_id,
         model_id=model_id,
         await_creation_for=0,
