@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,38 @@ def write_run_files(c: Config, summary: Any, data: Any, output_dir: Path) -> Non
     )
 
 
-def export_model(engine: Any, output_dir: Path, tracker: Any, checkpoint: str | None = None) -> None:
-    """The trained model as a SavedModel (outputs only, no probe ops) and the engine's TensorBoard
-    event files, both as run artifacts."""
+INPUT_EXAMPLES = 3  # examples of the probe split in the logged model's input example
+
+
+def export_model(
+    c: Config,
+    x: Any,
+    output_dir: Path,
+    tracker: Any,
+    step: int,
+    eval_metrics: Mapping[str, float],
+    checkpoint: str | None = None,
+    register: str | None = None,
+) -> None:
+    """The trained model of experiment `x` as a SavedModel (outputs only, no probe ops) and the
+    engine's TensorBoard event files, both as run artifacts; with tracking.log_model, the SavedModel
+    also as the run's MLflow Model (its input example: the first examples of the probe split as the
+    model sees them, data.transforms applied), `eval_metrics` linked to it, registered as a new
+    version of `register` when given."""
+    engine = x.engine
     path = engine.export(str(output_dir / "saved_model"), checkpoint)
     tracker.log_artifacts(path, "saved_model")
+    if c.tracking.log_model:
+        first = x.data.tf_dataset(
+            c.probe.split, training=False, batch_size=INPUT_EXAMPLES, seed=0, max_examples=INPUT_EXAMPLES, cache=False
+        )
+        features = next(iter(first))[0]
+        examples = {n: features[n].numpy() for n in c.model.inputs}  # (examples, *input shape) each
+        start = time.perf_counter()
+        logged = tracker.log_model(path, examples, eval_metrics, step, register)
+        if logged:
+            also = f", registered as {logged.registered}" if logged.registered else ""
+            log.info("logged the MLflow Model %s%s in %.1fs", logged.uri, also, time.perf_counter() - start)
     tb = output_dir / "tensorboard"
     for event in map(Path, engine.event_files()):
         dst = tb / event.parent.relative_to(engine.model_dir) / event.name

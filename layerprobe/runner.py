@@ -115,7 +115,8 @@ def run(
             outcome = _probe(r, step, checkpoint, eval_metrics, seconds)
         if r.tracker.run_id:
             with _timed(seconds, "export"):
-                export_model(r.x.engine, r.output_dir, r.tracker, checkpoint)
+                register = None if parent_run_id else r.c.tracking.register_model  # a sweep's parent registers
+                export_model(r.c, r.x, r.output_dir, r.tracker, step, eval_metrics, checkpoint, register)
         seconds["mlflow"] = r.tracker.seconds
     return r.result(step, eval_metrics, outcome, seconds)
 

@@ -161,6 +161,12 @@ class TrackingConfig:
     run_name: Optional[str] = None  # None = runner.plain_run_name; a sweep's child: what the sweep varies
     objective: str = "eval/accuracy"  # what a sweep optimises and the parent's "best child" means
     direction: str = "maximize"
+    # The trained model as an MLflow Model in the run's "Logged models" (a pyfunc over saved_model/,
+    # loadable with mlflow.pyfunc.load_model, servable with `mlflow models serve`): ~1-2 s a run.
+    log_model: bool = True
+    # A registered model name: each run's logged model becomes its next version (a sweep: only the
+    # best trial's). None: nothing is registered.
+    register_model: Optional[str] = None
 
 
 @dataclass

@@ -236,6 +236,13 @@ CASES = [
     case("experiment-name-traversal", "tracking.experiment_name=../x", "tracking.experiment_name", "'../x'"),
     case("experiment-name-slash", "tracking.experiment_name=a/b", "tracking.experiment_name", "'a/b'"),
     case("experiment-name-empty", "tracking.experiment_name=''", "tracking.experiment_name", "''"),
+    case("register-model-slash", "tracking.register_model=a/b", "tracking.register_model", "'a/b'"),
+    case(
+        "register-model-not-logged",
+        ("tracking.register_model=digits", "tracking.log_model=false"),
+        "tracking.register_model",
+        "tracking.log_model=true",
+    ),
     # --- config groups and override syntax ---
     case("unknown-model-option", "model=nope", "model/nope", "tiny_cnn"),
     case("unknown-data-option", "data=nope", "data/nope", "digits"),

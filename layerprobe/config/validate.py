@@ -369,6 +369,23 @@ def _check_tracking(tracking: Mapping[str, Any]) -> None:
         scheme = uri.split(":", 1)[0].split("+", 1)[0] if isinstance(uri, str) and ":" in uri else ""
         if scheme not in URI_SCHEMES:
             raise ConfigError("tracking.uri", uri, "unknown tracking URI scheme", [f"{s}://" for s in URI_SCHEMES])
+    _check_register_model(tracking)
+
+
+def _check_register_model(tracking: Mapping[str, Any]) -> None:
+    """A name MLflow's Model Registry takes, for a model this config logs."""
+    name = tracking["register_model"]
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "/:") or len(name) > 200:
+        rule = "must be a registered model name of at most 200 characters without '/' or ':'"
+        raise ConfigError("tracking.register_model", name, rule)
+    if not tracking["log_model"]:
+        raise ConfigError("tracking.register_model", name, "registers the logged model: set tracking.log_model=true")
+    if not tracking["enabled"]:
+        raise ConfigError(
+            "tracking.register_model", name, "registers into the tracking store: set tracking.enabled=true"
+        )
 
 
 URI_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")

@@ -279,6 +279,8 @@ class SweepCallback(Callback):
             best = finish_parent(uri, run_id, config.tracking.objective, config.tracking.direction, sweep_dir)
             if best:
                 log.info("best child run: %s (%s = %s)", best[0], config.tracking.objective, best[1])
+                if config.tracking.register_model:  # a sweep registers its best trial's model only
+                    tracking.register_model(uri, best[0], config.tracking.register_model)
             self._compare_children(uri, run_id, config, sweep_dir)
         if failed:
             print(f"layerprobe: {len(failed)} sweep job(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -5,6 +5,7 @@
 - outbox: the pending file of calls the store did not take, and its replay
 - reaper: runs left RUNNING by a dead process
 - queries: reading runs back
+- models: the trained model as an MLflow Model (a pyfunc over the SavedModel), the Model Registry
 - null: NullTracker, for when nothing is tracked (imports no MLflow)
 
 The names below are loaded on first use, so `import layerprobe.tracking` (and NullTracker) costs
@@ -15,9 +16,11 @@ no MLflow import (~2.7 s); the submodule that defines a name is the place to pat
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from layerprobe.tracking.models import LoggedModel, register_model
     from layerprobe.tracking.null import NullTracker
     from layerprobe.tracking.outbox import PENDING_FILE, replay_pending, upload_pending
     from layerprobe.tracking.queries import (
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
     from layerprobe.tracking.store import RETRY_DELAYS, check_reachable, resolve_uri, sanitize_key, ui_link
 
 _WHERE = {
+    "LoggedModel": "models",
+    "register_model": "models",
     "NullTracker": "null",
     "PENDING_FILE": "outbox",
     "replay_pending": "outbox",
@@ -81,6 +86,11 @@ _WHERE = {
     "ui_link": "store",
 }
 __all__ = sorted(_WHERE)
+
+# MLflow 3 sends usage telemetry from a thread it starts at `import mlflow` (a lookup of
+# config.mlflow-telemetry.io was seen logging a model). A run talks to its store only: off unless
+# the user set it, here because this package runs before any module that imports mlflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def __getattr__(name: str) -> Any:

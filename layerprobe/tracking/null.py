@@ -44,3 +44,13 @@ class NullTracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         return None
+
+    def log_model(
+        self,
+        saved_model: str | Path,
+        examples: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        step: int,
+        register: str | None = None,
+    ) -> None:
+        return None

@@ -15,7 +15,14 @@ from layerprobe.errors import LayerprobeError, first_line
 from layerprobe.tracking.outbox import PENDING_FILE, Outbox
 from layerprobe.tracking.queries import SWEEP_KEY_TAG, find_runs
 from layerprobe.tracking.reaper import STALE_TAG, mark_stale_runs, owner_tags
-from layerprobe.tracking.store import client, one_line_before_training, retrying, sanitize_key, store_lock
+from layerprobe.tracking.store import (
+    client,
+    is_transient,
+    one_line_before_training,
+    retrying,
+    sanitize_key,
+    store_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +180,30 @@ class Tracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._send({"op": "artifact", "local": str(Path(path).resolve()), "path": artifact_path})
+
+    def log_model(
+        self,
+        saved_model: str | Path,
+        examples: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        step: int,
+        register: str | None = None,
+    ) -> Any:
+        """The run's MLflow Model (see tracking.models.log_model); returns its models.LoggedModel.
+        A store that stays away costs a warning and None, not the run: the SavedModel is among the
+        run's artifacts (buffered like every artifact) either way."""
+        from layerprobe.tracking.models import log_model
+
+        start = time.perf_counter()
+        try:
+            return log_model(self.uri, self.run_id, str(saved_model), examples, metrics, step, register)
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            log.warning("the run's MLflow Model was not logged, the store did not take it: %s", first_line(e))
+            return None
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def start_sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> str:
