@@ -171,7 +171,8 @@ def _prepare(
     from layerprobe import tracking
 
     x = preflight(c).experiment
-    all_tags = {**provenance_tags(c, overrides, x.summary.total_params, x.exposed), **data_tags(x.data), **(tags or {})}
+    prov = provenance_tags(c, overrides, x.summary.total_params, x.exposed, x.summary.sources)
+    all_tags = {**prov, **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c.trainer.distribute, cluster)
     kept = x.engine.checkpoints()

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from layerprobe.config.applications import application_name, check_application
+from layerprobe.config.applications import MODEL_FILE, application_name, check_application, check_model_file
 from layerprobe.config.archs import check_expanded, check_probe_layers, check_warm_start
 from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
@@ -171,6 +171,9 @@ def _check_layer_type_and_args(
         raise ConfigError(f"{path}.name", args["name"], "the layer's name is its key in model.layers")
     if application_name(ltype) is not None:  # a whole Keras model as one layer
         check_application(path, ltype, args)
+        return
+    if ltype == MODEL_FILE:  # a saved Keras model as one layer
+        check_model_file(path, args, engine)
         return
     if "." in ltype:  # a user's own class, checked when it is imported
         module, _, cls = ltype.rpartition(".")

@@ -78,7 +78,7 @@ class EstimatorEngine(ModelDirFiles):
             labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=f"labels/{n}") for n, s in spec_l.items()}
             built: list[Graph] = []
             make_model_fn(self.spec, on_build=built.append, warm_start=self.warm_start)(feats, labels, ModeKeys.TRAIN)
-            return ModelSummary(layer_rows(built[0], exposed))
+            return ModelSummary(layer_rows(built[0], exposed), tuple(built[0].warm))
 
     def train(
         self,

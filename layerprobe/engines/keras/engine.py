@@ -71,7 +71,7 @@ class KerasEngine(ModelDirFiles):
         self._warm_start(graph)  # a weights file or warm-start source that does not fit stops here
         rows = layer_rows(graph, exposed)
         del model
-        return ModelSummary(rows)
+        return ModelSummary(rows, tuple(graph.warm))
 
     def _warm_start(self, graph: Graph, level: int = logging.DEBUG) -> None:
         """Initial values of the nested models' weights files and trainer.warm_start (in that order,
