@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import plain
+from layerprobe.errors import ConfigError
+from tests.conftest import ENGINE, KERAS3, plain
 
 ROOT = Path(__file__).resolve().parents[1]
-KERAS3 = "keras" in os.environ.get("LAYERPROBE_TEST_ENGINE", "") or sys.prefix.endswith(".venv-keras")
-ENGINE = "keras" if KERAS3 else "estimator"
-pytestmark = pytest.mark.keras if KERAS3 else pytest.mark.estimator
 # MobileNetV2's imagenet file for alpha 0.35 without its top: the name Keras asks for at any input
 # size that has no file of its own (32x32 takes the 224 file; the weights' shapes do not depend on it)
 WANTED = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -138,9 +136,17 @@ def test_keras_preprocess_equals_the_familys_preprocess_input(tmp_path):
         np.testing.assert_allclose(np.asarray(f["image"]), np.asarray(want), rtol=1e-6, err_msg=family)
 
 
+def test_the_preprocess_families_are_this_keras_ones():
+    from layerprobe.data.checks import PREPROCESS_FAMILIES
+
+    apps = _keras().applications
+    installed = {n for n in dir(apps) if n[:1].islower() and hasattr(getattr(apps, n), "preprocess_input")}
+    keras2_only = {"regnet", "resnet_rs"}  # Keras 3 dropped them: the transform names this Keras then
+    assert installed == set(PREPROCESS_FAMILIES) - (keras2_only if KERAS3 else set())
+
+
 def test_an_unknown_preprocess_family_is_one_line_with_did_you_mean():
     from layerprobe.config.loaded import load
-    from layerprobe.errors import ConfigError
 
     c = plain([*BACKBONE, "+data.transforms=[{name: keras_preprocess, family: mobilenetv2}]"])
     with pytest.raises(ConfigError) as e:
@@ -240,3 +246,56 @@ def _assignment(ws, layer_vars):
     from layerprobe.graph.warm import assignment, checkpoint_of
 
     return assignment(ws, checkpoint_of(ws), {n: v.shape.as_list() for n, v in layer_vars.items()})
+
+
+def _model_file_config(path: str, engine: str = ENGINE, **extra) -> dict:
+    c = plain(["model=tiny_cnn", "data=digits", f"trainer.engine={engine}"])
+    c["model"]["inputs"] = {"image": {"shape": [8, 8, 1], "dtype": "float32"}}
+    c["model"]["layers"] = {
+        "mymodel": {"type": "model_file", "path": path, **extra},
+        "logits": {"type": "Dense", "units": 10},
+    }
+    c["model"]["outputs"] = {}
+    return c
+
+
+def test_each_bad_model_file_is_one_line(tmp_path):
+    from layerprobe.config.loaded import load
+
+    saved_model = tmp_path / "sm"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    cases = [
+        (
+            _model_file_config(str(tmp_path / "nowhere.keras")),
+            "model.layers.mymodel.path: not an existing .keras or .h5 file, nor a SavedModel directory "
+            f"(with saved_model.pb). Received: '{tmp_path / 'nowhere.keras'}'",
+        ),
+        (
+            _model_file_config(str(saved_model), engine="keras"),
+            "model.layers.mymodel.path: Keras 3 (trainer.engine=keras) loads .keras and .h5 files only: save the "
+            f"model as .keras. Received: '{saved_model}'",
+        ),
+        (
+            _model_file_config(str(saved_model), engine="estimator", weights="imagenet"),
+            "model.layers.mymodel.weights: model_file takes no argument 'weights'. Received: 'weights'. Allowed: "
+            "path, trainable",
+        ),
+    ]
+    for c, line in cases:
+        with pytest.raises(ConfigError) as e:
+            load(c)
+        assert str(e.value) == line
+
+
+def test_imagenet_in_a_config_file_stays_a_name_not_a_path(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from layerprobe.config import compose
+
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    text = (ROOT / "conf" / "model" / "frozen_backbone.yaml").read_text().replace("weights: null", "weights: imagenet")
+    (tmp_path / "mine" / "model" / "pretrained.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    c = OmegaConf.to_container(compose(["model=pretrained"], config_dir=str(tmp_path / "mine")), resolve=True)
+    assert c["model"]["layers"]["backbone"]["weights"] == "imagenet"  # type: ignore[index]
