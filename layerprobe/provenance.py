@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.config.applications import MODEL_FILE
 from layerprobe.config.loaded import Config
 from layerprobe.config.locations import portable
+from layerprobe.data.digests import path_digest
 from layerprobe.schema import DataConfig
 
 
@@ -39,6 +41,9 @@ def training_digest(c: Config) -> str:
     Input paths under the repository root are hashed relative to it: the same from any directory."""
     p = portable(c.plain())  # block-expanded, paths under the root made relative
     layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in p["model"]["layers"].items()}
+    for name, spec in c.model.layers.items():  # a model file saved anew under the same path is another model
+        if spec.get("type") == MODEL_FILE and Path(str(spec.get("path"))).exists():
+            layers[name]["sha256"] = path_digest(spec["path"])
     trainer = {k: v for k, v in p["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     if not c.trainer.warm_start.source:  # digests of configs from before warm starts stay
         trainer.pop("warm_start", None)

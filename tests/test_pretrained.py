@@ -182,8 +182,8 @@ def _saved_forms(tmp_path: Path, model) -> list[Path]:
 @pytest.mark.integration  # builds and runs the model per file
 def test_a_model_file_layer_has_the_saved_models_inner_activations(tiny, tmp_path, monkeypatch):
     from layerprobe.config.loaded import load
+    from layerprobe.data.digests import path_digest
     from layerprobe.experiment import prepare
-    from layerprobe.graph import pretrained
 
     monkeypatch.chdir(tmp_path)  # the converted files are cached under ./.cache
     keras = _keras()
@@ -203,7 +203,7 @@ def test_a_model_file_layer_has_the_saved_models_inner_activations(tiny, tmp_pat
         assert xp.exposed == ("mymodel/bn_a", "mymodel/dense_1")
         ws = xp.summary.sources[0]
         assert ws.origin == str(form.resolve()) and ws.path == "model.layers.mymodel.path"
-        assert ws.sha256 == pretrained._digest(form)
+        assert ws.sha256 == path_digest(form)
         _assert_inner_equal(c, form, x, [np.asarray(w) for w in want])
 
 
@@ -299,3 +299,19 @@ def test_imagenet_in_a_config_file_stays_a_name_not_a_path(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     c = OmegaConf.to_container(compose(["model=pretrained"], config_dir=str(tmp_path / "mine")), resolve=True)
     assert c["model"]["layers"]["backbone"]["weights"] == "imagenet"  # type: ignore[index]
+
+
+def test_a_model_file_saved_anew_under_the_same_path_trains_in_another_model_dir(tmp_path):
+    """The model_dir's name hashes the file's bytes: a re-saved model never resumes the old one's checkpoints."""
+    from layerprobe.config.loaded import load
+    from layerprobe.experiment import model_dir_for
+
+    saved = tmp_path / "m.keras"
+    c = _model_file_config(str(saved))
+    c["trainer"]["model_dir"] = None
+    saved.write_bytes(b"the first model")
+    first = model_dir_for(load(c))
+    saved.write_bytes(b"the model trained again")
+    assert model_dir_for(load(c)) != first
+    saved.write_bytes(b"the first model")
+    assert model_dir_for(load(c)) == first

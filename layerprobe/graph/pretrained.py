@@ -30,6 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
+from layerprobe.data.digests import path_digest
 from layerprobe.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _fetch(path: str, make: Callable[..., Any], kwargs: Mapping[str, Any], weigh
         raise ConfigError(path, weights, rule)
     for w in said:
         log.info("%s: %s", path, w.message)
-    return Weights(str(asked["path"]), str(asked["origin"]), _digest(Path(asked["path"])))
+    return Weights(str(asked["path"]), str(asked["origin"]), path_digest(asked["path"]))
 
 
 def cache_dir(given: str | None = None) -> str:
@@ -138,7 +139,7 @@ def _converted(path: str, source: str, keras: Any) -> tuple[Path, Weights]:
     """(architecture JSON, weights by layer) of the saved model, made once per file and Keras."""
     import h5py
 
-    digest = _digest(Path(source))
+    digest = path_digest(source)
     key = hashlib.sha256(f"{digest}:{KERAS_VERSION}".encode()).hexdigest()[:20]
     out = MODELS_CACHE / key
     arch, weights = out / "model.json", out / "weights.h5"
@@ -165,19 +166,6 @@ def _converted(path: str, source: str, keras: Any) -> tuple[Path, Weights]:
         weights.with_suffix(".tmp").replace(weights)
         arch.write_text(architecture)
     return arch, Weights(str(weights), str(Path(source).resolve()), digest)
-
-
-def _digest(p: Path) -> str:
-    """sha256 of a file, or of a directory's files and their relative names."""
-    h = hashlib.sha256()
-    for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-        if f.is_file():
-            if p.is_dir():
-                h.update(str(f.relative_to(p)).encode())
-            with f.open("rb") as data:
-                for chunk in iter(lambda: data.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
 
 
 def _outside_graph(fn: Callable[[], T]) -> T:
