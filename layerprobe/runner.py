@@ -272,7 +272,7 @@ def _train(
         (model_dir / MODEL_DIR_CONFIG).write_text(config_text)
         kept = x.engine.checkpoints()
         latest = kept[-1].step if kept else 0
-        if latest < budget:
+        if latest < budget or not kept:  # budget 0 (a probe-only run): the engine saves the model at step 0
             snaps = snapshot_steps(x.c)
             if snaps:
                 ledger.begin(model_dir, x.engine.snapshots(), latest)

@@ -315,3 +315,36 @@ def test_a_model_file_saved_anew_under_the_same_path_trains_in_another_model_dir
     assert model_dir_for(load(c)) != first
     saved.write_bytes(b"the first model")
     assert model_dir_for(load(c)) == first
+
+
+@pytest.mark.integration  # a whole run: evaluation, probe, report, store
+def test_a_probe_only_run_of_a_model_file_reports_the_saved_models_own_activations(tiny, tmp_path, monkeypatch):
+    """trainer.train_steps=0: nothing trains; the run's probe statistics are those of the saved
+    model's inner layers over the probe split, and its report is written."""
+    from layerprobe.runner import run
+
+    monkeypatch.chdir(tmp_path)
+    keras = _keras()
+    saved = _small_model(keras)
+    saved.save(str(tmp_path / "m.keras"))
+    c = tiny("data=digits", f"trainer.engine={ENGINE}", "trainer.train_steps=0")
+    c["model"]["inputs"] = {"image": {"shape": [8, 8, 1], "dtype": "float32"}}
+    c["model"]["layers"] = {
+        "mymodel": {"type": "model_file", "path": str(tmp_path / "m.keras")},
+        "logits": {"type": "Dense", "units": 10},
+    }
+    c["model"]["outputs"] = {}
+    c["probe"]["layers"] = ["mymodel/dense_1"]
+    result = run(c, tmp_path / "out")
+
+    assert result.global_step == 0 and (Path(result.output_dir) / "probe" / "report.html").is_file()
+    from layerprobe.config.loaded import load
+    from layerprobe.data.pipeline import prepare as prepare_data
+
+    data = prepare_data(load(c).data)
+    saved = keras.models.load_model(str(tmp_path / "m.keras"))  # Keras 2: the run's graphs invalidate older models
+    inner = keras.Model(saved.inputs, saved.get_layer("dense_1").output)
+    batches = data.probe_dataset(c["probe"]["split"], batch_size=64, max_examples=c["probe"]["max_examples"])
+    acts = np.concatenate([np.asarray(inner(f["image"])) for f, _, _ in batches])
+    np.testing.assert_allclose(result.probe_metrics["probe/mymodel/dense_1/mean"], acts.mean(), rtol=1e-4)
+    np.testing.assert_allclose(result.probe_metrics["probe/mymodel/dense_1/max"], acts.max(), rtol=1e-5)

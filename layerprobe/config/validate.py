@@ -313,7 +313,10 @@ def _check_layer_inputs(
 def _check_trainer(trainer: Mapping[str, Any]) -> None:
     if isinstance(trainer["seed"], bool) or not isinstance(trainer["seed"], int) or trainer["seed"] < 0:
         raise ConfigError("trainer.seed", trainer["seed"], "must be an integer >= 0")
-    for key in ("train_steps", "save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
+    steps = trainer["train_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError("trainer.train_steps", steps, "must be an integer >= 0 (0: probe the model as initialised)")
+    for key in ("save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
         _positive_int(f"trainer.{key}", trainer[key])
     if trainer.get("eval_steps") is not None:
         _positive_int("trainer.eval_steps", trainer["eval_steps"])
