@@ -48,16 +48,15 @@ def call_nested(
 
     kwargs = {k: v for k, v in args.items() if k not in ("trainable", "weights")}
     kwargs["input_shape"] = tuple(list(x.shape)[1:])  # TensorShape (Keras 2) and tuple (Keras 3) alike
-    weights = None
-    if model_constructor_is_application(make, keras):
+    application, given, weights = model_constructor_is_application(make, keras), args.get("weights"), None
+    if application:
         kwargs["weights"] = None  # weights are read through a checkpoint (graph.warm), not by Keras
-        given = args.get("weights")
-        if given in KERAS_WEIGHTS:  # Keras's own file, from its cache or downloaded by Keras now
-            weights = fetch(f"{path}.weights", make, kwargs, given, keras)
-        elif given:
-            weights = Weights(given, given)
-    elif isinstance(make, ModelFile):
+    if isinstance(make, ModelFile):
         weights = make.weights
+    elif application and given in KERAS_WEIGHTS:  # Keras's own file, from its cache or downloaded by Keras now
+        weights = fetch(f"{path}.weights", make, kwargs, given, keras)
+    elif given:  # a weights file, of an application or of a user's model function
+        weights = Weights(given, given)
     # Keras 3 names a variable by its own name scope (keras.name_scope), Keras 2 by TensorFlow's
     scope = getattr(keras, "name_scope", None) or tf.name_scope
     try:
