@@ -58,7 +58,7 @@ def prepare(c: Config, model_dir: str | None = None, exposed: Sequence[str] | No
     # Inner layers of nested models and glob patterns resolve against the built model's names.
     names = tuple(resolve_exposed(requested, [r.name for r in summary.rows]))
     rows = [replace(r, exposed=r.name in names) for r in summary.rows if "/" not in r.name or r.name in names]
-    return Experiment(c, data, spec, engine, ModelSummary(rows), names)
+    return Experiment(c, data, spec, engine, ModelSummary(rows, summary.sources), names)
 
 
 def with_warm_start_dir(c: Config) -> TrainerConfig:

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from layerprobe.config.applications import MODEL_FILE
 from layerprobe.config.loaded import Config
 from layerprobe.config.locations import portable
+from layerprobe.data.digests import path_digest
 from layerprobe.schema import DataConfig
 
 
@@ -40,6 +42,9 @@ def training_digest(c: Config) -> str:
     Input paths under the repository root are hashed relative to it: the same from any directory."""
     p = portable(c.plain())  # block-expanded, paths under the root made relative
     layers = {n: {k: v for k, v in s.items() if k != "expose"} for n, s in p["model"]["layers"].items()}
+    for name, spec in c.model.layers.items():  # a model file saved anew under the same path is another model
+        if spec.get("type") == MODEL_FILE and Path(str(spec.get("path"))).exists():
+            layers[name]["sha256"] = path_digest(spec["path"])
     trainer = {k: v for k, v in p["trainer"].items() if k not in NOT_SHAPING_TRAINING}
     if not c.trainer.warm_start.source:  # digests of configs from before warm starts stay
         trainer.pop("warm_start", None)
@@ -103,9 +108,12 @@ def shaping_overrides(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if "=" in o and not o.lstrip("+~").startswith(("hydra.", "tracking."))]
 
 
-def provenance_tags(c: Config, overrides: Sequence[str], params: int, exposed: Sequence[str]) -> dict[str, str]:
+def provenance_tags(
+    c: Config, overrides: Sequence[str], params: int, exposed: Sequence[str], sources: Sequence[Any] = ()
+) -> dict[str, str]:
     """What a run records of where it came from; `exposed`: the layers it probes, patterns resolved
-    against the built model (what compare and a sweep's report read back)."""
+    against the built model (what compare and a sweep's report read back); `sources`: the built
+    model's weights files (graph.warm.WarmStart), for the ones the config names only by a name."""
     import tensorflow as tf
 
     import layerprobe
@@ -127,6 +135,7 @@ def provenance_tags(c: Config, overrides: Sequence[str], params: int, exposed: S
         "git.commit": commit,
         "git.dirty": dirty,
         **warm_start_tags(c),
+        **fetched_weights_tags(sources),
     }
 
 
@@ -135,7 +144,7 @@ def warm_start_tags(c: Config) -> dict[str, str]:
     path and a sha256 (of the file, or of the checkpoint's files) or an MLflow run id."""
     sources = {"layerprobe.warm_start": c.trainer.warm_start.source}
     for name, spec in c.model.layers.items():
-        if isinstance(spec.get("weights"), str):
+        if isinstance(spec.get("weights"), str) and Path(spec["weights"]).is_file():  # not `imagenet`
             sources[f"layerprobe.weights.{name}"] = spec["weights"]
     tags: dict[str, str] = {}
     for key, source in sources.items():
@@ -150,6 +159,20 @@ def warm_start_tags(c: Config) -> dict[str, str]:
             tags[f"{key}.sha256"] = checkpoint_digest(source if prefix else latest_in(source) or "")
         else:
             tags[f"{key}.run_id"] = source
+    return tags
+
+
+def fetched_weights_tags(sources: Sequence[Any]) -> dict[str, str]:
+    """Nested models' weights the config does not name as a file: an application's `imagenet` (the URL
+    Keras fetched it from, its file in Keras's cache, its sha256) and a model_file's saved model."""
+    tags: dict[str, str] = {}
+    for ws in sources:
+        if not ws.origin or ws.origin == ws.source:  # a weights file of the config: warm_start_tags has it
+            continue
+        key = f"layerprobe.model_file.{ws.scope}" if ws.path.endswith(".path") else f"layerprobe.weights.{ws.scope}"
+        tags[key], tags[f"{key}.sha256"] = ws.origin, ws.sha256
+        if "://" in ws.origin:
+            tags[f"{key}.file"] = ws.source
     return tags
 
 

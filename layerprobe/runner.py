@@ -173,7 +173,8 @@ def _prepare(
     from layerprobe import tracking
 
     x = preflight(c).experiment
-    all_tags = {**provenance_tags(c, overrides, x.summary.total_params, x.exposed), **data_tags(x.data), **(tags or {})}
+    prov = provenance_tags(c, overrides, x.summary.total_params, x.exposed, x.summary.sources)
+    all_tags = {**prov, **data_tags(x.data), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c.trainer.distribute, cluster)
     kept = x.engine.checkpoints()
@@ -279,7 +280,7 @@ def _train(
         (model_dir / MODEL_DIR_CONFIG).write_text(config_text)
         kept = x.engine.checkpoints()
         latest = kept[-1].step if kept else 0
-        if latest < budget:
+        if latest < budget or not kept:  # budget 0 (a probe-only run): the engine saves the model at step 0
             snaps = snapshot_steps(x.c)
             if snaps:
                 ledger.begin(model_dir, x.engine.snapshots(), latest)

@@ -205,7 +205,7 @@ CASES = [
     case("transform-misspelt", "+data.transforms=[{name:scael}]", "data.transforms[0].name", "'scale'"),
     case("data-source-unknown", "data.source=digit", "data.source", "'digit'"),
     # --- trainer ---
-    case("train-steps-zero", "trainer.train_steps=0", "trainer.train_steps", "Received: 0"),
+    case("train-steps-negative", "trainer.train_steps=-1", "trainer.train_steps", "Received: -1"),
     case("train-steps-string", "trainer.train_steps=abc", "trainer.train_steps=abc", "'abc'"),
     case("learning-rate-negative", "trainer.optimizer.learning_rate=-1", "trainer.optimizer.learning_rate", "-1"),
     case("optimizer-unknown", "trainer.optimizer.name=adamw", "trainer.optimizer.name", "'adamw'"),

@@ -115,7 +115,7 @@ def _with(edit: Any, overrides: list[str] = RESNET) -> dict[str, Any]:
         ),
         (
             lambda c: c["probe"].update(layers=["stem/conv"]),
-            "probe.layers[0]: only the inner layers of a nested model (a Keras application) are named "
+            "probe.layers[0]: only the inner layers of a nested model (a Keras application, a model_file) are named "
             "`<layer>/<inner>`. Received: 'stem/conv'.",
         ),
         (
@@ -133,9 +133,9 @@ def test_each_bad_block_or_pattern_is_one_line(edit, line):
     ("edit", "line"),
     [
         (
-            lambda c: c["model"]["layers"]["backbone"].update(weights="imagenet"),
-            "model.layers.backbone.weights: nothing is downloaded: give null or the path of a local weights file "
-            "(e.g. a .h5 file). Received: 'imagenet'",
+            lambda c: c["model"]["layers"]["backbone"].update(weights="imagenett"),
+            "model.layers.backbone.weights: give null, imagenet (Keras downloads it once into its cache) or the "
+            "path of a local weights file. Received: 'imagenett'",
         ),
         (
             lambda c: c["model"]["layers"]["backbone"].update(type="tf.keras.applications.MobileNetV9"),

@@ -3,8 +3,10 @@
 `type: ResNet50` (or `tf.keras.applications.ResNet50`, `keras.applications.ResNet50`) makes the whole
 model one layer of the graph; its input shape comes from the graph. The table of constructors and
 their arguments is `keras_applications.json`, regenerated from the installed Keras with
-`python -m layerprobe.config.applications` (a test fails when it drifts). Nothing is ever downloaded:
-`weights` is null or a local weights file.
+`python -m layerprobe.config.applications` (a test fails when it drifts). `weights` takes what Keras
+takes: null, `imagenet` (Keras downloads it into its own cache, see graph.pretrained) or a local file.
+
+`type: model_file` is a saved Keras model (`.keras`, `.h5`, a SavedModel directory) as one layer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ PREFIXES = ("tf.keras.applications.", "tensorflow.keras.applications.", "keras.a
 # Set from the graph, never by the config: the input is the previous layer's output.
 FROM_GRAPH = ("input_tensor", "input_shape")
 POOLINGS = (None, "avg", "max")
+KERAS_WEIGHTS = ("imagenet",)  # the named weights every Keras application takes besides null and a file
+MODEL_FILE = "model_file"
+MODEL_FILE_ARGS = ("path", "trainable")
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")  # or a SavedModel directory (Keras 2 only)
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +58,7 @@ def check_application(path: str, type_name: str, args: Mapping[str, Any]) -> Non
             raise ConfigError(f"{path}.{arg}", args[arg], "the input of an application is its `inputs` in the graph")
         if arg not in known:
             raise ConfigError(f"{path}.{arg}", arg, f"{name} takes no argument {arg!r}", known)
-    check_weights_file(f"{path}.weights", args.get("weights"))
+    check_weights(f"{path}.weights", args.get("weights"))
     if "pooling" in args and args["pooling"] not in POOLINGS:
         raise ConfigError(f"{path}.pooling", args["pooling"], "unknown pooling", ["null", "avg", "max"])
     for key in ("include_top", "trainable"):
@@ -60,13 +66,33 @@ def check_application(path: str, type_name: str, args: Mapping[str, Any]) -> Non
             raise ConfigError(f"{path}.{key}", args[key], "must be true or false")
 
 
-def check_weights_file(path: str, weights: Any) -> None:
-    """null or an existing local file; a name such as `imagenet` would be downloaded, so it is refused."""
-    if weights is None:
+def check_weights(path: str, weights: Any) -> None:
+    """null, a name Keras downloads (`imagenet`: fetched when the model is built) or an existing file."""
+    if weights is None or weights in KERAS_WEIGHTS:
         return
     if not isinstance(weights, str) or not Path(weights).is_file():
-        rule = "nothing is downloaded: give null or the path of a local weights file (e.g. a .h5 file)"
+        rule = "give null, imagenet (Keras downloads it once into its cache) or the path of a local weights file"
         raise ConfigError(path, weights, rule)
+
+
+def check_model_file(path: str, args: Mapping[str, Any], engine: str) -> None:
+    """`{type: model_file, path: ...}`: a .keras or .h5 file, or a SavedModel directory (Keras 2)."""
+    for arg in args:
+        if arg not in MODEL_FILE_ARGS:
+            raise ConfigError(f"{path}.{arg}", arg, f"{MODEL_FILE} takes no argument {arg!r}", MODEL_FILE_ARGS)
+    given = args.get("path")
+    if not isinstance(given, str) or not given:
+        raise ConfigError(f"{path}.path", given, "give the saved Keras model (.keras, .h5 or a SavedModel directory)")
+    p = Path(given)
+    saved_model = p.is_dir() and (p / "saved_model.pb").is_file()
+    if not (saved_model or (p.is_file() and p.suffix in MODEL_SUFFIXES)):
+        rule = "not an existing .keras or .h5 file, nor a SavedModel directory (with saved_model.pb)"
+        raise ConfigError(f"{path}.path", given, rule)
+    if saved_model and engine == "keras":
+        rule = "Keras 3 (trainer.engine=keras) loads .keras and .h5 files only: save the model as .keras"
+        raise ConfigError(f"{path}.path", given, rule)
+    if not isinstance(args.get("trainable", True), bool):
+        raise ConfigError(f"{path}.trainable", args["trainable"], "must be true or false")
 
 
 def build_table() -> dict[str, Any]:

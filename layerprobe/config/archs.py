@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from layerprobe.config.applications import application_name
+from layerprobe.config.applications import MODEL_FILE, application_name
 from layerprobe.config.blocks import expand_model, origins
 from layerprobe.errors import ConfigError
 
@@ -39,9 +39,10 @@ def check_expanded(model: Mapping[str, Any], check: Callable[[Mapping[str, Any]]
 
 
 def is_nested(spec: Mapping[str, Any]) -> bool:
-    """A layer that is a whole model (a Keras application, or a dotted type that may be a function)."""
+    """A layer that is a whole model (a Keras application, a saved model file, or a dotted type that may
+    be a function)."""
     ltype = spec.get("type")
-    return isinstance(ltype, str) and (application_name(ltype) is not None or "." in ltype)
+    return isinstance(ltype, str) and (application_name(ltype) is not None or "." in ltype or ltype == MODEL_FILE)
 
 
 def is_pattern(name: str) -> bool:
@@ -60,7 +61,8 @@ def check_probe_layers(names: Sequence[Any], model: Mapping[str, Any]) -> None:
         head = name.split("/", 1)[0]
         if "/" in name and not is_pattern(head):
             if head not in nested:
-                rule = "only the inner layers of a nested model (a Keras application) are named `<layer>/<inner>`"
+                rule = "only the inner layers of a nested model (a Keras application, a model_file) are named "
+                rule += "`<layer>/<inner>`"
                 raise ConfigError(path, name, rule, nested)
         elif is_pattern(name):
             if not fnmatch.filter(layers, name) and not nested:

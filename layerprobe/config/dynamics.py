@@ -12,6 +12,8 @@ from layerprobe.errors import ConfigError
 def check_dynamics(d: Mapping[str, Any], trainer: Mapping[str, Any]) -> None:
     """probe.dynamics: the cadence lies inside (0, train_steps]; the subset is a positive count."""
     steps = trainer["train_steps"]
+    if steps == 0:  # a probe-only run has no training to follow (dynamics.cadence probes nothing)
+        return
     every = d["every"]
     within = f"a probe step is an integer in [1, trainer.train_steps={steps}]"
     if isinstance(every, str):

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from layerprobe.config.applications import KERAS_WEIGHTS
 from layerprobe.config.archs import RUN_ID
 from layerprobe.config.paths import ROOT
 
@@ -26,8 +27,10 @@ INPUT_PATHS = (
     "data.params.data_dir",  # tfds
     "data.splits.eval_params.path",  # method: files
     "data.splits.eval_params.data_dir",
-    "model.layers.*.weights",  # a Keras application's local weights file
+    "model.layers.*.weights",  # a Keras application's local weights file (`imagenet` is left alone)
     "model.blocks.*.layers.*.weights",
+    "model.layers.*.path",  # a model_file's saved model
+    "model.blocks.*.layers.*.path",
 )
 
 
@@ -102,6 +105,7 @@ def _from_root(key: str, value: str) -> str:
         or "://" in value  # gs://, hdfs://: tf.io.gfile's
         or os.path.isabs(value)
         or (key == "trainer.warm_start.source" and RUN_ID.match(value))
+        or (key.endswith(".weights") and value in KERAS_WEIGHTS)
     ):
         return value
     return os.path.normpath(ROOT / value)

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from layerprobe.config.applications import application_name, check_application
+from layerprobe.config.applications import MODEL_FILE, application_name, check_application, check_model_file
 from layerprobe.config.archs import check_expanded, check_probe_layers, check_warm_start
 from layerprobe.config.dynamics import check_dynamics
 from layerprobe.config.layer_table import load_table
@@ -172,6 +172,9 @@ def _check_layer_type_and_args(
     if application_name(ltype) is not None:  # a whole Keras model as one layer
         check_application(path, ltype, args)
         return
+    if ltype == MODEL_FILE:  # a saved Keras model as one layer
+        check_model_file(path, args, engine)
+        return
     if "." in ltype:  # a user's own class, checked when it is imported
         module, _, cls = ltype.rpartition(".")
         if not module or not cls.isidentifier():
@@ -310,7 +313,10 @@ def _check_layer_inputs(
 def _check_trainer(trainer: Mapping[str, Any]) -> None:
     if isinstance(trainer["seed"], bool) or not isinstance(trainer["seed"], int) or trainer["seed"] < 0:
         raise ConfigError("trainer.seed", trainer["seed"], "must be an integer >= 0")
-    for key in ("train_steps", "save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
+    steps = trainer["train_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError("trainer.train_steps", steps, "must be an integer >= 0 (0: probe the model as initialised)")
+    for key in ("save_checkpoints_steps", "keep_checkpoint_max", "log_every_steps"):
         _positive_int(f"trainer.{key}", trainer[key])
     if trainer.get("eval_steps") is not None:
         _positive_int("trainer.eval_steps", trainer["eval_steps"])

@@ -27,7 +27,14 @@ TRANSFORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "random_noise": (("stddev",), ()),
     "select": ((), ()),  # keep only the named features (and labels, when named)
     "rename": ((), ()),  # features: {old: new}, labels: {old: new}
+    "keras_preprocess": (("family",), ("family",)),  # a Keras application family's own preprocess_input
 }
+# keras.applications modules with a `preprocess_input` (tf.keras 2.15; Keras 3 lacks regnet and resnet_rs)
+PREPROCESS_FAMILIES = (
+    "convnext", "densenet", "efficientnet", "efficientnet_v2", "imagenet_utils", "inception_resnet_v2",
+    "inception_v3", "mobilenet", "mobilenet_v2", "mobilenet_v3", "nasnet", "regnet", "resnet", "resnet50",
+    "resnet_rs", "resnet_v2", "vgg16", "vgg19", "xception",
+)  # fmt: skip
 TRAIN_ONLY = ("random_flip", "random_crop", "random_noise")  # augmentation: never on eval or probe data
 CAST_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")
 FLIP_MODES = ("horizontal", "vertical", "both")
@@ -160,6 +167,8 @@ def check_transform(path: str, t: Any) -> None:
             raise ConfigError(f"{path}.std", t["std"], "must be > 0")
         if t.get("mean") is not None:
             _numbers(f"{path}.mean", t["mean"])
+    elif name == "keras_preprocess" and t["family"] not in PREPROCESS_FAMILIES:
+        raise ConfigError(f"{path}.family", t["family"], "unknown application family", PREPROCESS_FAMILIES)
     elif name == "cast" and t["dtype"] not in CAST_DTYPES:
         raise ConfigError(f"{path}.dtype", t["dtype"], "unknown dtype", CAST_DTYPES)
     elif name == "reshape":

@@ -32,6 +32,19 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def path_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (their relative names and bytes, in order):
+    a saved model, one file or a SavedModel directory."""
+    p = Path(path)
+    if not p.is_dir():
+        return file_digest(str(p))
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(str(f.relative_to(p)).encode())
+        h.update(file_digest(str(f)).encode())
+    return h.hexdigest()
+
+
 def files_digest(paths: list[str], cache_dir: str) -> str:
     """One sha256 over the files' names (without their directory) and bytes; known files are not reread."""
     index = _load(cache_dir)

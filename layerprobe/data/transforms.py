@@ -77,6 +77,15 @@ def apply(
     return f, y
 
 
+def _preprocess_input(i: int, family: str) -> Callable[[Any], Any]:
+    """keras.applications.<family>.preprocess_input of this TensorFlow's Keras."""
+    module = getattr(tf.keras.applications, family, None)
+    if module is None or not hasattr(module, "preprocess_input"):
+        rule = f"the Keras of TensorFlow {tf.__version__} has no application family {family!r} with a preprocess_input"
+        raise ConfigError(f"data.transforms[{i}].family", family, rule)
+    return module.preprocess_input  # type: ignore[no-any-return]
+
+
 def _one(
     i: int, t: Mapping[str, Any], feat: str, x: Any, fitted: Mapping[str, np.ndarray], seed: int, counter: Any
 ) -> Any:
@@ -100,6 +109,8 @@ def _one(
         return x
     if name == "fill_nan":
         return tf.where(tf.math.is_nan(x), tf.cast(t.get("value", 0.0), x.dtype), x)
+    if name == "keras_preprocess":
+        return _preprocess_input(i, t["family"])(tf.cast(x, tf.float32))
     # train-only augmentation: one seed pair per (seed, transform, example visit)
     pair = tf.stack([tf.constant(seed * 1000 + i, tf.int64), tf.cast(counter, tf.int64)])
     if name == "random_noise":

@@ -24,6 +24,6 @@ def probe_steps(every: Any, train_steps: int, save_every: int) -> list[int]:
 def snapshot_steps(c: Config) -> list[int]:
     """The steps to snapshot for config `c`: none when dynamics or the probe is off."""
     d, t = c.probe.dynamics, c.trainer
-    if not (c.probe.enabled and d.enabled):
+    if not (c.probe.enabled and d.enabled) or t.train_steps == 0:  # 0: nothing trains, nothing moves
         return []
     return probe_steps(d.every, t.train_steps, t.save_checkpoints_steps)

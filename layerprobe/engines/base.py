@@ -78,6 +78,8 @@ class LayerRow:
 @dataclass(frozen=True)
 class ModelSummary:
     rows: list[LayerRow]
+    # the nested models' weights files (graph.warm.WarmStart): what the run's provenance tags record
+    sources: tuple[Any, ...] = ()
 
     @property
     def total_params(self) -> int:

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from layerprobe.config.applications import application_name
+from layerprobe.config.applications import KERAS_WEIGHTS, application_name
 from layerprobe.errors import ConfigError, first_line
+from layerprobe.graph.pretrained import ModelFile, Weights, fetch
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Nested:
     inner_tensors: dict[str, Any] = field(default_factory=dict)
     inner_layers: dict[str, Any] = field(default_factory=dict)
     updates: list[Any] = field(default_factory=list)
+    weights: Weights | None = None  # initial weights from a file (an application's, a saved model's)
 
 
 def model_constructor(type_name: str, keras: Any) -> Callable[..., Any] | None:
@@ -40,14 +42,21 @@ def model_constructor(type_name: str, keras: Any) -> Callable[..., Any] | None:
 def call_nested(
     name: str, path: str, make: Callable[..., Any], args: Mapping[str, Any], x: Any, training: bool, keras: Any
 ) -> Nested:
-    """Make the model with `args` (input shape from `x`; `weights` null unless a file is given) and
-    call it on `x`."""
+    """Make the model with `args` (input shape from `x`; its weights, if any, are a file the warm start
+    reads) and call it on `x`."""
     import tensorflow as tf
 
     kwargs = {k: v for k, v in args.items() if k not in ("trainable", "weights")}
     kwargs["input_shape"] = tuple(list(x.shape)[1:])  # TensorShape (Keras 2) and tuple (Keras 3) alike
-    if model_constructor_is_application(make, keras):
-        kwargs["weights"] = None  # a weights file is read through a checkpoint (graph.warm), never downloaded
+    application, given, weights = model_constructor_is_application(make, keras), args.get("weights"), None
+    if application:
+        kwargs["weights"] = None  # weights are read through a checkpoint (graph.warm), not by Keras
+    if isinstance(make, ModelFile):
+        weights = make.weights
+    elif application and given in KERAS_WEIGHTS:  # Keras's own file, from its cache or downloaded by Keras now
+        weights = fetch(f"{path}.weights", make, kwargs, given, keras)
+    elif given:  # a weights file, of an application or of a user's model function
+        weights = Weights(given, given)
     # Keras 3 names a variable by its own name scope (keras.name_scope), Keras 2 by TensorFlow's
     scope = getattr(keras, "name_scope", None) or tf.name_scope
     try:
@@ -66,7 +75,7 @@ def call_nested(
     with tf.name_scope(name):
         outs = twin(x, training=training)
     outs = outs if isinstance(outs, list) else [outs]
-    nested = Nested(model, outs[inner.index(_output_layer(model, inner))])
+    nested = Nested(model, outs[inner.index(_output_layer(model, inner))], weights=weights)
     for layer, t in zip(inner, outs):
         nested.inner_tensors[f"{name}/{layer.name}"] = t
         nested.inner_layers[f"{name}/{layer.name}"] = layer

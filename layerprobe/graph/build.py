@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from layerprobe.config.applications import MODEL_FILE
 from layerprobe.config.validate import RESERVED_LAYER_KEYS
 from layerprobe.errors import ConfigError, first_line
 from layerprobe.graph.applications import call_nested, model_constructor
 from layerprobe.graph.keys import variables, weight_keys
+from layerprobe.graph.pretrained import ModelFile
 from layerprobe.graph.warm import WarmStart
 
 
@@ -71,8 +73,11 @@ def build(layers: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, Any], tr
     previous = next(iter(inputs)) if len(inputs) == 1 else None
     for name, spec in layers.items():
         path = f"model.layers.{name}"
-        cls = resolve_layer_class(f"{path}.type", spec["type"], keras)
         args = {k: v for k, v in spec.items() if k not in RESERVED_LAYER_KEYS}
+        if spec["type"] == MODEL_FILE:
+            cls: Any = ModelFile(f"{path}.path", args.pop("path"), keras)
+        else:
+            cls = resolve_layer_class(f"{path}.type", spec["type"], keras)
         names = spec.get("inputs") or [previous]
         names = [names] if isinstance(names, str) else list(names)
         if inspect.isfunction(cls) or not isinstance(cls, type):  # a whole model as one layer
@@ -113,10 +118,13 @@ def _add_nested(
     graph.tensors.update(nested.inner_tensors)
     graph.inner.update(nested.inner_layers)
     graph.updates.extend(nested.updates)
-    if args.get("weights"):
+    if nested.weights is not None:
         order = tuple(
             (layer.name, tuple(weight_keys(layer)[id(w)] for w in variables(layer)))
             for layer in nested.inner_layers.values()
             if variables(layer)
         )
-        graph.warm.append(WarmStart(f"{path}.weights", args["weights"], f"{name}/.*", scope=name, layer_order=order))
+        where = f"{path}.path" if isinstance(make, ModelFile) else f"{path}.weights"
+        w = nested.weights
+        ws = WarmStart(where, w.file, f"{name}/.*", scope=name, layer_order=order, origin=w.origin, sha256=w.sha256)
+        graph.warm.append(ws)

@@ -39,6 +39,8 @@ class WarmStart:
     rename: Mapping[str, str] = field(default_factory=dict)  # model variable -> name in the source
     scope: str = ""  # a weights file of a nested model: its layers are under this scope in the graph
     layer_order: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (layer name in the file, its variables)
+    origin: str = ""  # where `source` came from, when it is not the config's own file (a URL, a saved model)
+    sha256: str = ""  # of what `origin` names
 
 
 def checkpoint_of(ws: WarmStart) -> str:

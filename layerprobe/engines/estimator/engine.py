@@ -22,7 +22,7 @@ from layerprobe.engines.base import (
     ProgressSink,
     layer_rows,
 )
-from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook
+from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook, StopBeforeFirstStep
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
@@ -78,7 +78,7 @@ class EstimatorEngine(ModelDirFiles):
             labels = {n: tf.compat.v1.placeholder(s.dtype, s.shape, name=f"labels/{n}") for n, s in spec_l.items()}
             built: list[Graph] = []
             make_model_fn(self.spec, on_build=built.append, warm_start=self.warm_start)(feats, labels, ModeKeys.TRAIN)
-            return ModelSummary(layer_rows(built[0], exposed))
+            return ModelSummary(layer_rows(built[0], exposed), tuple(built[0].warm))
 
     def train(
         self,
@@ -107,7 +107,9 @@ class EstimatorEngine(ModelDirFiles):
                 if snapshots:
                     Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
                     hooks.append(SnapshotHook(set(snapshots), self.snapshot_dir))
-                est.train(train_fn, max_steps=until_step, hooks=hooks, saving_listeners=listeners)
+                if until_step == 0:  # the Estimator refuses max_steps=0; the hook stops before step 1
+                    hooks.append(StopBeforeFirstStep())
+                est.train(train_fn, max_steps=max(until_step, 1), hooks=hooks, saving_listeners=listeners)
         return int(est.get_variable_value("global_step"))
 
     def evaluate(self, data: Any, split: str = "eval", checkpoint: str | None = None) -> dict[str, float]:

@@ -14,6 +14,14 @@ from layerprobe.engines.progress import ProgressMeter
 log = logging.getLogger(__name__)
 
 
+class StopBeforeFirstStep(tf.estimator.SessionRunHook):
+    """Training to step 0 (trainer.train_steps=0, a probe-only run): the session is made, so the
+    checkpoint saver writes the initialised (warm-started) model at step 0, and no step runs."""
+
+    def after_create_session(self, session: Any, coord: Any) -> None:
+        coord.request_stop()
+
+
 class ProgressHook(tf.estimator.SessionRunHook):
     """Every `every` steps: a progress line (step, loss, steps/s, ETA) and a record of train/loss and
     train/steps_per_sec, handed to `flush` in batches (never one logging call per step)."""

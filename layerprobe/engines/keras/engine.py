@@ -71,7 +71,7 @@ class KerasEngine(ModelDirFiles):
         self._warm_start(graph)  # a weights file or warm-start source that does not fit stops here
         rows = layer_rows(graph, exposed)
         del model
-        return ModelSummary(rows)
+        return ModelSummary(rows, tuple(graph.warm))
 
     def _warm_start(self, graph: Graph, level: int = logging.DEBUG) -> None:
         """Initial values of the nested models' weights files and trainer.warm_start (in that order,
@@ -98,6 +98,8 @@ class KerasEngine(ModelDirFiles):
             self._warm_start(self._model()[1], logging.INFO)
         start = int(model.optimizer.iterations.numpy())
         if start >= until_step:
+            if latest is None:  # trained to step 0 (trainer.train_steps=0): the initialised model
+                saver.save(start)
             return start
         t = self.trainer
         keras.utils.set_random_seed(t.seed)  # dropout and other random ops of this fit call
