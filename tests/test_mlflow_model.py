@@ -1,6 +1,6 @@
 """The trained model as an MLflow Model (tracking.models): what `mlflow.pyfunc.load_model` and a real
-`mlflow models serve` answer equals the engine's own predictions; the run's eval metrics are linked
-to it; registering twice gives versions 1 and 2; logging it reaches nothing beyond this machine."""
+`mlflow models serve` answer equals the engine's own predictions; the run's eval metrics are its
+params (and once in the run's history); registering twice gives versions 1 and 2; logging it reaches nothing beyond this machine."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def _engine_predictions(cfg) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
     return examples, batch
 
 
-def test_the_run_logs_its_model_with_signature_example_pinned_requirements_and_linked_eval_metrics(logged):
+def test_the_run_logs_its_model_with_signature_example_pinned_requirements_and_its_eval_metrics(logged):
     from importlib.metadata import version
 
     import mlflow
@@ -114,8 +114,11 @@ def test_the_run_logs_its_model_with_signature_example_pinned_requirements_and_l
     tmp, _, result, _ = logged
     model = _model(result)
     assert model.name == "model" and model.source_run_id == result.run_id and model.status.to_proto() == 2  # READY
-    linked = {m.key: m.value for m in model.metrics}
-    assert linked == pytest.approx(result.eval_metrics) and "eval/accuracy" in linked
+    params = {k: float(v) for k, v in model.params.items()}
+    assert params == pytest.approx({**result.eval_metrics, "step": result.global_step}, rel=1e-5)
+    client = _client(result)
+    for key in result.eval_metrics:  # one point at the run's step, not a second one for the model
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [result.global_step]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         meta = Model.load(f"models:/{model.model_id}")

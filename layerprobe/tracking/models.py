@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from layerprobe.tracking.store import client, retrying, sanitize_key
@@ -108,7 +107,7 @@ def log_model(
 ) -> LoggedModel:
     """Log `saved_model` as the run's MLflow Model at `step`: its signature read off its answers to
     `examples` (a few examples of the probe split, also its input example), `metrics` (the run's eval
-    metrics at `step`) linked to it; with `register`, a new version of that registered model."""
+    metrics at `step`) as its params; with `register`, a new version of that registered model."""
     from mlflow.models import Model, infer_signature
 
     mlflow_client = client(uri)
@@ -141,9 +140,11 @@ def log_model(
         retrying(mlflow_client.log_model_artifacts, model.model_id, local)
     retrying(mlflow_client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
     retrying(mlflow_client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=step)])
-    now = int(time.time() * 1000)
-    linked = [Metric(sanitize_key(k), float(v), now, step, model_id=model.model_id) for k, v in metrics.items()]
-    retrying(mlflow_client.log_batch, run_id, metrics=linked)
+    # The eval metrics are not logged again with the model's id (MLflow's way to link them): that
+    # would add a second point at the same step to the run's history of each. The model records
+    # them as its params instead, and its run holds them once.
+    params = {sanitize_key(k): f"{float(v):.6g}" for k, v in metrics.items()}
+    retrying(mlflow_client.log_model_params, model.model_id, {**params, "step": str(step)})
     registered = register_model(uri, run_id, register, model.model_id) if register else None
     return LoggedModel(model.model_id, f"models:/{model.model_id}", registered)
 
