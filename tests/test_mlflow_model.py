@@ -1,6 +1,7 @@
 """The trained model as an MLflow Model (tracking.models): what `mlflow.pyfunc.load_model` and a real
 `mlflow models serve` answer equals the engine's own predictions; the run's eval metrics are its
-params (and once in the run's history); registering twice gives versions 1 and 2; logging it reaches nothing beyond this machine."""
+params (and once in the run's history); registering twice gives versions 1 and 2; logging it
+reaches nothing beyond this machine."""
 
 from __future__ import annotations
 
