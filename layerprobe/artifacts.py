@@ -130,7 +130,13 @@ def export_model(
     engine = x.engine
     path = engine.export(str(output_dir / "saved_model"), checkpoint)
     tracker.log_artifacts(path, "saved_model")
-    if c.tracking.log_model:
+    from layerprobe._tf import tf
+
+    if c.tracking.log_model and not tf.executing_eagerly():
+        # trainer.distribute=parameter_server turned eager execution off for the process: the input
+        # example cannot be read nor the SavedModel loaded to sign it. The SavedModel files are logged.
+        log.warning("the MLflow Model is not logged: eager execution is off (trainer.distribute=parameter_server)")
+    elif c.tracking.log_model:
         first = x.data.tf_dataset(
             c.probe.split, training=False, batch_size=INPUT_EXAMPLES, seed=0, max_examples=INPUT_EXAMPLES, cache=False
         )
