@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.hang import layerprobe_started
+from tests.hang import HANG_GUARD, layerprobe_started
 
 pytestmark = pytest.mark.estimator  # faults in runs of the Estimator engine
 
@@ -93,7 +93,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_ends_the_run_killed(tmp_path):
     try:
         step = wait_for_checkpoint(proc, tmp_path / "model")
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
-        err, _ = proc.communicate(timeout=120)  # stdout and stderr
+        err, _ = proc.communicate(timeout=HANG_GUARD)  # stdout and stderr
     finally:
         stop(proc)
     assert proc.returncode == 130, err[-3000:]
