@@ -165,3 +165,40 @@ def test_a_run_whose_model_dir_is_locked_is_one_line_and_exit_2(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"layerprobe: error: model_dir {model_dir} is locked by pid {proc.pid} "), last
     assert last.endswith("; waited 1 s") and "Traceback" not in r.stderr
+
+
+# Waits for the start file, then reads the store as a sweep's start does (its first call opens it).
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from layerprobe.tracking import store
+
+    uri, start = sys.argv[1], Path(sys.argv[2])
+    print("ready", flush=True)
+    while not start.exists():
+        time.sleep(0.01)
+    store.client(uri).search_experiments(max_results=1)
+    print("ok", flush=True)
+    """
+)
+
+
+@pytest.mark.integration  # starts processes
+def test_processes_opening_one_fresh_sqlite_store_at_once_all_get_it(tmp_path):
+    """Two sweeps started together on one fresh store: every process's first client creates MLflow's
+    tables; without the store lock one of them failed ("table ... already exists")."""
+    script, start = tmp_path / "open.py", tmp_path / "start"
+    script.write_text(OPENER)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), uri, str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    for p in procs:  # every process has imported MLflow and waits at the start line
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    start.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [o[0] for o in outs] == ["ok\n"] * 4, [o[1][-1500:] for o in outs]

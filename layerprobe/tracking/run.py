@@ -21,7 +21,6 @@ from layerprobe.tracking.store import (
     one_line_before_training,
     retrying,
     sanitize_key,
-    store_lock,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ class Tracker:
         pending_dir: str | Path | None = None,
     ) -> None:
         self.uri = uri
-        with store_lock(uri), one_line_before_training(uri):  # the first use creates (migrates) the store
+        with one_line_before_training(uri):  # client() creates (migrates) a fresh sqlite store under its lock
             self._client = client(uri)
             self._client.search_experiments(max_results=1)
         self.seconds = 0.0

@@ -162,8 +162,18 @@ def one_line_before_training(uri: str) -> Iterator[None]:
         raise LayerprobeError(f"tracking store {uri} did not start the run: {first_line(e, 300)}") from None
 
 
+_OPENED: set[str] = set()  # the sqlite stores this process has opened (created or migrated) under the lock
+
+
 def client(uri: str) -> MlflowClient:
     """An MLflow client of `uri`, with MLFLOW_ENV_DEFAULTS in the environment (every client of
-    layerprobe is made here)."""
+    layerprobe is made here). A sqlite store is opened the first time under `store_lock`: MLflow
+    creates its tables on the first call, and two processes doing that at once (two sweeps starting
+    on one store) fail with "table ... already exists"."""
     use_layerprobe_defaults()
-    return MlflowClient(tracking_uri=uri)
+    if sqlite_file(uri) is None or uri in _OPENED:
+        return MlflowClient(tracking_uri=uri)
+    with store_lock(uri):  # the client opens its store at once: creates and migrates its tables
+        made = MlflowClient(tracking_uri=uri)
+    _OPENED.add(uri)
+    return made
