@@ -1,4 +1,5 @@
-"""The README is a contract: every command it shows must still compose, parse, or exist."""
+"""The README and the documentation site are a contract: every command they show must still compose,
+parse, or exist, and the reference page covers every config key."""
 
 from __future__ import annotations
 
@@ -11,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from layerprobe.cli import COMMANDS, main
+from tests.docs import PAGES, README, ROOT, commands, page
 from tests.hang import HANG_GUARD
 
-pytestmark = pytest.mark.estimator  # the README's commands run on `make venv`
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-ROOT = README.parent
-
-
-def commands(prefix: str) -> list[str]:
-    """Command lines in the README's code blocks (indented or fenced), comments and continuations joined."""
-    text = README.read_text().replace("\\\n", " ")
-    lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in text.splitlines()]
-    return [ln for ln in lines if ln.startswith(prefix + " ")]
+pytestmark = pytest.mark.estimator  # the commands shown run on `make venv`
 
 
 def as_single_run(args: list[str]) -> list[str]:
@@ -39,25 +31,28 @@ def as_single_run(args: list[str]) -> list[str]:
     return out
 
 
-RUNS = [
-    c
-    for c in commands("layerprobe")
-    if shlex.split(c)[1] not in COMMANDS and not {"--cfg", "--help"} & set(shlex.split(c))
-]
+def subcommand(line: str) -> str | None:
+    """`probe` of `layerprobe probe ...`; None for a run (`layerprobe`, `layerprobe key=value ...`)."""
+    words = shlex.split(line)
+    return words[1] if len(words) > 1 and words[1] in COMMANDS else None
 
 
-def test_the_readme_says_how_to_run_its_commands_before_showing_one():
-    """`layerprobe` is not on PATH after `make run`: the README activates the venv first."""
-    text = README.read_text()
+RUNS = [c for c in commands("layerprobe") if subcommand(c) is None and not {"--cfg", "--help"} & set(shlex.split(c))]
+
+
+@pytest.mark.parametrize("first_page", [README, page("getting-started.md")], ids=lambda p: p.name)
+def test_the_first_pages_say_how_to_run_a_command_before_showing_one(first_page):
+    """`layerprobe` is not on PATH after `make run`: the README and Getting started activate the venv first."""
+    text = first_page.read_text()
     first = re.search(r"^\s*layerprobe ", text, re.M)
     assert first and "\nsource .venv/bin/activate\n" in text[: first.start()]
 
 
 def test_the_manual_install_matches_make():
-    """The README's manual install line installs what `make venv` installs."""
+    """Every manual install line shown installs what `make venv` installs."""
     make = (ROOT / "Makefile").read_text()
     extras = re.search(r'-e "\.\[([a-z,]+)\]"', make).group(1)  # type: ignore[union-attr]
-    installs = [ln for ln in README.read_text().splitlines() if "pip install -c constraints.txt -e" in ln]
+    installs = [ln for p in PAGES for ln in p.read_text().splitlines() if "pip install -c constraints.txt -e" in ln]
     assert installs and all(f'-e ".[{extras}]"' in ln for ln in installs)
 
 
@@ -67,11 +62,10 @@ def test_every_run_command_composes_and_validates(line, capsys):
     assert main(["validate", "--static", *args]) == 0, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("line", [c for c in commands("layerprobe") if shlex.split(c)[1] in COMMANDS])
+@pytest.mark.parametrize("line", [c for c in commands("layerprobe") if subcommand(c)])
 def test_every_subcommand_exists_and_parses(line):
-    name = shlex.split(line)[1]
     with pytest.raises(SystemExit) as e:
-        COMMANDS[name](["--help"])
+        COMMANDS[str(subcommand(line))](["--help"])
     assert e.value.code == 0
 
 
@@ -84,13 +78,13 @@ def make_targets() -> set[str]:
 def test_every_make_target_exists():
     targets = make_targets()
     assert {"run", "test", "ui", "venv"} <= targets
-    inline = re.findall(r"`make ([a-z-]+)", README.read_text())  # `make ui` in the prose too
+    inline = [t for p in PAGES for t in re.findall(r"`make ([a-z-]+)", p.read_text())]  # `make ui` in prose too
     for target in [line.split()[1] for line in commands("make")] + inline:
         assert target in targets, target
 
 
 @pytest.mark.integration  # starts a process
-def test_cheap_readme_commands_run_as_shown_after_activation():
+def test_cheap_commands_run_as_shown_after_activation():
     """Run from the checkout, in a shell that activated .venv as the README says."""
     cheap = [*commands("layerprobe validate"), "layerprobe --help"]
     assert set(cheap) <= set(commands("layerprobe"))
@@ -136,3 +130,51 @@ def test_make_run_trains_probes_and_logs_the_run(tmp_path):
     data = MlflowClient(tracking_uri=uri).get_run(run_id).data
     assert "eval/accuracy" in data.metrics and "probe/conv1/mean" in data.metrics
     assert data.params["model.name"] == "tiny_cnn"
+
+
+def _hooks():
+    """docs/hooks.py, the MkDocs hook that writes the generated pages (loaded by path: not a package)."""
+    import runpy
+
+    return runpy.run_path(str(ROOT / "docs" / "hooks.py"))
+
+
+def _schema_keys() -> list[str]:
+    """Every leaf key of the schema, `section.key.subkey`, as a user writes it."""
+    import dataclasses
+    import typing
+
+    from layerprobe.schema import LayerprobeConfig
+
+    def walk(cls: type, prefix: str) -> list[str]:
+        hints = typing.get_type_hints(cls)
+        keys = []
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            keys += walk(hints[f.name], key) if dataclasses.is_dataclass(hints[f.name]) else [key]
+        return keys
+
+    return walk(LayerprobeConfig, "")
+
+
+def test_the_reference_gives_every_config_key_a_default_and_a_meaning():
+    """The reference page is written from the schema: a key added there appears with its default, and
+    its meaning comes from the comment beside it (a key without one fails here, not in the site)."""
+    reference = _hooks()["reference_markdown"]()
+    rows = {
+        m.group(1): (m.group(2), m.group(3))
+        for m in re.finditer(r"^\| `([^`]+)` \| (.*?) \| (.*) \|$", reference, re.M)
+    }
+    for key in _schema_keys():
+        default, meaning = rows[key]
+        assert default.strip() and meaning.strip(), key
+    assert rows["trainer.optimizer.learning_rate"][0] == "`0.003` (schema: `0.001`)"  # conf/trainer/default.yaml's
+    assert rows["model.outputs.<name>.loss"][0] == "`sparse_softmax_cross_entropy`"
+
+
+def test_the_readme_links_into_pages_that_exist():
+    """The README's relative links (into docs/) name files of the checkout; the site's own links are
+    checked by `make docs` (mkdocs --strict)."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [link for link in links if "://" not in link]
+    assert local and all((ROOT / link).exists() for link in local), local
