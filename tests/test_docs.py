@@ -178,3 +178,36 @@ def test_the_readme_links_into_pages_that_exist():
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
     local = [link for link in links if "://" not in link]
     assert local and all((ROOT / link).exists() for link in local), local
+
+
+def _transcripts() -> list[tuple[str, str]]:
+    """(`layerprobe ...`, its error line) for every `$ layerprobe ...` line of a page's ```text blocks
+    that the error line follows: the pages call these the real messages."""
+    pairs = []
+    for p in PAGES:
+        for block in re.findall(r"^```text\n(.*?)^```", p.read_text(), re.M | re.S):
+            lines = block.splitlines()
+            for shown, printed in zip(lines, lines[1:]):
+                if shown.startswith("$ layerprobe ") and printed.startswith("layerprobe: error: "):
+                    pairs.append((shown[2:], printed))
+    return pairs
+
+
+def _same_error(printed: str, shown: str) -> bool:
+    """`shown` as the page has it: `...` stands for what it leaves out, and absolute paths (the
+    checkout's, a temporary directory's) are the reader's own."""
+    path = re.compile(r"(?<![\w.])(/[\w.\-]+)+")
+    pattern = re.escape(path.sub("<path>", shown)).replace(re.escape("..."), ".*")
+    return re.fullmatch(pattern, path.sub("<path>", printed)) is not None
+
+
+@pytest.mark.integration  # the data and graph checks import TensorFlow; `probe` looks for a store
+@pytest.mark.parametrize("line, error", _transcripts(), ids=[c for c, _ in _transcripts()])
+def test_every_error_shown_is_the_one_its_command_prints(line, error, tmp_path, monkeypatch, capsys):
+    """A run is validated (every check a run makes before training, none of the training); a
+    subcommand runs as shown, from an empty directory."""
+    monkeypatch.chdir(tmp_path)
+    args = shlex.split(line)[1:]
+    assert main(args if subcommand(line) else ["validate", *args]) == 2
+    printed = capsys.readouterr().err.strip().splitlines()[-1]
+    assert _same_error(printed, error), printed
