@@ -113,5 +113,5 @@ lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's o
 	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 
-clean: ## remove outputs, models and the local MLflow store (not .venv)
-	rm -rf outputs multirun models mlruns mlflow.db
+clean: ## remove outputs, models, the local MLflow store and the built docs site (not .venv)
+	rm -rf outputs multirun models mlruns mlflow.db site
