@@ -19,7 +19,7 @@ XDIST ?= -n $(JOBS) --dist loadfile
 XDIST_GROUPS ?= -n $(JOBS) --dist loadgroup
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-keras run screenshots test test-unit test-keras test-all test-slow test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
+.PHONY: help venv venv-keras run screenshots docs test test-unit test-keras test-all test-slow test-combinations test-combinations-keras lint format experiments experiments-keras ui bench lock lock-keras clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
@@ -77,6 +77,11 @@ test-combinations-keras: $(STAMP_KERAS) ## the same on .venv-keras: trainer.engi
 screenshots: $(STAMP) ## full-page PNGs (1400 px, headless Chromium) of the newest reports; PAGES=... for others
 	$(BIN)/python -m layerprobe.analysis.browser $(PAGES)
 
+# --strict: a broken link or anchor, a nav entry without its file or a page left out fails the build.
+# docs/hooks.py writes reference.md (from layerprobe/schema.py) and benchmarks.md while it builds.
+docs: $(STAMP) ## build the documentation site (MkDocs, docs/) into site/ with --strict; .ci/run runs it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check layerprobe hydra_plugins tests benchmarks
 	$(BIN)/ruff format --check layerprobe hydra_plugins tests benchmarks
@@ -108,5 +113,5 @@ lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's o
 	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 
-clean: ## remove outputs, models and the local MLflow store (not .venv)
-	rm -rf outputs multirun models mlruns mlflow.db
+clean: ## remove outputs, models, the local MLflow store and the built docs site (not .venv)
+	rm -rf outputs multirun models mlruns mlflow.db site

@@ -1,5 +1,5 @@
 """The pretrained backbone shipped for experiments/small_resnet_frozen.yaml: the script in the repo
-writes it (the README's command, on a short budget here) and it fits the experiment's model."""
+writes it (docs/configs.md's command, on a short budget here) and it fits the experiment's model."""
 
 from __future__ import annotations
 

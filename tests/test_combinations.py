@@ -172,7 +172,7 @@ def stats_file(out: Path, layer: str) -> dict:
 
 
 def assert_same_stats(one: dict, other: dict, what: str) -> None:
-    """Counts, extremes, sketch and dead units exactly; moments within 1e-9 relative (the README's
+    """Counts, extremes, sketch and dead units exactly; moments within 1e-9 relative (docs/sweeps.md's
     promise for merged shards)."""
     for key in EXACT:
         assert other[key] == one[key], f"{what}: {key}"

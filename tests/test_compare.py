@@ -1,4 +1,4 @@
-"""The compare report (README "Training dynamics"): runs side by side, layer by layer; every sweep
+"""The compare report (docs/dynamics.md, "Comparing runs"): runs side by side, layer by layer; every sweep
 parent gets one, and sweep_summary.csv carries the probe statistics."""
 
 from __future__ import annotations

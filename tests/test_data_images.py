@@ -113,10 +113,11 @@ def test_a_whole_run_on_an_image_folder(tiny, tmp_path):
     assert {layer.examples for layer in result.probe.values()} == {prepare(c["data"]).size("eval")}
 
 
-def readme_image_folder_command() -> list[str]:
-    from tests.test_readme import commands
+def shown_image_folder_command() -> list[str]:
+    """The Data page's command that trains on a folder of images."""
+    from tests.docs import commands, page
 
-    (line,) = [c for c in commands("layerprobe") if "data=image_folder" in c and "photos/train" in c]
+    (line,) = [c for c in commands("layerprobe", [page("data.md")]) if "data=image_folder" in c and "photos/train" in c]
     return shlex.split(line)[1:]
 
 
@@ -125,7 +126,7 @@ def test_the_default_model_on_an_image_folder_names_the_override_that_fixes_it(t
 
     write_folder(tmp_path / "photos" / "train", per_class=5)
     monkeypatch.chdir(tmp_path)
-    args = [a for a in readme_image_folder_command() if not a.startswith("model=")] + [f"trainer.engine={ENGINE}"]
+    args = [a for a in shown_image_folder_command() if not a.startswith("model=")] + [f"trainer.engine={ENGINE}"]
     assert main(["validate", *args, "data.cache_dir=cache"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "layerprobe: error: model.inputs.image: the model declares float32[8, 8, 1] "
@@ -139,8 +140,8 @@ def test_the_default_model_on_an_image_folder_names_the_override_that_fixes_it(t
 
 @pytest.mark.integration
 @pytest.mark.estimator  # the default engine
-def test_the_readme_image_folder_command_runs_as_printed(tmp_path, monkeypatch, capsys):
-    """From a directory holding photos/train, the README's command trains the shipped image_cnn on it."""
+def test_the_shown_image_folder_command_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """From a directory holding photos/train, the Data page's command trains the shipped image_cnn on it."""
     from mlflow.tracking import MlflowClient
 
     from layerprobe.cli.main import main
@@ -148,7 +149,7 @@ def test_the_readme_image_folder_command_runs_as_printed(tmp_path, monkeypatch, 
     write_folder(tmp_path / "photos" / "train")
     monkeypatch.chdir(tmp_path)
     budget = ["trainer=quick", "trainer.train_steps=4", "probe.plots=false", "tracking.uri=sqlite:///mlflow.db"]
-    assert main([*readme_image_folder_command(), *budget]) == 0, capsys.readouterr().err[-2000:]
+    assert main([*shown_image_folder_command(), *budget]) == 0, capsys.readouterr().err[-2000:]
     run_id = re.search(r"^mlflow run: (\w+)$", capsys.readouterr().out, re.M).group(1)  # type: ignore[union-attr]
     data = MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(run_id).data
     assert data.params["model.name"] == "image_cnn"

@@ -94,7 +94,7 @@ def test_an_image_folder_remembers_which_files_decode(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="layerprobe.data.images"):
         data = prepare(folder_cfg(tmp_path / "photos", "data.skip_corrupt=true"))
     assert data.skipped == 1 and sum(data.sizes().values()) == 14
-    assert "skipped 1 image(s)" in caplog.text and str(broken) in caplog.text  # never silently (the README's word)
+    assert "skipped 1 image(s)" in caplog.text and str(broken) in caplog.text  # never silently (docs/data.md's word)
     before = reads()
     again = prepare(folder_cfg(tmp_path / "photos", "data.skip_corrupt=true"))
     assert reads() == before and (again.skipped, again.sizes()) == (1, data.sizes())

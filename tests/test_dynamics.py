@@ -1,4 +1,4 @@
-"""Training dynamics (README "Training dynamics"): probe points during training, their metric
+"""Training dynamics (docs/dynamics.md): probe points during training, their metric
 series, TensorBoard histograms from the sketch, resume, and `probe --checkpoints all`."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _steps(result, key):
 def assert_the_run_holds_its_series(result, series):
     """One metric, one step, one value: every value of dynamics.json is the run's
     `dynamics/<layer>/<name>` at its step, logged once, and `probe/<layer>/<stat>` holds the final
-    probe of the whole split only, at the run's step (README "Training dynamics")."""
+    probe of the whole split only, at the run's step (docs/dynamics.md)."""
     client = MlflowClient(tracking_uri=result.tracking_uri)
     logged = client.get_run(result.run_id).data.metrics
     for layer, s in series["layers"].items():
@@ -193,23 +193,19 @@ def test_training_is_bitwise_the_same_with_or_without_dynamics(tiny, tmp_path):
     assert not (tmp_path / "off" / "dynamics").exists()
 
 
-def _readme_section_runs() -> list[list[str]]:
-    import re
+def _page_runs() -> list[list[str]]:
+    """The training commands of the docs' Training dynamics page (its subcommands aside)."""
     import shlex
 
     from layerprobe.cli import COMMANDS
-    from tests.test_readme import README
+    from tests.docs import commands, page
 
-    text = README.read_text()
-    section = text[text.index("## Training dynamics") :]
-    section = section[: section.index("\n## ", 3)]
-    lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in section.splitlines()]
-    runs = [shlex.split(ln)[1:] for ln in lines if ln.startswith("layerprobe")]
+    runs = [shlex.split(line)[1:] for line in commands("layerprobe", [page("dynamics.md")])]
     return [args for args in runs if not args or args[0] not in COMMANDS]
 
 
-@pytest.mark.parametrize("args", _readme_section_runs())
-def test_the_readme_training_commands_pass_every_check_before_training(args, capsys):
+@pytest.mark.parametrize("args", _page_runs())
+def test_the_dynamics_pages_training_commands_pass_every_check_before_training(args, capsys):
     from layerprobe.cli import main
 
     assert main(["validate", *args]) == 0, capsys.readouterr().err  # data and graph checks too, not --static

@@ -195,7 +195,7 @@ def test_run_is_logged_to_the_sqlite_store(tiny, tmp_path):
     schema = json.loads(json.loads(inputs["eval"].schema)["mlflow_tensorspec"]["features"])
     assert schema == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 8, 8, 1]}, "name": "image"}]
     assert json.loads(inputs["eval"].source)["tags"]["layerprobe.data.source"] == "digits"
-    # the experiment says it is model training, not GenAI (the UI's view is picked by the link, test_readme)
+    # the experiment says it is model training, not GenAI (the UI's view is picked by the link, test_docs)
     experiment = client.get_experiment(r.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -1,5 +1,5 @@
 """Ctrl-C in the middle of training (a real SIGINT to a real `python -m layerprobe`), then the same
-command again (README "Where results go", "Training dynamics"): the KILLED run keeps the train/loss
+command again (docs/mlflow.md, docs/dynamics.md): the KILLED run keeps the train/loss
 it measured up to the interrupt, and the run that resumes probes every snapshot no run has probed,
 each once, with the values of its dynamics.json. On the venv's engine: the engines' training loops
 hand their records on in different places."""

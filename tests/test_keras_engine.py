@@ -161,15 +161,15 @@ def test_a_keras_run_is_probed_again_on_a_layer_not_exposed_in_training(tiny, tm
     assert_stats_equal_numpy(stats["conv2"], conv2)
 
 
-def test_the_readmes_engine_commands_run(tmp_path):
-    """The README's `layerprobe trainer.engine=keras ...` lines, each shortened to a few steps."""
+def test_the_engines_pages_commands_run(tmp_path):
+    """The Engines page's `layerprobe trainer.engine=keras ...` lines, each shortened to a few steps."""
     import subprocess
     import sys
 
-    from tests.test_readme import commands
+    from tests.docs import commands, page
 
-    lines = [c for c in commands("layerprobe") if "trainer.engine=keras" in c]
-    assert lines == ["layerprobe trainer.engine=keras", "layerprobe trainer.engine=keras experiments=sequence_lstm"]
+    lines = [c for c in commands("layerprobe", [page("engines.md")]) if "trainer.engine=keras" in c]
+    assert "layerprobe trainer.engine=keras" in lines  # the page shows the engine's default experiment
     quick = ["trainer.train_steps=10", "probe.max_examples=100", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"]
     for line in lines:
         args = [*line.split()[1:], *quick]

@@ -381,17 +381,18 @@ def test_two_processes_on_one_storage_finish_one_study_between_them(tmp_path):
     assert len(parents) == 2 and sum(per_parent) == 4 and min(per_parent) >= 1  # both worked on it
 
 
-def readme_sweeps() -> list[list[str]]:
+def shown_sweeps() -> list[list[str]]:
+    """The Optuna sweeps the README and the docs show."""
     import shlex
 
-    from tests.test_readme import commands
+    from tests.docs import commands
 
     return [shlex.split(c)[1:] for c in commands("layerprobe") if "optuna" in c]
 
 
-@pytest.mark.parametrize("args", readme_sweeps(), ids=lambda a: " ".join(a)[:80])
-def test_every_readme_optuna_sweep_passes_the_checks_before_its_first_job(args, tmp_path, monkeypatch):
-    """What `layerprobe -m ...` does before Hydra launches anything, on each README command; a
+@pytest.mark.parametrize("args", shown_sweeps(), ids=lambda a: " ".join(a)[:80])
+def test_every_shown_optuna_sweep_passes_the_checks_before_its_first_job(args, tmp_path, monkeypatch):
+    """What `layerprobe -m ...` does before Hydra launches anything, on each command the docs show; a
     server storage the tests cannot reach is replaced by a sqlite file."""
     from layerprobe.cli.main import _check_sweep_values
     from layerprobe.config import compose_in, hydra_session
@@ -403,4 +404,3 @@ def test_every_readme_optuna_sweep_passes_the_checks_before_its_first_job(args, 
         cfg = compose_in(hydra, [*overrides, "hydra.mode=MULTIRUN"], "config", multirun=True)
         assert cfg.hydra.sweeper._target_ == "hydra_plugins.layerprobe_sweeper.sweeper.OptunaSweeper"
         _check_sweep_values(hydra, cfg, [*overrides, "hydra.mode=MULTIRUN"], "config")
-    assert len(readme_sweeps()) >= 8

@@ -45,7 +45,7 @@ def test_probe_a_logged_run_on_a_layer_not_exposed_in_training(trained, tmp_path
     assert logged.metrics["probe/conv2/mean"] == pytest.approx(stats["conv2"].mean)
     assert logged.tags["layerprobe.reprobed_layers"] == "conv1,conv2,logits"
     # conv1 was probed at the same checkpoint in training: probing it again adds no second point
-    # (the training-dynamics points of the subset are dynamics/conv1/mean, README "Training dynamics")
+    # (the training-dynamics points of the subset are dynamics/conv1/mean, docs/dynamics.md)
     client = MlflowClient(tracking_uri=result.tracking_uri)
     assert [m.step for m in client.get_metric_history(result.run_id, "probe/conv1/mean")] == [result.global_step]
     assert [m.step for m in client.get_metric_history(result.run_id, "probe/conv2/mean")] == [result.global_step]
@@ -121,5 +121,5 @@ def test_a_reprobe_keeps_the_runs_header_dynamics_and_the_layers_it_leaves_out(t
     assert "not re-probed" in sections["conv1"] and "not re-probed" not in sections["gap"]
     mean = f'<td class="key">mean</td><td class="num">{fmt(result.probe["conv1"].mean)}</td>'
     assert mean in sections["conv1"]
-    # the run keeps the name it was given: its model and the start of its id (README "Where results go")
+    # the run keeps the name it was given: its model and the start of its id (docs/mlflow.md, "Run names and the UI")
     assert client.get_run(result.run_id).info.run_name == f"tiny_cnn ({result.run_id[:8]})"

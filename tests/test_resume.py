@@ -1,5 +1,5 @@
 """The step budget: raising trainer.train_steps continues the same model_dir; a budget below what the
-model_dir holds is read at its own checkpoint, never past it (README "Runs, resume and model_dir")."""
+model_dir holds is read at its own checkpoint, never past it (docs/getting-started.md, "Where results go")."""
 
 from __future__ import annotations
 

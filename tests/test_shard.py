@@ -96,7 +96,7 @@ def test_shards_of_a_tfrecord_stream_through_the_cli_merge_to_one_pass_and_log_i
     )
     result = run(c, tmp_path / "train")
     model_dir, states = result.model_dir, tmp_path / "states"
-    for i in (0, 1):  # the README's commands
+    for i in (0, 1):  # the commands docs/sweeps.md shows
         done = layerprobe("probe", model_dir, "--shard", f"{i}/2", "--state-dir", str(states), cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert f"state in {states / f'shard-{i}-of-2.npz'}" in done.stdout
