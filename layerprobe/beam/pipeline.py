@@ -87,8 +87,9 @@ class ProbeBlocks(beam.DoFn):
         self._states: dict[int, Any] = {}
 
     def process(self, block: Block) -> Any:
+        shard = None if block.shard[1] == 1 else block.shard  # one block: the one-pass read, unfiltered
         state = self._session.run(
-            self._x.data, checkpoint=block.checkpoint, max_examples=block.max_examples, shard=block.shard
+            self._x.data, checkpoint=block.checkpoint, max_examples=block.max_examples, shard=shard
         )
         held = self._states.get(block.point)
         self._states[block.point] = state if held is None else held.merge(state)
