@@ -115,6 +115,8 @@ def test_beam_states_merge_like_shards(trained, tmp_path):
          "Did you mean '--direct_num_workers'?"),
         (["--runner=PortableRunner"], "--job_endpoint: PortableRunner needs the HOST:PORT of a running job service"),
         (["--runner", "PortableRunner", "--job_endpoint", "127.0.0.1:9"], "--job_endpoint=127.0.0.1:9: unreachable"),
+        (["--direct_running_mode=multi_threading"], "--direct_running_mode: FnApiRunner probes in this process or "
+         "in worker processes (TensorFlow already runs each on every core). Received: 'multi_threading'"),
         (["--blocks", "0"], "--blocks: the split is cut into at least 1 block. Received: 0"),
         (["--shard", "0/2"], "--beam probes every block itself: drop --shard"),
     ],

@@ -31,6 +31,7 @@ REFUSED = {
     "DataflowRunner": "it needs apache-beam[gcp], which layerprobe[beam] does not install; reach Dataflow's job "
     "service with --runner=PortableRunner --job_endpoint=HOST:PORT",
 }
+LOCAL_MODES = ("in_memory", "multi_processing")
 ENVIRONMENTS = ("EXTERNAL", "PROCESS", "LOOPBACK", "DOCKER")
 PORTABLE_BLOCKS = 4  # a job service's worker count is not known here: a few blocks per job by default
 CONNECT_TIMEOUT = 5.0  # seconds to reach a job endpoint or a worker pool before saying it is unreachable
@@ -105,6 +106,14 @@ def check_flags(flags: Sequence[str], blocks: int | None) -> BeamFlags:
         raise ConfigError("--blocks", blocks, "the split is cut into at least 1 block")
     if runner == "FnApiRunner":
         d = options.view_as(DirectOptions)
+        if d.direct_running_mode not in LOCAL_MODES:  # threads would share one model and engine
+            raise ConfigError(
+                "--direct_running_mode",
+                d.direct_running_mode,
+                "FnApiRunner probes in this process or in worker "
+                "processes (TensorFlow already runs each on every core)",
+                LOCAL_MODES,
+            )
         workers = d.direct_num_workers if d.direct_running_mode != "in_memory" else 1
         return BeamFlags(tuple(flags), runner, blocks or max(1, workers))
     _check_portable(options.view_as(PortableOptions))
