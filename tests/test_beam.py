@@ -84,7 +84,7 @@ def test_in_process_beam_equals_one_pass_and_logs_into_the_run(trained, tmp_path
     assert code == 0 and f"logged into run {trained.run_id}" in out
     assert_same_files(tmp_path / "one", tmp_path / "beam")
     assert one["conv1"].examples == 359
-    assert not (tmp_path / "beam" / "probe" / "beam-states").exists()  # the states are not run artifacts
+    assert (tmp_path / "beam" / "beam-states" / "point--1.npz").is_file()  # beside probe/: not a run artifact
     run = MlflowClient(tracking_uri=trained.tracking_uri).get_run(trained.run_id).data
     assert run.tags["layerprobe.reprobed_layers"] == "conv1,logits"
     assert run.metrics["probe/conv1/mean"] == pytest.approx(one["conv1"].mean, rel=1e-9)
