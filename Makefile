@@ -27,7 +27,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,sweeps,tfds]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,sweeps,tfds,beam]"
 	$(BIN)/python -m layerprobe.probe.fused.build
 	@touch $(STAMP)
 
@@ -104,12 +104,12 @@ bench: $(STAMP) ## run the benchmarks and write BENCHMARKS.md
 
 lock: ## re-pin constraints.txt from a fresh resolve of pyproject.toml
 	rm -rf /tmp/layerprobe-lock && $(PYTHON) -m venv /tmp/layerprobe-lock
-	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps,tfds]"
+	/tmp/layerprobe-lock/bin/pip install --quiet -e ".[dev,sweeps,tfds,beam]"
 	/tmp/layerprobe-lock/bin/pip freeze --exclude-editable | sed '1i # Pinned versions: regenerate with `make lock`.' > constraints.txt
 
 lock-keras: ## re-pin constraints-keras.txt: the Keras stack and the project's other dependencies (sweeps too)
 	rm -rf /tmp/layerprobe-lock-keras && $(PYTHON) -m venv /tmp/layerprobe-lock-keras
-	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["tfds"] + p["optional-dependencies"]["sweeps"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] + p["optional-dependencies"]["tfds"] + p["optional-dependencies"]["sweeps"] + p["optional-dependencies"]["beam"] if "python_version" not in d))' > /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip install --quiet $(KERAS_STACK) -r /tmp/layerprobe-lock-keras/requirements.txt
 	/tmp/layerprobe-lock-keras/bin/pip freeze --exclude-editable | sed '1i # Keras engine pins (.venv-keras): regenerate with `make lock-keras`.' > constraints-keras.txt
 

@@ -77,16 +77,14 @@ def probe_existing(
 
     Returns (layer -> LayerStats, run id logged into or None).
     """
-    p = _prepared(source, overrides, allow_imports)
+    p = prepared(source, overrides, allow_imports)
     dyn = None
     if all_checkpoints:
-        from layerprobe.dynamics.trace import check_subset, trace
+        from layerprobe.dynamics.trace import trace
 
-        check_subset(p.c, p.x.data)
-        kept = [k for k in p.x.engine.checkpoints() if k.step <= p.step]  # a run: none it never saw
-        dyn = trace(p.x, kept, Path(output_dir) / "probe" / "dynamics")
+        dyn = trace(p.x, dynamics_checkpoints(p), Path(output_dir) / "probe" / "dynamics")
     state = p.x.session().run(p.x.data, checkpoint=p.checkpoint)
-    return _log_outcome(p, state, output_dir, dyn)
+    return log_outcome(p, state, output_dir, dyn)
 
 
 def probe_shard(
@@ -94,7 +92,7 @@ def probe_shard(
 ) -> Path:
     """Probe shard (i, n) of the split and write its mergeable state to `state_dir`; nothing is
     logged until `merge_shards` folds the n states. Returns the state file."""
-    p = _prepared(source, overrides, allow_imports)
+    p = prepared(source, overrides, allow_imports)
     state = p.x.session().run(p.x.data, checkpoint=p.checkpoint, shard=shard)
     meta = {"shard": list(shard), "step": p.step, "config_sha256": config_digest(p.c), "source": source}
     return save_state(state, Path(state_dir) / f"shard-{shard[0]}-of-{shard[1]}.npz", meta)
@@ -109,7 +107,7 @@ def merge_shards(
     from layerprobe.data.opening import deferred
 
     with deferred():
-        p = _prepared(source, overrides, allow_imports)
+        p = prepared(source, overrides, allow_imports)
     files = sorted(Path(state_dir).glob("shard-*-of-*.npz"))
     if not files:
         raise LayerprobeError(f"--merge {state_dir}: no shard-I-of-N.npz files there (written by --shard I/N)")
@@ -130,11 +128,22 @@ def merge_shards(
     state = loaded[0][0]
     for other, _ in loaded[1:]:
         state = state.merge(other)
-    return _log_outcome(p, state, output_dir)
+    return log_outcome(p, state, output_dir)
+
+
+def dynamics_checkpoints(p: Prepared) -> list[Checkpoint]:
+    """What `--checkpoints all` probes besides the split: every kept checkpoint up to the probed one
+    (of a run: none it never saw), each on the dynamics subset, which must fit in the split."""
+    from layerprobe.dynamics.trace import check_subset
+
+    check_subset(p.c, p.x.data)
+    return [k for k in p.x.engine.checkpoints() if k.step <= p.step]
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    logged: dict[str, Any]  # the config as logged, before the overrides
+    model_dir: str
     c: Config
     x: Any  # experiment.Experiment
     checkpoint: str
@@ -144,11 +153,23 @@ class _Prepared:
     exposed: list[str]  # resolved against the built model (patterns, inner layers)
 
 
-def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Prepared:
+def prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> Prepared:
     """The run's config with `overrides`, checked, its experiment rebuilt and its checkpoint: the one
     a run was evaluated at, a model_dir's latest."""
     uri = next((o.split("=", 1)[1] for o in overrides if o.startswith("tracking.uri=")), None)
     logged, model_dir, run_id = load_source(source, uri)
+    x = rebuild(logged, overrides, model_dir, allow_imports)
+    c = x.c
+    checkpoint = own_checkpoint(x.engine, run_id, uri) if run_id else x.engine.latest()
+    if checkpoint is None:
+        raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
+    _refuse_new_weights(x.summary, x.engine.variable_names(checkpoint))
+    return Prepared(logged, model_dir, c, x, checkpoint.path, checkpoint.step, run_id, uri, list(x.exposed))
+
+
+def rebuild(logged: Mapping[str, Any], overrides: Sequence[str], model_dir: str, allow_imports: bool) -> Any:
+    """The experiment (experiment.Experiment) of a logged config with `overrides`, on `model_dir`:
+    what the probe of any process (a shard's, a Beam worker's) restores its checkpoint into."""
     c = _apply_overrides(logged, overrides)  # the rules, blocks expanded: the config a run gets
     refuse_code(c, allow_imports)
     from layerprobe.experiment import prepare
@@ -156,12 +177,7 @@ def _prepared(source: str, overrides: Sequence[str], allow_imports: bool) -> _Pr
     exposed = exposed_layers(c)
     if not exposed:
         raise LayerprobeError("no layer to probe: name some with probe.layers=[...]")
-    x = prepare(c, model_dir, exposed)
-    checkpoint = own_checkpoint(x.engine, run_id, uri) if run_id else x.engine.latest()
-    if checkpoint is None:
-        raise LayerprobeError(f"model_dir {model_dir} holds no checkpoint to probe")
-    _refuse_new_weights(x.summary, x.engine.variable_names(checkpoint))
-    return _Prepared(c, x, checkpoint.path, checkpoint.step, run_id, uri, list(x.exposed))
+    return prepare(c, model_dir, exposed)
 
 
 def logged_checkpoint(run_id: str, uri: str | None) -> RunCheckpoint:
@@ -191,9 +207,7 @@ def own_checkpoint(engine: Engine, run_id: str, uri: str | None) -> Checkpoint:
     return found
 
 
-def _log_outcome(
-    p: _Prepared, state: Any, output_dir: str | Path, dyn: Any = None
-) -> tuple[dict[str, Any], str | None]:
+def log_outcome(p: Prepared, state: Any, output_dir: str | Path, dyn: Any = None) -> tuple[dict[str, Any], str | None]:
     """The probe files of `state` in output_dir/probe (with the dynamics `dyn` of --checkpoints all),
     logged into the run (when there is one)."""
     from layerprobe.artifacts import earlier_report, probe_outcome

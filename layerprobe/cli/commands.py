@@ -86,7 +86,10 @@ def probe_command(argv: Sequence[str]) -> int:
     """`layerprobe probe RUN_ID|MODEL_DIR [--checkpoints all] [--allow-imports] [overrides]`: probe
     without retraining; --checkpoints all: also every kept checkpoint, as training dynamics.
     `--shard I/N --state-dir DIR` probes the I-th of N disjoint parts of the split and writes its
-    mergeable state to DIR; `--merge DIR` folds the N states into one pass's statistics and logs them."""
+    mergeable state to DIR; `--merge DIR` folds the N states into one pass's statistics and logs them.
+    `--beam [--blocks N] [BEAM FLAGS]` runs the blocks as an Apache Beam pipeline (in-process by default;
+    --direct_running_mode=multi_processing --direct_num_workers=N, or --runner=PortableRunner
+    --job_endpoint=HOST:PORT --environment_type=...): docs/probe-at-scale.md."""
     import argparse
     import time
 
@@ -104,11 +107,19 @@ def probe_command(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--checkpoints", choices=["latest", "all"], default="latest", help="all: every kept checkpoint too"
     )
+    parser.add_argument("--beam", action="store_true", help="probe as a Beam pipeline; other --flags are Beam's")
+    parser.add_argument(
+        "--blocks", type=int, default=None, help="--beam: cut the split into N blocks (default: workers)"
+    )
     args, overrides = parser.parse_known_args(argv)
     out = args.output_dir or f"outputs/reprobe-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         from layerprobe import reprobe
 
+        if args.blocks is not None and not args.beam:
+            raise LayerprobeError("--blocks N cuts the split for --beam: add --beam")
+        if args.beam and args.shard is not None:
+            raise LayerprobeError("--beam probes every block itself: drop --shard")
         if args.shard is not None:
             from layerprobe.data.keys import parse_shard
 
@@ -121,7 +132,9 @@ def probe_command(argv: Sequence[str]) -> int:
                 f"{installed_command('layerprobe')} probe {args.source} --merge {args.state_dir}"
             )
             return 0
-        if args.merge:
+        if args.beam:
+            stats, run_id = _probe_with_beam(args, overrides, out)
+        elif args.merge:
             stats, run_id = reprobe.merge_shards(args.source, overrides, args.merge, out, args.allow_imports)
         else:
             stats, run_id = reprobe.probe_existing(
@@ -135,6 +148,20 @@ def probe_command(argv: Sequence[str]) -> int:
     print_stats(stats)
     print(f"files: {out}/probe" + (f"; logged into run {run_id}" if run_id else ""))
     return 0
+
+
+def _probe_with_beam(args: Any, rest: Sequence[str], out: str) -> tuple[dict[str, Any], str | None]:
+    """probe_command's --beam path: Beam's flags checked before anything is read or built."""
+    from layerprobe.beam.options import check_flags, split_flags
+
+    if args.merge:
+        raise LayerprobeError("--beam probes and merges every block itself: drop --merge")
+    flags, overrides = split_flags(rest)
+    beam_flags = check_flags(flags, args.blocks)
+    from layerprobe.beam.pipeline import probe_with_beam
+
+    all_checkpoints = args.checkpoints == "all"
+    return probe_with_beam(args.source, overrides, beam_flags, out, args.allow_imports, all_checkpoints, args.state_dir)
 
 
 def reproduce_command(argv: Sequence[str]) -> int:

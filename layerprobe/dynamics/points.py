@@ -15,7 +15,7 @@ import numpy as np
 
 from layerprobe.engines.base import Checkpoint, ModelSummary
 from layerprobe.probe.accumulate import LayerStats
-from layerprobe.probe.session import ProbeSession
+from layerprobe.probe.session import ProbeSession, ProbeState
 
 log = logging.getLogger(__name__)
 # The points' metric keys, dynamics/<layer>/<stat>: a subset's values never share a key (and so an
@@ -89,14 +89,29 @@ def probe_points(
     Linear probes run at every `linear_every`-th point (0: none) and CKA compares each point's sample
     with the last point's, when the session keeps a reservoir sample (probe.reservoir_size > 0).
     """
-    points, samples = [], []
+    states = []
     for i, ck in enumerate(checkpoints):
-        state = session.run(data, checkpoint=ck.path, max_examples=examples)
+        states.append(session.run(data, checkpoint=ck.path, max_examples=examples))
+        log.info("dynamics: probed step %d (%d of %d)", ck.step, i + 1, len(checkpoints))
+    return points_of(summary, [ck.step for ck in checkpoints], states, examples, linear_every, cka, seed)
+
+
+def points_of(
+    summary: ModelSummary,
+    steps: Sequence[int],
+    states: Sequence[ProbeState],
+    examples: int,
+    linear_every: int = 1,
+    cka: bool = True,
+    seed: int = 0,
+) -> Dynamics:
+    """The points of probe states already made, one per step (oldest first): see `probe_points`."""
+    points, samples = [], []
+    for i, (step, state) in enumerate(zip(steps, states)):
         res = {n: acc.reservoir() for n, acc in state.layers.items()}
         lin = _linear(res, seed) if linear_every and i % linear_every == 0 else {}
-        points.append(DynamicsPoint(ck.step, state.stats(summary), lin))
+        points.append(DynamicsPoint(step, state.stats(summary), lin))
         samples.append(res)
-        log.info("dynamics: probed step %d (%d of %d)", ck.step, i + 1, len(checkpoints))
     if cka and points:
         points = [
             DynamicsPoint(p.step, p.stats, p.linear_acc, _cka_to(s, samples[-1])) for p, s in zip(points, samples)

@@ -15,7 +15,7 @@ from typing import Any
 
 from layerprobe.config.loaded import Config
 from layerprobe.dynamics.ledger import not_yet_probed
-from layerprobe.dynamics.points import Dynamics, probe_points
+from layerprobe.dynamics.points import Dynamics, points_of, probe_points
 from layerprobe.engines.base import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,17 @@ def subset_size(c: Config, data: Any) -> int:
     return min(DEFAULT_EXAMPLES, size) if chosen is None else chosen
 
 
-def trace(x: Any, checkpoints: Sequence[Checkpoint], out_dir: Path) -> Dynamics:
-    """Probe `checkpoints` of Experiment `x` on the configured subset and write the files."""
+def trace(x: Any, checkpoints: Sequence[Checkpoint], out_dir: Path, states: Sequence[Any] | None = None) -> Dynamics:
+    """Probe `checkpoints` of Experiment `x` on the configured subset and write the files. `states`:
+    their probe states (ProbeState, one per checkpoint) made elsewhere, e.g. by a Beam pipeline."""
     c: Config = x.c
     d = c.probe.dynamics
     examples = subset_size(c, x.data)
-    dyn = probe_points(x.session(), x.data, x.summary, checkpoints, examples, d.linear_every, d.cka, c.trainer.seed)
+    if states is None:
+        dyn = probe_points(x.session(), x.data, x.summary, checkpoints, examples, d.linear_every, d.cka, c.trainer.seed)
+    else:
+        steps = [ck.step for ck in checkpoints]
+        dyn = points_of(x.summary, steps, states, examples, d.linear_every, d.cka, c.trainer.seed)
     write_files(dyn, out_dir, plots=c.probe.plots)
     if d.histograms:
         from layerprobe.dynamics.tensorboard import write_histograms

@@ -7,11 +7,12 @@ files of every shard gives the state of one pass over the whole split (see `Prob
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -26,6 +27,28 @@ _SCALARS = ("examples", "zeros", "nans", "infs", "l2_sum", "saturated", "batches
 
 def save_state(state: ProbeState, path: str | Path, meta: Mapping[str, Any]) -> Path:
     """Write `state` with `meta` to `path` atomically (a reader sees the whole file or none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        _write(state, meta, f)
+    tmp.replace(path)
+    return path
+
+
+def state_bytes(state: ProbeState, meta: Mapping[str, Any]) -> bytes:
+    """`state` and `meta` as the bytes of a state file (what a Beam worker hands on: no pickles)."""
+    buf = io.BytesIO()
+    _write(state, meta, buf)
+    return buf.getvalue()
+
+
+def state_from_bytes(data: bytes) -> tuple[ProbeState, dict[str, Any]]:
+    """(state, meta) of `state_bytes`' output."""
+    return load_state(io.BytesIO(data))
+
+
+def _write(state: ProbeState, meta: Mapping[str, Any], f: BinaryIO) -> None:
     header: dict[str, Any] = {"format": FORMAT, "meta": dict(meta), "batches": state.batches, "layers": []}
     arrays: dict[str, np.ndarray] = {}
     for i, (name, acc) in enumerate(state.layers.items()):
@@ -47,16 +70,10 @@ def save_state(state: ProbeState, path: str | Path, meta: Mapping[str, Any]) -> 
             arrays[f"{i}/spatial"] = acc.spatial
         if acc.sample["keys"]:
             arrays.update({f"{i}/res_{k}": v for k, v in acc.reservoir().items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, header=np.array(json.dumps(header)), **arrays)
-    tmp.replace(path)
-    return path
+    np.savez(f, header=np.array(json.dumps(header)), **arrays)
 
 
-def load_state(path: str | Path) -> tuple[ProbeState, dict[str, Any]]:
+def load_state(path: str | Path | BinaryIO) -> tuple[ProbeState, dict[str, Any]]:
     """(state, meta) of a file written by `save_state`."""
     with np.load(path, allow_pickle=False) as f:
         header = json.loads(str(f["header"]))
