@@ -153,6 +153,27 @@ class LayerAccumulator:
         if "res_keys" in b:
             self._merge_reservoir(b)
 
+    def load_pass(self, state: dict[str, np.ndarray], batches: int) -> None:
+        """Take the state a pass folded on the device (graph_fold) into this fresh accumulator: the
+        same values as `update` with each of those batches (the reservoir still comes per batch)."""
+        if self.batches or self.u is not None:
+            raise ValueError(f"layer {self.layer!r}: a pass's state loads into a fresh accumulator only")
+        self.batches = batches
+        self.examples = int(state["examples"])
+        if batches:
+            self.u = _Units(*(np.asarray(state[k], np.float64) for k in ("n", "mean", "m2", "max", "min", "active")))
+        self.zeros, self.nans, self.infs, self.l2_sum = (float(state[k]) for k in ("zeros", "nans", "infs", "l2_sum"))
+        self.sketch = np.asarray(state["sketch"], np.int64)
+        if "saturated" in state and batches:
+            self.saturated = float(state["saturated"])
+        if "spatial" in state and batches:
+            self.spatial = np.asarray(state["spatial"], np.float64)
+
+    def take_reservoir(self, b: dict[str, np.ndarray]) -> None:
+        """One batch's reservoir candidates (res_keys, res_values, res_labels), when it sent any."""
+        if "res_keys" in b:
+            self._merge_reservoir(b)
+
     def _merge_reservoir(self, b: dict[str, np.ndarray]) -> None:
         self.sample["keys"].append(np.asarray(b["res_keys"], np.int64))
         self.sample["activations"].append(b["res_values"])

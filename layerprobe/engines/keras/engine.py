@@ -13,11 +13,13 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import (
+    BatchSink,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
     ModelDirFiles,
     ModelSummary,
+    PassReduction,
     PredictRequest,
     ProbeFeed,
     ProgressSink,
@@ -184,6 +186,50 @@ class KerasEngine(ModelDirFiles):
             self._predict_fns[key] = fn
         return self._predict_fns[key]
 
+    def reduce(
+        self,
+        data: Any,
+        request: PredictRequest,
+        reduction: PassReduction,
+        on_batch: BatchSink,
+        checkpoint: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        model, graph, _ = self._at(checkpoint)
+        ds = predict_dataset(self.spec, data, request)
+        fn, state = self._reduce_fn(graph, reduction, request.label is not None, request.reservoir > 0, ds.element_spec)
+        for variable, initial in state.values():
+            variable.assign(initial)
+        for features, label, sample in ds:
+            on_batch({k: v.numpy() for k, v in fn(features, label, sample).items()})
+        return {k: variable.numpy() for k, (variable, _) in state.items()}
+
+    def _reduce_fn(
+        self, graph: Graph, reduction: PassReduction, labelled: bool, sampled: bool, signature: Any
+    ) -> tuple[Any, dict[str, tuple[Any, np.ndarray]]]:
+        """A tf.function of one batch that folds `reduction`'s outputs into variables (made at the
+        first trace, from the outputs' static shapes) and returns only the host outputs; kept as
+        _predict_fn keeps its functions, with its (variable, initial value) pairs."""
+        key = ("reduce", reduction, labelled, sampled, repr(signature))
+        if key not in self._predict_fns:
+            outputs_of = self._predict_fn(graph, _Outputs(reduction), labelled, sampled, signature).python_function
+            state: dict[str, tuple[Any, np.ndarray]] = {}
+
+            @tf.function(input_signature=list(signature))
+            def fn(features: Any, label: Any, sample: Any) -> dict[str, Any]:
+                outputs = outputs_of(features, label, sample)
+                if not state:  # the first trace makes the variables, outside the function's graph
+                    with tf.init_scope():
+                        for k, initial in reduction.initial(outputs).items():
+                            state[k] = (tf.Variable(initial, trainable=False), initial)
+                after, host = reduction.fold({k: v.read_value() for k, (v, _) in state.items()}, outputs)
+                for k, (variable, _) in state.items():
+                    variable.assign(after[k])
+                return host
+
+            fn.get_concrete_function()  # trace now: the variables exist before the first reset
+            self._predict_fns[key] = (fn, state)
+        return self._predict_fns[key]  # type: ignore[no-any-return]
+
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         model, _, _ = self._at(checkpoint)
         path = Path(export_base) / str(int(time.time()))
@@ -192,3 +238,19 @@ class KerasEngine(ModelDirFiles):
 
     def variable_names(self, checkpoint: Checkpoint) -> set[str]:
         return {name for name, _ in tf.train.list_variables(checkpoint.path)}
+
+
+class _Outputs:
+    """A PassReduction's per-batch outputs as an ExtraOutputs (hashable as the reduction is)."""
+
+    def __init__(self, reduction: PassReduction) -> None:
+        self.reduction = reduction
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Outputs) and other.reduction == self.reduction
+
+    def __hash__(self) -> int:
+        return hash(self.reduction)
+
+    def __call__(self, tensors: Any, feed: ProbeFeed) -> Any:
+        return self.reduction.outputs(tensors, feed)
