@@ -1,4 +1,6 @@
-"""Host-side merge of per-batch summaries into one layer's statistics (float64, Chan's merge)."""
+"""One layer's accumulator state on the host (float64, Chan's merge): loaded from a pass folded on the
+device (`load_pass`), merged across shards (`merge`), turned into statistics (`result`). `update`
+merges one batch's summaries: graph_fold's reference, which it matches bit for bit."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 mergeable accumulator state of every exposed layer out.
 
 After training, at every checkpoint during training, on a shard of a split: the same call. The
-engine runs the forward pass and hands each batch's summaries back; the session only knows the
-summaries (graph_stats, through the engine's ExtraOutputs callable) and the host merge (accumulate).
+engine runs the forward pass and folds each batch's summaries into state on the device
+(Engine.reduce); the session only knows the summaries and their fold (graph_stats and graph_fold,
+through SummaryOutputs) and the state on the host (accumulate).
 """
 
 from __future__ import annotations
