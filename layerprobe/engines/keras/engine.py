@@ -170,21 +170,26 @@ class KerasEngine(ModelDirFiles):
         outputs equal the last one's (SummaryOutputs of the same specs), traces once."""
         key = (extra, labelled, sampled, repr(signature))
         if key not in self._predict_fns:
-            inputs = {n: graph.tensors[n] for n in self.spec.inputs}
-            # every layer's output, a nested model's inner layers too (`backbone/block_3_expand_relu`):
-            # what nothing fetches, the tf.function prunes
-            sub = keras.Model(inputs, {n: graph.tensors[n] for n in [*graph.layers, *graph.inner]})
-            raw = self.spec.raw or tuple(self.spec.heads)
-
-            @tf.function(input_signature=list(signature))
-            def fn(features: Any, label: Any, sample: Any) -> dict[str, Any]:
-                tensors = {**features, **sub(features, training=False)}
-                out = {n: tensors[n] for n in raw}
-                out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
-                return out
-
-            self._predict_fns[key] = fn
+            self._predict_fns[key] = tf.function(
+                self._batch_outputs(graph, extra, labelled, sampled), input_signature=list(signature)
+            )
         return self._predict_fns[key]
+
+    def _batch_outputs(self, graph: Graph, extra: ExtraOutputs, labelled: bool, sampled: bool) -> Any:
+        """(features, label, sample) -> the raw outputs and `extra`'s, on a sub-model of every layer's
+        output (a nested model's inner layers too, `backbone/block_3_expand_relu`: what nothing
+        fetches, the tf.function prunes)."""
+        inputs = {n: graph.tensors[n] for n in self.spec.inputs}
+        sub = keras.Model(inputs, {n: graph.tensors[n] for n in [*graph.layers, *graph.inner]})
+        raw = self.spec.raw or tuple(self.spec.heads)
+
+        def outputs(features: Any, label: Any, sample: Any) -> dict[str, Any]:
+            tensors = {**features, **sub(features, training=False)}
+            out = {n: tensors[n] for n in raw}
+            out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
+            return out
+
+        return outputs
 
     def reduce(
         self,
@@ -211,7 +216,7 @@ class KerasEngine(ModelDirFiles):
         _predict_fn keeps its functions, with its (variable, initial value) pairs."""
         key = ("reduce", reduction, labelled, sampled, repr(signature))
         if key not in self._predict_fns:
-            outputs_of = self._predict_fn(graph, _Outputs(reduction), labelled, sampled, signature).python_function
+            outputs_of = self._batch_outputs(graph, reduction.outputs, labelled, sampled)
             state: dict[str, tuple[Any, np.ndarray]] = {}
 
             @tf.function(input_signature=list(signature))
@@ -238,19 +243,3 @@ class KerasEngine(ModelDirFiles):
 
     def variable_names(self, checkpoint: Checkpoint) -> set[str]:
         return {name for name, _ in tf.train.list_variables(checkpoint.path)}
-
-
-class _Outputs:
-    """A PassReduction's per-batch outputs as an ExtraOutputs (hashable as the reduction is)."""
-
-    def __init__(self, reduction: PassReduction) -> None:
-        self.reduction = reduction
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Outputs) and other.reduction == self.reduction
-
-    def __hash__(self) -> int:
-        return hash(self.reduction)
-
-    def __call__(self, tensors: Any, feed: ProbeFeed) -> Any:
-        return self.reduction.outputs(tensors, feed)
