@@ -2,6 +2,7 @@
 
 make bench                      # the full run (~10-15 minutes on 2 cores)
 make bench ARGS=--quick         # tiny sizes, one repeat (< 90 s): checks the benchmarks run
+make bench ARGS="--only goals"  # the probe-speed goals alone, each figure with its goal (benchmarks/goals.py)
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes and one repeat (< 90 s)")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="the report to write")
     p.add_argument("--repeats", type=int, default=None, help="repeats per figure (default: 3, quick: 1)")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run only these sections")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=(*SECTIONS, "goals"),
+        default=SECTIONS,
+        help="run only these sections; `goals` (alone): the probe-speed goals, spliced into --out",
+    )
     args = p.parse_args(argv)
+    if "goals" in args.only:
+        from benchmarks import goals
+
+        return goals.main(["--out", str(args.out), *(["--quick"] if args.quick else [])])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore")
 

@@ -12,6 +12,8 @@ from layerprobe.config import compose
 from layerprobe.config.loaded import load
 from layerprobe.config.names import LOSSES, METRICS, OPTIMIZERS
 from layerprobe.engines import ENGINES
+from layerprobe.engines.base import PredictRequest
+from layerprobe.probe.session import ProbeSession
 from tests.conftest import ENGINE
 
 pytestmark = pytest.mark.integration
@@ -115,3 +117,66 @@ def test_a_kept_checkpoint_outlives_its_rotation_and_is_found_by_step_and_digest
     assert engine.at_step(3) == kept == engine.at_step(3, digest)
     assert engine.at_step(3, "0" * 64) is None  # another model's step 3 is not this run's
     assert engine.evaluate(x.data, "eval", kept.path) == before
+
+
+# The probe's state folded on the device (graph_fold, Engine.reduce): the same bits as merging every
+# batch's summaries on the host, and per-batch host traffic that does not grow with the sketch: only
+# the reservoir candidates cross per batch, the state once per pass.
+FOLD_LAYERS = ["conv1", "logits"]
+
+
+def _session(x, **probe):
+    """A probe session of the FOLD_LAYERS with probe.* replaced by `probe`."""
+    from dataclasses import replace
+
+    c = replace(x.c, probe=replace(x.c.probe, batch_size=64, **probe))
+    return ProbeSession(c, x.engine, FOLD_LAYERS, next(iter(x.spec.heads.values())).label)
+
+
+def _request(s: ProbeSession) -> PredictRequest:
+    p = s.c.probe
+    return PredictRequest("eval", p.batch_size, s.label, p.max_examples, p.reservoir_size, p.sample_seed)
+
+
+def test_the_folded_state_equals_the_host_merge_of_every_batch_bitwise(trained):
+    _, x = trained
+    s = _session(x, reservoir_size=8)
+    folded = s.run(x.data, "eval").stats(x.summary)
+    accs = s.accumulators()  # the former path: every batch's summaries merged on the host
+    for batch in x.engine.predict(x.data, _request(s), s.outputs):
+        for name, acc in accs.items():
+            acc.update({k.rpartition("/")[2]: v for k, v in batch.items() if k.rpartition("/")[0] == name})
+    for name, acc in accs.items():
+        want, got = acc.result(x.summary.shape_of(name)).to_dict(), folded[name].to_dict()
+        assert got == want, name  # equal floats, to the bit
+        assert acc.batches == s.run(x.data, "eval").layers[name].batches == 6  # 359 examples in 64s
+        np.testing.assert_array_equal(s.run(x.data, "eval").layers[name].reservoir()["keys"], acc.reservoir()["keys"])
+
+
+def _host_bytes(x, s: ProbeSession) -> list[int]:
+    sizes: list[int] = []
+    x.engine.reduce(x.data, _request(s), s.outputs, lambda host: sizes.append(sum(v.nbytes for v in host.values())))
+    return sizes
+
+
+def test_the_per_batch_host_outputs_do_not_grow_with_the_sketch_size(trained):
+    _, x = trained
+    coarse = _session(x, relative_accuracy=0.02, reservoir_size=0)
+    fine = _session(x, relative_accuracy=0.0005, reservoir_size=0)
+    assert coarse.outputs.specs[0].layout.size * 32 == fine.outputs.specs[0].layout.size  # 16,384 vs 524,288 slots
+    assert _host_bytes(x, coarse) == _host_bytes(x, fine) == [0] * 6  # no reservoir: nothing per batch
+    # the per-batch path fetched every sketch, every batch
+    per_batch = [sum(v.nbytes for v in b.values()) for b in x.engine.predict(x.data, _request(fine), fine.outputs)]
+    assert min(per_batch) > 2 * fine.outputs.specs[0].layout.size * 4
+    # with a reservoir, a batch sends its candidates' activations, keys and labels, nothing more
+    sampled = _session(x, relative_accuracy=0.0005, reservoir_size=8)
+    activations = 4 * (int(np.prod(x.summary.shape_of("conv1"))) + int(np.prod(x.summary.shape_of("logits"))))
+    candidates: list[int] = []
+    x.engine.reduce(
+        x.data, _request(sampled), sampled.outputs, lambda host: candidates.append(len(host["conv1/res_keys"]))
+    )
+    sizes = _host_bytes(x, sampled)
+    assert sum(candidates) >= 8
+    per_example = {size // n for size, n in zip(sizes, candidates) if n}
+    assert len(per_example) == 1 and activations < min(per_example) <= activations + 32  # + keys and labels
+    assert all(size == 0 for size, n in zip(sizes, candidates) if not n)

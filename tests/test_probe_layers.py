@@ -83,20 +83,19 @@ def test_tanh_saturation_equals_numpy(awkward):
     assert "saturation_fraction" not in result.probe["dead"].scalars()  # relu is unbounded
 
 
-def test_the_probe_merges_once_per_batch_never_per_example(tiny, tmp_path, monkeypatch):
-    calls: list[int] = []
-    original = LayerAccumulator.update
+def test_the_host_takes_each_pass_state_once_never_per_batch_or_example(tiny, tmp_path, monkeypatch):
+    calls: list[tuple[int, int]] = []  # (examples, batches) of each layer's pass
+    original = LayerAccumulator.load_pass
 
-    def counting(self, batch):
-        calls.append(int(batch["examples"]))
-        return original(self, batch)
+    def counting(self, state, batches):
+        calls.append((int(state["examples"]), batches))
+        return original(self, state, batches)
 
-    monkeypatch.setattr(LayerAccumulator, "update", counting)
+    monkeypatch.setattr(LayerAccumulator, "load_pass", counting)
+    monkeypatch.setattr(LayerAccumulator, "update", None)  # no batch is merged on the host
     c = tiny("probe.batch_size=100")
     c["tracking"]["enabled"] = False
     run(c, tmp_path / "out")
     layers = 2  # conv1 and logits
-    final = [100, 100, 100, 59] * layers  # the probe split, 359 examples
-    points = [100, 100, 56] * layers * 3  # training dynamics: 256 examples at steps 0, 10 and 20
-    assert calls[: len(points)] == points or sorted(calls[: len(points)]) == sorted(points)
-    assert calls[len(points) :] == final or sorted(calls[len(points) :]) == sorted(final)
+    points = [(256, 3)] * layers * 3  # training dynamics: 256 examples at steps 0, 10 and 20
+    assert calls == points + [(359, 4)] * layers  # then the probe split, 359 examples in 4 batches

@@ -15,7 +15,6 @@ import numpy as np
 from layerprobe.analysis.cka import cka_matrix
 from layerprobe.analysis.features import Pool, finite
 from layerprobe.analysis.linear_probe import ProbeScore, linear_probe
-from layerprobe.analysis.plots import cka_heatmap, probe_plot
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,10 @@ def _misaligned(capped: Mapping[str, Sample], keys: Mapping[str, np.ndarray] | N
 def _write(
     d: Path, layers: tuple[str, ...], probes: Mapping[str, ProbeScore], cka: np.ndarray | None, examples: int
 ) -> dict[str, Path]:
+    # matplotlib (~0.5 s to import) only here, where a figure is drawn: the dynamics points' linear
+    # probes and CKA import this package and draw nothing.
+    from layerprobe.analysis.plots import cka_heatmap, probe_plot
+
     d.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     if probes:

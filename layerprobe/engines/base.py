@@ -40,6 +40,27 @@ def to_snapshot_at_start(directory: str | Path, step: int, steps: Collection[int
 ExtraOutputs = Callable[[Mapping[str, Any], "ProbeFeed"], Mapping[str, Any]]
 
 
+class PassReduction(Protocol):
+    """Extra outputs folded over a whole pass on the device (the probe's accumulators): the host
+    receives `fold`'s small per-batch outputs each batch and the state once, at the end of the pass.
+
+    The state lives where the engine keeps it (Estimator: local variables of the predict graph; Keras:
+    variables of the traced predict function), so no O(state) array crosses to the host per batch."""
+
+    def outputs(self, tensors: Mapping[str, Any], feed: ProbeFeed) -> Mapping[str, Any]:
+        """One batch's tensors, built in the graph from the layer tensors (as an ExtraOutputs)."""
+
+    def initial(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The state before the first batch, shaped by the static shapes of `outputs`."""
+
+    def fold(self, state: Mapping[str, Any], outputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the state after this batch, what the host receives of this batch): in the graph."""
+
+
+# (one batch's host outputs of a PassReduction) -> None
+BatchSink = Callable[[dict[str, np.ndarray]], None]
+
+
 @dataclass(frozen=True)
 class ProbeFeed:
     label: Any = None
@@ -230,6 +251,17 @@ class Engine(Protocol):
         self, data: Any, request: PredictRequest, extra: ExtraOutputs, checkpoint: str | None = None
     ) -> Iterator[dict[str, np.ndarray]]:
         """One dict of numpy arrays per batch: the outputs of `extra` (never per example)."""
+
+    def reduce(
+        self,
+        data: Any,
+        request: PredictRequest,
+        reduction: PassReduction,
+        on_batch: BatchSink,
+        checkpoint: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One pass of `reduction` over the request's batches: `on_batch` hears each batch's host
+        outputs; returns the state after the last batch (numpy arrays, read once)."""
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         """A SavedModel of the outputs (no probe ops) under export_base; returns its directory."""

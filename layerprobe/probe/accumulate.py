@@ -1,4 +1,6 @@
-"""Host-side merge of per-batch summaries into one layer's statistics (float64, Chan's merge)."""
+"""One layer's accumulator state on the host (float64, Chan's merge): loaded from a pass folded on the
+device (`load_pass`), merged across shards (`merge`), turned into statistics (`result`). `update`
+merges one batch's summaries: graph_fold's reference, which it matches bit for bit."""
 
 from __future__ import annotations
 
@@ -150,6 +152,27 @@ class LayerAccumulator:
         if "spatial_sum" in b:
             s = b["spatial_sum"].astype(np.float64)
             self.spatial = s if self.spatial is None else self.spatial + s
+        if "res_keys" in b:
+            self._merge_reservoir(b)
+
+    def load_pass(self, state: dict[str, np.ndarray], batches: int) -> None:
+        """Take the state a pass folded on the device (graph_fold) into this fresh accumulator: the
+        same values as `update` with each of those batches (the reservoir still comes per batch)."""
+        if self.batches or self.u is not None:
+            raise ValueError(f"layer {self.layer!r}: a pass's state loads into a fresh accumulator only")
+        self.batches = batches
+        self.examples = int(state["examples"])
+        if batches:
+            self.u = _Units(*(np.asarray(state[k], np.float64) for k in ("n", "mean", "m2", "max", "min", "active")))
+        self.zeros, self.nans, self.infs, self.l2_sum = (float(state[k]) for k in ("zeros", "nans", "infs", "l2_sum"))
+        self.sketch = np.asarray(state["sketch"], np.int64)
+        if "saturated" in state and batches:
+            self.saturated = float(state["saturated"])
+        if "spatial" in state and batches:
+            self.spatial = np.asarray(state["spatial"], np.float64)
+
+    def take_reservoir(self, b: dict[str, np.ndarray]) -> None:
+        """One batch's reservoir candidates (res_keys, res_values, res_labels), when it sent any."""
         if "res_keys" in b:
             self._merge_reservoir(b)
 

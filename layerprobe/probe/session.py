@@ -2,8 +2,9 @@
 mergeable accumulator state of every exposed layer out.
 
 After training, at every checkpoint during training, on a shard of a split: the same call. The
-engine runs the forward pass and hands each batch's summaries back; the session only knows the
-summaries (graph_stats, through the engine's ExtraOutputs callable) and the host merge (accumulate).
+engine runs the forward pass and folds each batch's summaries into state on the device
+(Engine.reduce); the session only knows the summaries and their fold (graph_stats and graph_fold,
+through SummaryOutputs) and the state on the host (accumulate).
 """
 
 from __future__ import annotations
@@ -70,13 +71,17 @@ def probe_specs(c: Config, exposed: Sequence[str]) -> tuple[Any, ...]:
 
 
 class SummaryOutputs:
-    """The engine's ExtraOutputs: each exposed layer's batch summaries, keyed `<layer>/<stat>`."""
+    """Each exposed layer's batch summaries, keyed `<layer>/<stat>`: the engine's ExtraOutputs (every
+    batch's summaries to the host) and its PassReduction (folded on the device, graph_fold; the host
+    receives the reservoir candidates per batch and the state once)."""
+
+    BATCHES = "batches"  # the state's batch count (no layer key lacks a `/`)
 
     def __init__(self, specs: Sequence[Any]) -> None:
         self.specs = tuple(specs)
 
     # Equal specs compute equal outputs: a new session's outputs equal the last one's, so an engine
-    # that keeps its traced predict function per ExtraOutputs (the Keras engine) traces it once.
+    # that keeps its traced function or graph per outputs traces or builds it once.
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SummaryOutputs) and other.specs == self.specs
 
@@ -84,6 +89,9 @@ class SummaryOutputs:
         return hash(self.specs)
 
     def __call__(self, tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
+        return self.outputs(tensors, feed)
+
+    def outputs(self, tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
         from layerprobe.probe.graph_stats import batch_summaries
 
         out: dict[str, Any] = {}
@@ -91,6 +99,33 @@ class SummaryOutputs:
             for key, value in batch_summaries(tensors[spec.name], spec, feed.label, feed.sample).items():
                 out[f"{spec.name}/{key}"] = value
         return out
+
+    def initial(self, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        from layerprobe.probe import graph_fold
+
+        state: dict[str, np.ndarray] = {self.BATCHES: np.zeros((), np.int64)}
+        for spec in self.specs:
+            mine = _of_layer(outputs, spec.name)
+            state.update({f"{spec.name}/{k}": v for k, v in graph_fold.initial(mine, spec.layout).items()})
+        return state
+
+    def fold(self, state: Mapping[str, Any], outputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from layerprobe.probe import graph_fold
+
+        batches = state[self.BATCHES]
+        after: dict[str, Any] = {self.BATCHES: batches + 1}
+        host: dict[str, Any] = {}
+        for spec in self.specs:
+            mine = _of_layer(outputs, spec.name)
+            folded = graph_fold.fold(_of_layer(state, spec.name), mine, batches, spec.layout)
+            after.update({f"{spec.name}/{k}": v for k, v in folded.items()})
+            host.update({f"{spec.name}/{k}": v for k, v in mine.items() if k.startswith("res_")})
+        return after, host
+
+
+def _of_layer(named: Mapping[str, Any], layer: str) -> dict[str, Any]:
+    """The `<layer>/<stat>` entries of `named`, by stat (layer names may hold `/`: backbone/conv1_relu)."""
+    return {key.rpartition("/")[2]: v for key, v in named.items() if key.rpartition("/")[0] == layer}
 
 
 class ProbeSession:
@@ -126,14 +161,13 @@ class ProbeSession:
         batch = p.batch_size or self.c.data.batch_size
         request = PredictRequest(split, batch, self.label, max_examples, p.reservoir_size, p.sample_seed, shard)
         accs = self.accumulators()
-        batches = 0
-        for item in self.engine.predict(data, request, self.outputs, checkpoint):
-            per_layer: dict[str, dict[str, np.ndarray]] = {name: {} for name in accs}
-            for key, value in item.items():
-                layer, _, stat = key.rpartition("/")  # layer names may hold `/` (backbone/conv1_relu)
-                if layer in per_layer and stat:
-                    per_layer[layer][stat] = value
+
+        def on_batch(host: dict[str, np.ndarray]) -> None:  # the reservoir candidates only
             for name, acc in accs.items():
-                acc.update(per_layer[name])
-            batches += 1
+                acc.take_reservoir(_of_layer(host, name))
+
+        state = self.engine.reduce(data, request, self.outputs, on_batch, checkpoint)
+        batches = int(state[SummaryOutputs.BATCHES])
+        for name, acc in accs.items():
+            acc.load_pass(_of_layer(state, name), batches)
         return ProbeState(accs, batches)

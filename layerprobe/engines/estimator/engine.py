@@ -13,11 +13,13 @@ import numpy as np
 from layerprobe._tf import tf
 from layerprobe.data.pipeline import dataset
 from layerprobe.engines.base import (
+    BatchSink,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
     ModelDirFiles,
     ModelSummary,
+    PassReduction,
     PredictRequest,
     ProgressSink,
     layer_rows,
@@ -25,9 +27,10 @@ from layerprobe.engines.base import (
 from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook, StopBeforeFirstStep
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
-from layerprobe.engines.estimator.predictor import CheckpointPredictor, same_request
+from layerprobe.engines.estimator.predictor import CheckpointPredictor, CheckpointReducer, same_request
 from layerprobe.engines.estimator.strategies import run_config_kwargs, train_in_cluster
 from layerprobe.engines.spec import ModelSpec
+from layerprobe.errors import LayerprobeError
 from layerprobe.graph import Graph
 from layerprobe.graph.warm import from_trainer
 from layerprobe.schema import DataConfig, TrainerConfig
@@ -54,6 +57,8 @@ class EstimatorEngine(ModelDirFiles):
         self.warm_start = from_trainer(trainer)  # the Estimator's WarmStartSettings would also warm global_step
         # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
         self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
+        # The last (data, request, reduction) reduced, and its graph: re-probes restore into it.
+        self._reducer: tuple[tuple[Any, PredictRequest, Any], CheckpointReducer] | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -132,6 +137,22 @@ class EstimatorEngine(ModelDirFiles):
         # per batch and never per example.
         est = self.estimator(extra)
         yield from est.predict(predict_input_fn(data, request), yield_single_examples=False, checkpoint_path=checkpoint)
+
+    def reduce(
+        self,
+        data: Any,
+        request: PredictRequest,
+        reduction: PassReduction,
+        on_batch: BatchSink,
+        checkpoint: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        path = checkpoint or tf.train.latest_checkpoint(self.model_dir)
+        if path is None:
+            raise LayerprobeError(f"model_dir {self.model_dir} holds no checkpoint: train first")
+        key = (data, request, reduction)
+        if self._reducer is None or not same_request(self._reducer[0], key):
+            self._reducer = (key, CheckpointReducer(self.spec, data, request, reduction, self.config))
+        return self._reducer[1].run(path, on_batch)
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         spec = self.spec

@@ -10,23 +10,24 @@ here gives the values `Estimator.predict` gives at the same checkpoint.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from layerprobe._tf import tf
-from layerprobe.engines.base import ExtraOutputs, PredictRequest
+from layerprobe.engines.base import BatchSink, ExtraOutputs, PassReduction, PredictRequest, ProbeFeed
 from layerprobe.engines.estimator.inputs import predict_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
 from layerprobe.engines.spec import ModelSpec
 
 
-def same_request(a: tuple[Any, PredictRequest, ExtraOutputs], b: tuple[Any, PredictRequest, ExtraOutputs]) -> bool:
+def same_request(a: tuple[Any, PredictRequest, Any], b: tuple[Any, PredictRequest, Any]) -> bool:
     """Whether two predict calls (data, request, extra outputs) build the same graph: the same data
-    and extra-outputs objects (held, so their ids cannot be reused) and an equal request."""
+    object (held, so its id cannot be reused), equal extra outputs (a probe session's equal the last
+    session's of the same layers) and an equal request."""
     (data_a, req_a, extra_a), (data_b, req_b, extra_b) = a, b
-    if data_a is not data_b or extra_a is not extra_b:
+    if data_a is not data_b or extra_a != extra_b:  # equal extra outputs build equal graphs
         return False
     return req_a == req_b  # a frozen dataclass of plain values: split, batch, label, reservoir, shard
 
@@ -57,3 +58,58 @@ class CheckpointPredictor:
                 yield self.session.run(self.outputs)
             except tf.errors.OutOfRangeError:
                 return
+
+
+class CheckpointReducer:
+    """One PREDICT graph of `spec` over `request` whose `reduction` state lives in local variables:
+    each batch runs the fold and assigns the state on the device, and fetches only the fold's small
+    host outputs; the state is read once, after the last batch. Restored at any checkpoint, as
+    CheckpointPredictor."""
+
+    def __init__(
+        self, spec: ModelSpec, data: Any, request: PredictRequest, reduction: PassReduction, config: Any
+    ) -> None:
+        self.graph = tf.Graph()
+        built: dict[str, Any] = {}
+
+        def extra(tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
+            outputs = reduction.outputs(tensors, feed)
+            state = {
+                k: tf.compat.v1.Variable(
+                    v, trainable=False, collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES], name=f"pass_state_{i}"
+                )
+                for i, (k, v) in enumerate(reduction.initial(outputs).items())
+            }
+            after, host = reduction.fold({k: v.read_value() for k, v in state.items()}, outputs)
+            built["state"] = state
+            # Every assign waits for the whole fold: a v1 graph orders nothing else, so an assign that
+            # waited only for its own value (a batch count) ran on the step that found the input
+            # exhausted, and could run before another layer's fold had read the old value.
+            with tf.control_dependencies(tf.nest.flatten([outputs, after])):
+                built["update"] = tf.group(*(state[k].assign(v, read_value=False) for k, v in after.items()))
+            built["host"] = host
+            return {}
+
+        with self.graph.as_default():
+            tf.compat.v1.set_random_seed(config.tf_random_seed)  # as the Estimator does before model_fn
+            tf.compat.v1.train.get_or_create_global_step()
+            self.iterator = tf.compat.v1.data.make_initializable_iterator(predict_input_fn(data, request)())
+            make_model_fn(spec, extra=extra)(self.iterator.get_next(), None, ModeKeys.PREDICT)
+            self.state, self.update, self.host = built["state"], built["update"], built["host"]
+            self.reset = tf.compat.v1.variables_initializer(list(self.state.values()))
+            self.saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables())  # not the pass state
+        self.graph.finalize()
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config.session_config)
+        weakref.finalize(self, self.session.close)
+
+    def run(self, checkpoint: str, on_batch: BatchSink) -> dict[str, np.ndarray]:
+        with self.graph.as_default():
+            self.saver.restore(self.session, checkpoint)
+        self.session.run([self.iterator.initializer, self.reset])
+        while True:
+            try:
+                host, _ = self.session.run((self.host, self.update))
+            except tf.errors.OutOfRangeError:
+                break
+            on_batch(host)
+        return self.session.run(self.state)  # type: ignore[no-any-return]

@@ -13,11 +13,13 @@ import numpy as np
 
 from layerprobe._tf import tf
 from layerprobe.engines.base import (
+    BatchSink,
     Checkpoint,
     EvaluationCallback,
     ExtraOutputs,
     ModelDirFiles,
     ModelSummary,
+    PassReduction,
     PredictRequest,
     ProbeFeed,
     ProgressSink,
@@ -168,21 +170,70 @@ class KerasEngine(ModelDirFiles):
         outputs equal the last one's (SummaryOutputs of the same specs), traces once."""
         key = (extra, labelled, sampled, repr(signature))
         if key not in self._predict_fns:
-            inputs = {n: graph.tensors[n] for n in self.spec.inputs}
-            # every layer's output, a nested model's inner layers too (`backbone/block_3_expand_relu`):
-            # what nothing fetches, the tf.function prunes
-            sub = keras.Model(inputs, {n: graph.tensors[n] for n in [*graph.layers, *graph.inner]})
-            raw = self.spec.raw or tuple(self.spec.heads)
+            self._predict_fns[key] = tf.function(
+                self._batch_outputs(graph, extra, labelled, sampled), input_signature=list(signature)
+            )
+        return self._predict_fns[key]
+
+    def _batch_outputs(self, graph: Graph, extra: ExtraOutputs, labelled: bool, sampled: bool) -> Any:
+        """(features, label, sample) -> the raw outputs and `extra`'s, on a sub-model of every layer's
+        output (a nested model's inner layers too, `backbone/block_3_expand_relu`: what nothing
+        fetches, the tf.function prunes)."""
+        inputs = {n: graph.tensors[n] for n in self.spec.inputs}
+        sub = keras.Model(inputs, {n: graph.tensors[n] for n in [*graph.layers, *graph.inner]})
+        raw = self.spec.raw or tuple(self.spec.heads)
+
+        def outputs(features: Any, label: Any, sample: Any) -> dict[str, Any]:
+            tensors = {**features, **sub(features, training=False)}
+            out = {n: tensors[n] for n in raw}
+            out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
+            return out
+
+        return outputs
+
+    def reduce(
+        self,
+        data: Any,
+        request: PredictRequest,
+        reduction: PassReduction,
+        on_batch: BatchSink,
+        checkpoint: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        model, graph, _ = self._at(checkpoint)
+        ds = predict_dataset(self.spec, data, request)
+        fn, state = self._reduce_fn(graph, reduction, request.label is not None, request.reservoir > 0, ds.element_spec)
+        for variable, initial in state.values():
+            variable.assign(initial)
+        for features, label, sample in ds:
+            on_batch({k: v.numpy() for k, v in fn(features, label, sample).items()})
+        return {k: variable.numpy() for k, (variable, _) in state.items()}
+
+    def _reduce_fn(
+        self, graph: Graph, reduction: PassReduction, labelled: bool, sampled: bool, signature: Any
+    ) -> tuple[Any, dict[str, tuple[Any, np.ndarray]]]:
+        """A tf.function of one batch that folds `reduction`'s outputs into variables (made at the
+        first trace, from the outputs' static shapes) and returns only the host outputs; kept as
+        _predict_fn keeps its functions, with its (variable, initial value) pairs."""
+        key = ("reduce", reduction, labelled, sampled, repr(signature))
+        if key not in self._predict_fns:
+            outputs_of = self._batch_outputs(graph, reduction.outputs, labelled, sampled)
+            state: dict[str, tuple[Any, np.ndarray]] = {}
 
             @tf.function(input_signature=list(signature))
             def fn(features: Any, label: Any, sample: Any) -> dict[str, Any]:
-                tensors = {**features, **sub(features, training=False)}
-                out = {n: tensors[n] for n in raw}
-                out.update(extra(tensors, ProbeFeed(label if labelled else None, sample if sampled else None)))
-                return out
+                outputs = outputs_of(features, label, sample)
+                if not state:  # the first trace makes the variables, outside the function's graph
+                    with tf.init_scope():
+                        for k, initial in reduction.initial(outputs).items():
+                            state[k] = (tf.Variable(initial, trainable=False), initial)
+                after, host = reduction.fold({k: v.read_value() for k, (v, _) in state.items()}, outputs)
+                for k, (variable, _) in state.items():
+                    variable.assign(after[k])
+                return host
 
-            self._predict_fns[key] = fn
-        return self._predict_fns[key]
+            fn.get_concrete_function()  # trace now: the variables exist before the first reset
+            self._predict_fns[key] = (fn, state)
+        return self._predict_fns[key]  # type: ignore[no-any-return]
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         model, _, _ = self._at(checkpoint)
