@@ -48,4 +48,5 @@ def layerprobe_started(argv: list[str], cwd: Path) -> subprocess.Popen:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash (SIGSEGV) prints every thread's Python stack into the output
     return env

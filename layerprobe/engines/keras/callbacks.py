@@ -1,4 +1,5 @@
-"""Keras callbacks of the engine: progress records (and divergence), checkpoints every N steps."""
+"""Keras callbacks of the engine: Ctrl-C at a step boundary, progress records (and divergence),
+checkpoints every N steps."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ from layerprobe.engines.keras.checkpoints import Saver
 from layerprobe.engines.progress import ProgressMeter
 
 log = logging.getLogger(__name__)
+
+
+class StepBoundary(keras.callbacks.Callback):
+    """Raises a pending Ctrl-C before a step begins (engines/interrupt.py): not inside the other
+    callbacks' checkpoint or summary writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.check: Callable[[], None] = lambda: None  # set by the deferred_interrupt() block around fit
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.check()
 
 
 class Progress(keras.callbacks.Callback):

@@ -25,8 +25,9 @@ from layerprobe.engines.base import (
     ProgressSink,
     layer_rows,
 )
+from layerprobe.engines.interrupt import deferred_interrupt
 from layerprobe.engines.keras import checkpoints as ckpt
-from layerprobe.engines.keras.callbacks import Checkpoints, Progress
+from layerprobe.engines.keras.callbacks import Checkpoints, Progress, StepBoundary
 from layerprobe.engines.keras.inputs import eval_dataset, fit_dataset, predict_dataset
 from layerprobe.engines.keras.model import build_model, compile_model, metric_of, total_loss
 from layerprobe.engines.spec import ModelSpec, metric_key
@@ -106,7 +107,9 @@ class KerasEngine(ModelDirFiles):
         t = self.trainer
         keras.utils.set_random_seed(t.seed)  # dropout and other random ops of this fit call
         progress_callback = Progress(t.log_every_steps, start, until_step, progress, self.model_dir)
+        boundary = StepBoundary()  # a Ctrl-C stops training between two steps
         callbacks = [
+            boundary,
             progress_callback,
             Checkpoints(
                 saver,
@@ -122,7 +125,7 @@ class KerasEngine(ModelDirFiles):
         ]
         ds = fit_dataset(self.spec, data, self.data_cfg, t.seed)
         # shuffle=False: the data source shuffles (seeded); fit would only warn that it ignores True
-        with progress_callback:
+        with deferred_interrupt() as boundary.check, progress_callback:
             model.fit(ds, epochs=1, steps_per_epoch=until_step - start, callbacks=callbacks, verbose=0, shuffle=False)
         return int(model.optimizer.iterations.numpy())
 
