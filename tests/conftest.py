@@ -122,6 +122,25 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=left_out)
         gone = set(left_out)
         items[:] = [item for item in items if item not in gone]
+    _heaviest_modules_first(items)
+
+
+def _heaviest_modules_first(items: list[pytest.Item]) -> None:
+    """Modules with the most test functions that train or start processes first, each module's tests kept
+    together and in order: pytest-xdist (`--dist loadfile`) hands out modules in this order, so the
+    long ones start early instead of leaving one worker alone at the end of the run."""
+
+    def heavy(item: pytest.Item) -> bool:
+        skipped = item.get_closest_marker("skip") is not None
+        return not skipped and any(item.get_closest_marker(m) for m in ("integration", "slow", "combinations"))
+
+    functions: dict[str, set[str]] = {}  # module -> its heavy test functions (a parametrization counts once)
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        functions.setdefault(module, set())
+        if heavy(item):
+            functions[module].add(item.nodeid.split("[")[0])
+    items.sort(key=lambda item: -len(functions[item.nodeid.split("::")[0]]))  # stable: a module's order stays
 
 
 def _declares_estimator(path: Path) -> bool:
