@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -206,6 +207,7 @@ def _git_state(root: Path | None = None) -> tuple[str, str]:
     return commit or "unknown", str(bool(status.strip())).lower() if commit else "unknown"
 
 
+@functools.cache  # what is installed does not change under a running process; a scan takes ~0.1 s
 def frozen_requirements() -> str:
     """`pip freeze`-style list of the installed distributions (no pip subprocess needed)."""
     from importlib.metadata import distributions

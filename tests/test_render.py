@@ -94,6 +94,23 @@ def test_dead_units_are_marked_red_where_their_bars_have_no_height(tmp_path: Pat
     assert len(np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)) >= len(dead)
 
 
+def test_channels_png_tiles_every_channel_at_its_row_and_column() -> None:
+    """channels.png draws the channel maps as one image (one axes; a grid of axes took ~0.5 s a
+    layer): channel i at row i // columns, column i % columns, blank between tiles."""
+    from layerprobe.probe.plots import tiled
+
+    h, w, c = 5, 3, 10  # 4 columns, 3 rows, the last two tiles empty
+    spatial = np.arange(h * w * c, dtype=float).reshape(h, w, c)
+    mosaic, pad = tiled(spatial)
+    assert mosaic.shape == (3 * h + 2 * pad, 4 * w + 3 * pad)
+    for i in range(c):
+        r, q = divmod(i, 4)
+        np.testing.assert_array_equal(
+            mosaic[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w], spatial[..., i]
+        )
+    assert np.isnan(mosaic).sum() == mosaic.size - spatial.size
+
+
 @pytest.mark.integration  # starts a browser
 @pytest.mark.skipif(
     browser.chromium() is None, reason="no Chromium on PATH: the pages' layout is measured in a real browser"

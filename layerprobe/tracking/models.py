@@ -12,9 +12,9 @@ inputs and returns one named output per head. Both engines' SavedModels answer t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import packages_distributions, version
@@ -35,14 +35,14 @@ MODEL_NAME = "model"  # the logged model's name in the run's "Logged models"
 REQUIRED_MODULES = ("layerprobe", "tensorflow", "numpy", "pandas", "cloudpickle")
 
 
-# MLflow warns at every run that a predict without a type hint gets no type validation; the signature
-# validates the input instead (a hint would have to be list[...], which named arrays are not).
-warnings.filterwarnings("ignore", ".*Add type hints to the `predict` method", UserWarning)  # colour codes first
-
-
 class SavedModelPredictor(PythonModel):  # type: ignore[misc]
     """A SavedModel's `serving_default` signature as a pyfunc: named arrays in, named arrays out
     (one input may also come as a bare array)."""
+
+    # The signature validates the input, not a type hint (one would have to be list[...], which named
+    # arrays are not). Without this MLflow warns at every import that predict has no hint, under a
+    # warnings filter of its own that a filter of ours cannot silence.
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         import tensorflow as tf
@@ -82,11 +82,12 @@ class LoggedModel:
     registered: str | None = None  # models:/<name>/<version> when registered
 
 
-def pinned_requirements() -> list[str]:
+@functools.cache  # what is installed does not change under a running process; a scan takes ~0.2 s
+def pinned_requirements() -> tuple[str, ...]:
     """`dist==version` for every distribution that provides a module loading the model imports."""
     provided = packages_distributions()
     dists = {d for m in REQUIRED_MODULES for d in provided.get(m, [])}
-    return sorted(f"{d}=={version(d)}" for d in dists)
+    return tuple(sorted(f"{d}=={version(d)}" for d in dists))
 
 
 def predictions(saved_model: str, examples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -129,7 +130,7 @@ def log_model(
                 artifacts={"saved_model": saved_model},
                 signature=signature,
                 input_example=dict(examples),
-                pip_requirements=pinned_requirements(),
+                pip_requirements=list(pinned_requirements()),
                 mlflow_model=Model(
                     artifact_path=model.artifact_location,
                     model_uuid=model.model_id,
