@@ -180,3 +180,29 @@ def test_the_per_batch_host_outputs_do_not_grow_with_the_sketch_size(trained):
     per_example = {size // n for size, n in zip(sizes, candidates) if n}
     assert len(per_example) == 1 and activations < min(per_example) <= activations + 32  # + keys and labels
     assert all(size == 0 for size, n in zip(sizes, candidates) if not n)
+
+
+def test_passes_over_other_examples_reuse_the_engines_graph_and_equal_a_fresh_engines(trained):
+    """The dynamics points probe a subset, then the run probes the whole split: the second pass runs
+    on the first one's graph (only its input pipeline added) and gives what a fresh engine gives."""
+    from dataclasses import replace
+
+    from layerprobe.experiment import prepare
+
+    c, x = trained
+    s = _session(x, reservoir_size=8)
+    first_100, whole = replace(_request(s), max_examples=100), _request(s)
+    runs = [(first_100, "eval"), (whole, "eval"), (first_100, "train"), (whole, "eval")]
+    graphs, got = [], []
+    for request, split in runs:
+        got.append(x.engine.reduce(x.data, replace(request, split=split), s.outputs, lambda host: None))
+        graphs.append(getattr(x.engine, "_reducer", (None, None))[1])
+    if ENGINE == "estimator":
+        assert all(g is graphs[0] for g in graphs)  # one model graph and session for the four passes
+    for (request, split), state in zip(runs, got):
+        fresh = prepare(c, x.engine.model_dir)  # a new engine: a graph of its own
+        want = fresh.engine.reduce(fresh.data, replace(request, split=split), s.outputs, lambda host: None)
+        assert sorted(state) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(state[k], want[k], err_msg=f"{split} {request.max_examples} {k}")
+    assert got[0]["batches"] == 2 and got[1]["batches"] == 6  # 100 and 359 examples in batches of 64

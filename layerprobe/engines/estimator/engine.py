@@ -57,8 +57,9 @@ class EstimatorEngine(ModelDirFiles):
         self.warm_start = from_trainer(trainer)  # the Estimator's WarmStartSettings would also warm global_step
         # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
         self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
-        # The last (data, request, reduction) reduced, and its graph: re-probes restore into it.
-        self._reducer: tuple[tuple[Any, PredictRequest, Any], CheckpointReducer] | None = None
+        # The last reduction folded, and its graph: later passes (the dynamics points, the probe of the
+        # whole split, re-probes) restore into it and add only their input pipeline.
+        self._reducer: tuple[Any, CheckpointReducer] | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -149,10 +150,10 @@ class EstimatorEngine(ModelDirFiles):
         path = checkpoint or tf.train.latest_checkpoint(self.model_dir)
         if path is None:
             raise LayerprobeError(f"model_dir {self.model_dir} holds no checkpoint: train first")
-        key = (data, request, reduction)
-        if self._reducer is None or not same_request(self._reducer[0], key):
-            self._reducer = (key, CheckpointReducer(self.spec, data, request, reduction, self.config))
-        return self._reducer[1].run(path, on_batch)
+        kept = self._reducer
+        if kept is None or kept[0] != reduction or not kept[1].serves(data, request):
+            self._reducer = kept = (reduction, CheckpointReducer(self.spec, data, request, reduction, self.config))
+        return kept[1].run(path, request, on_batch)
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         spec = self.spec

@@ -61,15 +61,20 @@ class CheckpointPredictor:
 
 
 class CheckpointReducer:
-    """One PREDICT graph of `spec` over `request` whose `reduction` state lives in local variables:
-    each batch runs the fold and assigns the state on the device, and fetches only the fold's small
-    host outputs; the state is read once, after the last batch. Restored at any checkpoint, as
-    CheckpointPredictor."""
+    """One PREDICT graph of `spec` whose `reduction` state lives in local variables: each batch runs
+    the fold and assigns the state on the device, and fetches only the fold's small host outputs; the
+    state is read once, after the last batch. Restored at any checkpoint, as CheckpointPredictor.
+
+    The graph reads from an iterator made from the structure of its first request's batches, so any
+    request whose batches have that structure (another split, another max_examples: the dynamics
+    subset, then the whole split) adds only its input pipeline to the graph, not another model,
+    fused kernel and session (~0.3-0.9 s a build)."""
 
     def __init__(
         self, spec: ModelSpec, data: Any, request: PredictRequest, reduction: PassReduction, config: Any
     ) -> None:
-        self.graph = tf.Graph()
+        self.graph, self.data = tf.Graph(), data
+        self.initializers: dict[PredictRequest, Any] = {}
         built: dict[str, Any] = {}
 
         def extra(tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
@@ -93,19 +98,34 @@ class CheckpointReducer:
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(config.tf_random_seed)  # as the Estimator does before model_fn
             tf.compat.v1.train.get_or_create_global_step()
-            self.iterator = tf.compat.v1.data.make_initializable_iterator(predict_input_fn(data, request)())
+            first = predict_input_fn(data, request)()
+            self.structure = _structure(first)
+            self.iterator = tf.compat.v1.data.Iterator.from_structure(*self.structure[:2])
+            self.initializers[request] = self.iterator.make_initializer(first)
             make_model_fn(spec, extra=extra)(self.iterator.get_next(), None, ModeKeys.PREDICT)
             self.state, self.update, self.host = built["state"], built["update"], built["host"]
             self.reset = tf.compat.v1.variables_initializer(list(self.state.values()))
             self.saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables())  # not the pass state
-        self.graph.finalize()
         self.session = tf.compat.v1.Session(graph=self.graph, config=config.session_config)
         weakref.finalize(self, self.session.close)
 
-    def run(self, checkpoint: str, on_batch: BatchSink) -> dict[str, np.ndarray]:
+    def serves(self, data: Any, request: PredictRequest) -> bool:
+        """Whether this graph can run `request` of `data`: the same data object, batches of the same
+        structure. Adds the request's input pipeline to the graph when they are."""
+        if data is not self.data:
+            return False
+        if request not in self.initializers:
+            with self.graph.as_default():
+                ds = predict_input_fn(data, request)()
+                if _structure(ds) != self.structure:
+                    return False
+                self.initializers[request] = self.iterator.make_initializer(ds)
+        return True
+
+    def run(self, checkpoint: str, request: PredictRequest, on_batch: BatchSink) -> dict[str, np.ndarray]:
         with self.graph.as_default():
             self.saver.restore(self.session, checkpoint)
-        self.session.run([self.iterator.initializer, self.reset])
+        self.session.run([self.initializers[request], self.reset])
         while True:
             try:
                 host, _ = self.session.run((self.host, self.update))
@@ -113,3 +133,9 @@ class CheckpointReducer:
                 break
             on_batch(host)
         return self.session.run(self.state)  # type: ignore[no-any-return]
+
+
+def _structure(ds: Any) -> tuple[Any, Any, Any]:
+    """(types, shapes, classes) of a dataset's elements, as v1 iterators compare them."""
+    d = tf.compat.v1.data
+    return d.get_output_types(ds), d.get_output_shapes(ds), d.get_output_classes(ds)
