@@ -64,6 +64,11 @@ CASES: dict[str, Any] = {
     "rank4_relu": lambda r: _relu(r, (12, 6, 5, 8)),
     "rank5": lambda r: r.normal(1e3, 1e-2, size=(3, 4, 2, 3, 5)),  # mean >> std: no cancellation allowed
     "all_zero": lambda r: np.zeros((4, 3, 3, 2)),
+    # +0.0 and -0.0 (different sketch slots) in examples of 105 values: the sketch packs the non-zero
+    # slots 16 values at a time (AVX-512), the tail one by one
+    "signed_zeros": lambda r: np.where(
+        r.random((6, 3, 5, 7)) < 0.8, np.where(r.random((6, 3, 5, 7)) < 0.5, 0.0, -0.0), r.normal(size=(6, 3, 5, 7))
+    ),
     "empty_batch": lambda r: np.zeros((0, 3, 3, 9)),
     "nan": lambda r: _with(r, np.nan, 0.1),
     "inf": lambda r: _with(r, np.inf, 0.05) * np.sign(r.normal(size=(7, 5, 4, 6))),

@@ -16,6 +16,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -97,6 +101,34 @@ uint32_t Bits(const float* v) {
   uint32_t bits;
   std::memcpy(&bits, v, 4);
   return bits;
+}
+
+// Every value of row[0, n) into its sketch slot, bits >> shift; +0.0 into the spare counters.
+void Sketch(const float* row, int64_t n, const Params& c, int32_t* hist) {
+  uint32_t slots[kBlock + 16];  // + one vector of slack for the packed stores
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min<int64_t>(kBlock, n - start);
+    int64_t i = 0, packed = 0;
+#if defined(__AVX512F__)
+    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(c.shift));
+    for (; i + 16 <= len; i += 16) {
+      const __m512i bits = _mm512_loadu_si512(row + start + i);
+      const __mmask16 nonzero = _mm512_test_epi32_mask(bits, bits);
+      // compress in a register, then a plain store: a compressing store to memory is microcoded on Zen 4
+      _mm512_storeu_si512(slots + packed, _mm512_maskz_compress_epi32(nonzero, _mm512_srl_epi32(bits, shift)));
+      packed += __builtin_popcount(nonzero);
+    }
+    hist[c.spare] += static_cast<int32_t>(i - packed);  // the +0.0 among the first i values
+#endif
+#pragma omp simd
+    for (int64_t j = i; j < len; ++j) {
+      const uint32_t bits = Bits(row + start + j);
+      const uint32_t zero = 0u - static_cast<uint32_t>(bits == 0);
+      slots[packed + j - i] = (bits >> c.shift) | (zero & (c.spare + static_cast<uint32_t>(j & (kZeroLanes - 1))));
+    }
+    packed += len - i;
+    for (int64_t j = 0; j < packed; ++j) ++hist[slots[j]];
+  }
 }
 
 // Units [u0, u0 + kWidth) of an example without NaN or Inf: the accumulators stay in registers across
@@ -196,23 +228,12 @@ void Example(const float* row, int64_t positions, int64_t units, const Params& c
   t->infs += infs;
   t->saturated += saturated;
   // The sketch: one scatter per value, the part that does not vectorise; the slots are computed a block
-  // at a time with vectors first. Branch-free: +0.0 (half of a ReLU layer) goes to a rotating spare
-  // counter instead of one long chain of slot-0 increments.
+  // at a time with vectors first. +0.0 (half of a ReLU layer) needs no scatter: it is counted with
+  // vectors and added to its spare counter once (AVX-512: the other slots are packed with a register
+  // compress), or goes to a rotating spare counter instead of one long chain of slot-0 increments.
   int32_t* hist = t->hist.data();
-  const int64_t n = positions * units;
-  uint32_t slots[kBlock];
-  for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t len = std::min<int64_t>(kBlock, n - start);
-#pragma omp simd
-    for (int64_t i = 0; i < len; ++i) {
-      const uint32_t bits = Bits(row + start + i);
-      const uint32_t zero = 0u - static_cast<uint32_t>(bits == 0);
-      slots[i] = (bits >> c.shift) | (zero & (c.spare + static_cast<uint32_t>(i & (kZeroLanes - 1))));
-    }
-    for (int64_t i = 0; i < len; ++i) ++hist[slots[i]];
-  }
+  Sketch(row, positions * units, c, hist);
 }
-
 bool Clean(const float* row, int64_t n) {
   uint32_t bad = 0;
 #pragma omp simd reduction(| : bad)
