@@ -206,3 +206,16 @@ def test_passes_over_other_examples_reuse_the_engines_graph_and_equal_a_fresh_en
         for k in want:
             np.testing.assert_array_equal(state[k], want[k], err_msg=f"{split} {request.max_examples} {k}")
     assert got[0]["batches"] == 2 and got[1]["batches"] == 6  # 100 and 359 examples in batches of 64
+
+
+def test_the_reduce_graph_holds_no_sketch_sized_constant(trained):
+    """The state starts as fills, not constants: a 0.5 MB sketch constant per layer was copied by every
+    graph optimisation pass of a session's first run."""
+    if ENGINE != "estimator":
+        pytest.skip("the Keras engine's state variables are made eagerly, outside any graph")
+    _, x = trained
+    s = _session(x, relative_accuracy=0.0005, reservoir_size=0)  # 524,288 slots: 4 MB of int64 state a layer
+    x.engine.reduce(x.data, _request(s), s.outputs, lambda host: None)
+    nodes = x.engine._reducer[1].graph.as_graph_def().node
+    biggest = max(n.ByteSize() for n in nodes if n.op == "Const")
+    assert biggest < s.outputs.specs[0].layout.size  # bytes, against one byte a slot

@@ -112,3 +112,13 @@ def test_reservoir_keeps_exactly_the_sampled_examples_with_their_labels():
     np.testing.assert_array_equal(sample["keys"], np.flatnonzero(mask))
     np.testing.assert_array_equal(sample["activations"], x[mask])
     np.testing.assert_array_equal(sample["labels"], np.flatnonzero(mask) * 10)
+
+
+@pytest.mark.parametrize("accuracy", [0.02, 0.01, 0.005, 0.0005])
+def test_the_zero_ranges_are_the_zero_slots(accuracy):
+    """The fold sums the zero slots as two slices (no sketch-sized mask constant in the graph)."""
+    layout = SketchLayout(accuracy)
+    mask = np.zeros(layout.size, bool)
+    for run in layout.zero_ranges():
+        mask[run] = True
+    np.testing.assert_array_equal(mask, layout.zero_slots())

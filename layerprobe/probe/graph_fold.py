@@ -65,7 +65,8 @@ def fold(state: Mapping[str, Any], b: Mapping[str, Any], batches: Any, layout: S
     }
     out = {k: tf.where(first, batch[k], merged[k]) for k in UNITS}
     sketch = tf.cast(b["sketch"], tf.int64)
-    zeros = tf.reduce_sum(tf.boolean_mask(sketch, tf.constant(layout.zero_slots())))  # exact zeros
+    positive, negative = layout.zero_ranges()  # slices, not a mask: no sketch-sized constant in the graph
+    zeros = tf.reduce_sum(sketch[positive]) + tf.reduce_sum(sketch[negative])  # exact zeros, in any order
     out["examples"] = state["examples"] + tf.cast(b["examples"], tf.int64)
     out["sketch"] = state["sketch"] + sketch
     out["zeros"] = state["zeros"] + tf.cast(zeros, f64)

@@ -59,6 +59,12 @@ class SketchLayout:
         kernels flush to zero (and compare equal to 0)."""
         return np.tile(self._exponents() == 0, 2)
 
+    def zero_ranges(self) -> tuple[slice, slice]:
+        """zero_slots as two runs of slots, positive then negative: the first 2**(23 - shift) slots of
+        each sign's half."""
+        run, half = 1 << (23 - self.shift), self.size // 2
+        return slice(0, run), slice(half, half + run)
+
     def bucket_values(self) -> np.ndarray:
         """The value each slot stands for, in slot order."""
         mag = self.magnitudes()
