@@ -196,7 +196,7 @@ def test_passes_over_other_examples_reuse_the_engines_graph_and_equal_a_fresh_en
     graphs, got = [], []
     for request, split in runs:
         got.append(x.engine.reduce(x.data, replace(request, split=split), s.outputs, lambda host: None))
-        graphs.append(getattr(x.engine, "_reducer", (None, None))[1])
+        graphs.append(getattr(x.engine, "_reducer", None))
     if ENGINE == "estimator":
         assert all(g is graphs[0] for g in graphs)  # one model graph and session for the four passes
     for (request, split), state in zip(runs, got):
@@ -216,6 +216,42 @@ def test_the_reduce_graph_holds_no_sketch_sized_constant(trained):
     _, x = trained
     s = _session(x, relative_accuracy=0.0005, reservoir_size=0)  # 524,288 slots: 4 MB of int64 state a layer
     x.engine.reduce(x.data, _request(s), s.outputs, lambda host: None)
-    nodes = x.engine._reducer[1].graph.as_graph_def().node
+    nodes = x.engine._reducer.graph.as_graph_def().node
     biggest = max(n.ByteSize() for n in nodes if n.op == "Const")
     assert biggest < s.outputs.specs[0].layout.size  # bytes, against one byte a slot
+
+
+def test_a_run_of_another_learning_rate_and_seed_restores_into_the_last_runs_graph(trained):
+    """A sweep's next trial (another learning rate and seed, the same model and probe) probes on the
+    graph the last trial built, and gets what a graph of its own gives; another model builds its own."""
+    from dataclasses import replace
+
+    from layerprobe.engines.spec import model_spec
+    from layerprobe.experiment import prepare
+
+    if ENGINE != "estimator":
+        pytest.skip("the Keras engine traces its pass per model object; a trial builds its own model")
+    from layerprobe.engines.estimator import predictor
+
+    c, x = trained
+    t = c.trainer
+    other = replace(c, trainer=replace(t, seed=t.seed + 1, optimizer=replace(t.optimizer, learning_rate=0.5)))
+    s = _session(x, reservoir_size=8)
+    x.engine.reduce(x.data, _request(s), s.outputs, lambda host: None)
+    first = x.engine._reducer
+    y = prepare(other, x.engine.model_dir)  # its own engine and data, as the next trial prepares them
+    got = y.engine.reduce(y.data, _request(s), s.outputs, lambda host: None)
+    assert y.engine._reducer is first and not first.seeded
+    predictor._SHARED.clear()
+    fresh = prepare(other, x.engine.model_dir)
+    want = fresh.engine.reduce(fresh.data, _request(s), s.outputs, lambda host: None)
+    assert fresh.engine._reducer is not first
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    wider = c.written["model"]["layers"]
+    conv = next(n for n, spec in wider.items() if "filters" in spec)
+    changed = load(compose(["model=tiny_cnn", f"trainer.engine={ENGINE}", f"model.layers.{conv}.filters=3"]))
+    assert model_spec(changed).layers[conv] != first.spec.layers[conv]
+    assert not first.fits(model_spec(changed), s.outputs, x.engine.config)
+    assert first.fits(model_spec(other), s.outputs, y.engine.config)

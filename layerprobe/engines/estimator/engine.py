@@ -27,7 +27,7 @@ from layerprobe.engines.base import (
 from layerprobe.engines.estimator.hooks import EvaluationListener, ProgressHook, SnapshotHook, StopBeforeFirstStep
 from layerprobe.engines.estimator.inputs import eval_input_fn, predict_input_fn, train_input_fn
 from layerprobe.engines.estimator.model_fn import ModeKeys, make_model_fn
-from layerprobe.engines.estimator.predictor import CheckpointPredictor, CheckpointReducer, same_request
+from layerprobe.engines.estimator.predictor import CheckpointPredictor, CheckpointReducer, same_request, shared
 from layerprobe.engines.estimator.strategies import run_config_kwargs, train_in_cluster
 from layerprobe.engines.spec import ModelSpec
 from layerprobe.errors import LayerprobeError
@@ -57,9 +57,9 @@ class EstimatorEngine(ModelDirFiles):
         self.warm_start = from_trainer(trainer)  # the Estimator's WarmStartSettings would also warm global_step
         # The last (data, request, extra) predicted at an explicit checkpoint, and its graph.
         self._predictor: tuple[tuple[Any, PredictRequest, ExtraOutputs], CheckpointPredictor] | None = None
-        # The last reduction folded, and its graph: later passes (the dynamics points, the probe of the
-        # whole split, re-probes) restore into it and add only their input pipeline.
-        self._reducer: tuple[Any, CheckpointReducer] | None = None
+        # The graph of the last pass: later passes (the dynamics points, the probe of the whole split,
+        # re-probes; the next trial of a sweep, through predictor.shared) restore into it.
+        self._reducer: CheckpointReducer | None = None
 
     @property
     def config(self) -> tf.estimator.RunConfig:
@@ -150,10 +150,10 @@ class EstimatorEngine(ModelDirFiles):
         path = checkpoint or tf.train.latest_checkpoint(self.model_dir)
         if path is None:
             raise LayerprobeError(f"model_dir {self.model_dir} holds no checkpoint: train first")
-        kept = self._reducer
-        if kept is None or kept[0] != reduction or not kept[1].serves(data, request):
-            self._reducer = kept = (reduction, CheckpointReducer(self.spec, data, request, reduction, self.config))
-        return kept[1].run(path, request, on_batch)
+        reducer, config = self._reducer, self.config
+        if reducer is None or not (reducer.fits(self.spec, reduction, config) and reducer.serves(data, request)):
+            self._reducer = reducer = shared(self.spec, data, request, reduction, config)
+        return reducer.run(path, data, request, on_batch)
 
     def export(self, export_base: str, checkpoint: str | None = None) -> str:
         spec = self.spec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -67,14 +68,17 @@ class CheckpointReducer:
 
     The graph reads from an iterator made from the structure of its first request's batches, so any
     request whose batches have that structure (another split, another max_examples: the dynamics
-    subset, then the whole split) adds only its input pipeline to the graph, not another model,
-    fused kernel and session (~0.3-0.9 s a build)."""
+    subset, then the whole split; the same data prepared again by the next trial of a sweep) adds only
+    its input pipeline to the graph, not another model, fused kernel and session (~0.3-0.9 s a build).
+    The process keeps the last one built (`shared`): an engine of another run whose PREDICT graph
+    would be the same (a sweep trial of another learning rate) restores into it."""
 
     def __init__(
         self, spec: ModelSpec, data: Any, request: PredictRequest, reduction: PassReduction, config: Any
     ) -> None:
-        self.graph, self.data = tf.Graph(), data
-        self.initializers: dict[PredictRequest, Any] = {}
+        self.graph, self.spec, self.reduction, self.config = tf.Graph(), spec, reduction, _config_key(config)
+        self.datas: list[Any] = []  # the data objects whose input pipelines the graph holds (held: ids stay)
+        self.initializers: dict[tuple[int, PredictRequest], Any] = {}
         built: dict[str, Any] = {}
 
         def extra(tensors: Mapping[str, Any], feed: ProbeFeed) -> dict[str, Any]:
@@ -104,31 +108,47 @@ class CheckpointReducer:
             first = predict_input_fn(data, request)()
             self.structure = _structure(first)
             self.iterator = tf.compat.v1.data.Iterator.from_structure(*self.structure[:2])
-            self.initializers[request] = self.iterator.make_initializer(first)
+            self.datas.append(data)
+            self.initializers[(id(data), request)] = self.iterator.make_initializer(first)
             make_model_fn(spec, extra=extra)(self.iterator.get_next(), None, ModeKeys.PREDICT)
             self.state, self.update, self.host = built["state"], built["update"], built["host"]
             self.reset = tf.compat.v1.variables_initializer(list(self.state.values()))
             self.saver = tf.compat.v1.train.Saver(tf.compat.v1.global_variables())  # not the pass state
+        # Whether the seeds matter: a random op the outputs depend on (none in a PREDICT graph of the
+        # shipped layers; the initialisers' random ops only initialise, and every pass restores).
+        self.seeded = _random_ancestors([self.update, *tf.nest.flatten(self.host)])
         self.session = tf.compat.v1.Session(graph=self.graph, config=config.session_config)
         weakref.finalize(self, self.session.close)
 
-    def serves(self, data: Any, request: PredictRequest) -> bool:
-        """Whether this graph can run `request` of `data`: the same data object, batches of the same
-        structure. Adds the request's input pipeline to the graph when they are."""
-        if data is not self.data:
+    def fits(self, spec: ModelSpec, reduction: PassReduction, config: Any) -> bool:
+        """Whether a run of `spec` would build this graph: the same model, probe outputs and session
+        (its optimizer and learning rate take no part in PREDICT; its seeds only when `seeded`)."""
+        if reduction != self.reduction or _predict_part(spec, self.seeded) != _predict_part(self.spec, self.seeded):
             return False
-        if request not in self.initializers:
-            with self.graph.as_default():
-                ds = predict_input_fn(data, request)()
-                if _structure(ds) != self.structure:
-                    return False
-                self.initializers[request] = self.iterator.make_initializer(ds)
+        return _relevant(_config_key(config), self.seeded) == _relevant(self.config, self.seeded)
+
+    def serves(self, data: Any, request: PredictRequest) -> bool:
+        """Whether this graph can run `request` of `data`: batches of the same structure. Adds the
+        request's input pipeline to the graph when they are. A graph holds the pipelines of at most
+        MAX_DATA data objects (each may hold its arrays as constants): past that, build anew."""
+        if (id(data), request) in self.initializers:
+            return True
+        known = any(d is data for d in self.datas)
+        if not known and len(self.datas) >= MAX_DATA:
+            return False
+        with self.graph.as_default():
+            ds = predict_input_fn(data, request)()
+            if _structure(ds) != self.structure:
+                return False
+            self.initializers[(id(data), request)] = self.iterator.make_initializer(ds)
+        if not known:
+            self.datas.append(data)
         return True
 
-    def run(self, checkpoint: str, request: PredictRequest, on_batch: BatchSink) -> dict[str, np.ndarray]:
+    def run(self, checkpoint: str, data: Any, request: PredictRequest, on_batch: BatchSink) -> dict[str, np.ndarray]:
         with self.graph.as_default():
             self.saver.restore(self.session, checkpoint)
-        self.session.run([self.initializers[request], self.reset])
+        self.session.run([self.initializers[(id(data), request)], self.reset])
         while True:
             try:
                 host, _ = self.session.run((self.host, self.update))
@@ -136,6 +156,52 @@ class CheckpointReducer:
                 break
             on_batch(host)
         return self.session.run(self.state)  # type: ignore[no-any-return]
+
+
+MAX_DATA = 4
+_SHARED: list[CheckpointReducer] = []  # the last reducer this process built
+
+
+def shared(
+    spec: ModelSpec, data: Any, request: PredictRequest, reduction: PassReduction, config: Any
+) -> CheckpointReducer:
+    """The process's last reducer when it fits and serves (spec, reduction, config, data, request),
+    else a new one, kept as the last."""
+    if _SHARED and _SHARED[0].fits(spec, reduction, config) and _SHARED[0].serves(data, request):
+        return _SHARED[0]
+    _SHARED[:] = [CheckpointReducer(spec, data, request, reduction, config)]
+    return _SHARED[0]
+
+
+def _predict_part(spec: ModelSpec, seeded: bool) -> ModelSpec:
+    """`spec` as its PREDICT graph sees it."""
+    return replace(spec, optimizer="", learning_rate=0.0, seed=spec.seed if seeded else 0)
+
+
+def _config_key(config: Any) -> tuple[Any, ...]:
+    """What of a RunConfig a PREDICT session depends on: its session config and graph seed."""
+    session = config.session_config
+    return (session.SerializeToString(deterministic=True) if session is not None else b"", config.tf_random_seed)
+
+
+def _relevant(key: tuple[Any, ...], seeded: bool) -> tuple[Any, ...]:
+    return key if seeded else key[:1]
+
+
+def _random_ancestors(fetches: list[Any]) -> bool:
+    """Whether an op with "Random" in its type (stateful or stateless, seeded or not) feeds `fetches`."""
+    seen: set[Any] = set()
+    todo = [f.op if hasattr(f, "op") else f for f in fetches]
+    while todo:
+        op = todo.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if "Random" in op.type or op.type in ("Multinomial", "TruncatedNormal"):
+            return True
+        todo.extend(t.op for t in op.inputs)
+        todo.extend(op.control_inputs)
+    return False
 
 
 def _initial_value(v: np.ndarray) -> Any:
