@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -86,7 +87,19 @@ def write(
             lines += ["", note]
         for g in s.goals:
             lines += ["", f"- {g.line()}"]
+    written = {line for line in lines if line.startswith("## ")} | {WHY}
+    kept = [text for title, text in _sections(out.read_text() if out.exists() else "") if title not in written]
+    lines += kept  # the sections other benchmarks splice in (goals, fused kernel, Beam...) and the hand-written
     if analysis:
-        lines += ["", "## Why goals fell short", ""] + list(analysis)
+        lines += ["", WHY, ""] + list(analysis)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
+
+
+WHY = "## Why goals fell short"
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(title line, the section's text from a blank line before its title to the next) of each `## ` section."""
+    parts = re.split(r"^(?=## )", text, flags=re.M)
+    return [(p.splitlines()[0], "\n" + p.rstrip("\n")) for p in parts if p.startswith("## ")]
