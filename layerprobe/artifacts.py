@@ -142,8 +142,11 @@ def export_model(
         )
         features = next(iter(first))[0]
         examples = {n: features[n].numpy() for n in c.model.inputs}  # (examples, *input shape) each
+        from layerprobe.tracking.models import predictions
+
+        answers = predictions(path, examples)  # the signature's outputs: TensorFlow's work, not a store's
         start = time.perf_counter()
-        logged = tracker.log_model(path, examples, eval_metrics, step, register)
+        logged = tracker.log_model(path, examples, eval_metrics, step, register, answers)
         if logged:
             also = f", registered as {logged.registered}" if logged.registered else ""
             log.info("logged the MLflow Model %s%s in %.1fs", logged.uri, also, time.perf_counter() - start)

@@ -105,15 +105,17 @@ def log_model(
     metrics: Mapping[str, float],
     step: int,
     register: str | None = None,
+    answers: Mapping[str, np.ndarray] | None = None,
 ) -> LoggedModel:
-    """Log `saved_model` as the run's MLflow Model at `step`: its signature read off its answers to
-    `examples` (a few examples of the probe split, also its input example), `metrics` (the run's eval
-    metrics at `step`) as its params; with `register`, a new version of that registered model."""
+    """Log `saved_model` as the run's MLflow Model at `step`: its signature read off its `answers` to
+    `examples` (a few examples of the probe split, also its input example; default: `predictions`),
+    `metrics` (the run's eval metrics at `step`) as its params; with `register`, a new version of that
+    registered model."""
     from mlflow.models import Model, infer_signature
 
     mlflow_client = client(uri)
     run = retrying(mlflow_client.get_run, run_id)
-    signature = infer_signature(dict(examples), predictions(saved_model, examples))
+    signature = infer_signature(dict(examples), answers if answers is not None else predictions(saved_model, examples))
     model = retrying(
         mlflow_client.create_logged_model,
         run.info.experiment_id,

@@ -52,5 +52,6 @@ class NullTracker:
         metrics: Mapping[str, float],
         step: int,
         register: str | None = None,
+        answers: Mapping[str, Any] | None = None,
     ) -> None:
         return None

@@ -187,6 +187,7 @@ class Tracker:
         metrics: Mapping[str, float],
         step: int,
         register: str | None = None,
+        answers: Mapping[str, Any] | None = None,
     ) -> Any:
         """The run's MLflow Model (see tracking.models.log_model); returns its models.LoggedModel.
         A store that stays away costs a warning and None, not the run: the SavedModel is among the
@@ -195,7 +196,7 @@ class Tracker:
 
         start = time.perf_counter()
         try:
-            return log_model(self.uri, self.run_id, str(saved_model), examples, metrics, step, register)
+            return log_model(self.uri, self.run_id, str(saved_model), examples, metrics, step, register, answers)
         except Exception as e:
             if not is_transient(e):
                 raise
