@@ -174,7 +174,7 @@ def _prepare(
 
     x = preflight(c).experiment
     prov = provenance_tags(c, overrides, x.summary.total_params, x.exposed, x.summary.sources)
-    all_tags = {**prov, **data_tags(x.data), **(tags or {})}
+    all_tags = {**prov, **data_tags(x.data), "model_dir": str(Path(x.engine.model_dir).resolve()), **(tags or {})}
     cluster = D.role()  # in a TF_CONFIG cluster only the chief logs, evaluates, probes and exports
     D.check_cluster(c.trainer.distribute, cluster)
     kept = x.engine.checkpoints()
@@ -193,7 +193,6 @@ def _log_config(r: _Run) -> None:
     write_run_files(r.c, r.x.summary, r.x.data, r.output_dir)
     r.tracker.log_datasets(dataset_inputs(r.c.data, r.x.data))
     r.tracker.log_artifacts(r.output_dir / "config", "config")
-    r.tracker.set_tags({"model_dir": str(Path(r.x.engine.model_dir).resolve())})
 
 
 def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
@@ -201,11 +200,11 @@ def _evaluate(r: _Run, step: int, checkpoint: str | None) -> dict[str, float]:
     engine = r.x.engine
     metrics = engine.evaluate(r.x.data, "eval", checkpoint)
     eval_metrics = {f"eval/{k}": v for k, v in metrics.items() if k != "global_step"}
-    r.tracker.log_metrics(eval_metrics, step=step)
-    evaluated = engine.at_step(step) or engine.latest()
+    evaluated, tags = engine.at_step(step) or engine.latest(), {}
     if evaluated is not None:  # kept past keep_checkpoint_max: the run's probe and reproduce read it later
         evaluated = engine.keep(evaluated)
-        r.tracker.set_tags(checkpoint_tags(evaluated.step, engine.digest(evaluated)))
+        tags = checkpoint_tags(evaluated.step, engine.digest(evaluated))
+    r.tracker.log_metric_records([(eval_metrics, step)], tags=tags)
     log.info("evaluated at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
     return eval_metrics
 
@@ -227,9 +226,7 @@ def _probe(
         report = {"context": context, "dynamics": dyn and report_section(dyn, out / "dynamics")}
         outcome = probe_outcome(r.c, state, x.summary, out, report)
     log.info("probed %s in %.1fs", ", ".join(x.exposed), seconds["probe"])
-    if dyn:
-        r.tracker.log_metric_records(dyn.records())
-    r.tracker.log_metrics(outcome.metrics, step=step)
+    r.tracker.log_metric_records([*(dyn.records() if dyn else []), (outcome.metrics, step)])
     r.tracker.log_artifacts(out, "probe")
     if dyn:  # logged with dynamics.json: no later run probes these steps again
         ledger.enter(x.engine.model_dir, dyn.steps, r.tracker.run_id or "(not tracked)")

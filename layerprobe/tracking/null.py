@@ -33,7 +33,9 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         return None
 
-    def log_metric_records(self, records: Sequence[tuple[Mapping[str, float], int]]) -> None:
+    def log_metric_records(
+        self, records: Sequence[tuple[Mapping[str, float], int]], tags: Mapping[str, str] | None = None
+    ) -> None:
         return None
 
     def log_datasets(self, datasets: Sequence[Mapping[str, Any]]) -> None:
