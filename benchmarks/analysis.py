@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from benchmarks.configs import PROBE_BATCH
 from benchmarks.measure import Section, fmt
+from benchmarks.opcost import FUSED_ROW
 
 FORWARD = "reference: CNN forward pass to logits (what a bare predict computes)"
 ALL = "all summaries together (what the probe adds per batch)"
-HOST = "host: LayerAccumulator.update for the 3 layers (numpy merge)"
 
 
 def explain(sections: Sequence[Section]) -> list[str]:
@@ -22,19 +22,24 @@ def explain(sections: Sequence[Section]) -> list[str]:
         groups = {k: v for k, v in costs.items() if not k.startswith(("reference", "all", "host"))}
         if costs and not goals["(a)"].met:
             top = sorted(groups.items(), key=lambda kv: -kv[1])
-            fwd, summ = costs[FORWARD], costs[ALL]
+            fwd, summ, fused = costs[FORWARD], costs[ALL], costs.get(FUSED_ROW)
+            used = fused if fused is not None else summ
+            path = (
+                f"the fused kernel; {fmt(summ)} ms on the TensorFlow path" if fused is not None else "TensorFlow path"
+            )
             out.append(
                 f"- **(a) probe phase / bare predict = {fmt(goals['(a)'].value)}x.** Per batch of {PROBE_BATCH} "
-                f"the in-graph summaries of the three conv layers cost {fmt(summ)} ms against {fmt(fwd)} ms for "
-                f"the whole forward pass, so the graph alone predicts ~{fmt((fwd + summ) / fwd)}x; the host merge "
-                f"adds {fmt(costs.get(HOST, float('nan')))} ms per batch. The summaries read 28,672 floats per "
-                "example in several passes (two-stage per-unit sum, max, min and active count, the centred "
-                "squares of the variance, the per-example L2 norm, the spatial sum, and a shift plus a bincount "
-                "of every value into the sketch), while the forward pass is a few small convolutions. The "
-                "largest groups: "
+                f"the summaries of the three conv layers cost {fmt(used)} ms "
+                f"({path}) "
+                f"against {fmt(fwd)} ms for the whole forward pass, so the graph alone predicts "
+                f"~{fmt((fwd + used) / fwd)}x; the rest is the probe graph's build and first batch and the "
+                'reservoir candidates (section "Probe speed: where the time goes"). The summaries read 28,672 '
+                "floats per example (per-unit moments in double, extremes and active counts, the per-example L2 "
+                "norm, the spatial sum, and a scatter of every non-zero value into the sketch), while the forward "
+                "pass is a few small convolutions. On the TensorFlow path the largest groups: "
                 + "; ".join(f"{k} {fmt(v)} ms" for k, v in top[:3])
-                + ". The goal needs the summaries to cost under 0.3x the forward pass: the sketch's bincount "
-                "alone, a scatter of every value, costs about that much on this CPU. (The 0.6-10 s "
+                + ". The goal needs the summaries to cost under 0.3x the forward pass: the sketch's scatter "
+                "alone costs about that much on this CPU. (The 0.6-10 s "
                 "`TF_CloseSession` stall that once hit a third of the predicts is gone: it was tf.data's "
                 "autotuning thread, now off for one-pass reads; see "
                 "`engines.probe_input.one_pass_options`.)"

@@ -158,7 +158,9 @@ class CheckpointReducer:
         return self.session.run(self.state)  # type: ignore[no-any-return]
 
 
-MAX_DATA = 4
+# An in-memory split enters a graph as constants up to data.memory.CONSTANT_BYTES_LIMIT (1 MB; larger ones
+# through a generator), plus 8 bytes of key per example: 16 data objects hold at most ~16 MB and their keys.
+MAX_DATA = 16
 _SHARED: list[CheckpointReducer] = []  # the last reducer this process built
 
 
