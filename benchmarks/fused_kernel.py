@@ -132,14 +132,14 @@ def where_the_time_goes(s: dict[str, list[float]], p: dict[str, list[float]], ex
     return (
         f"Where the time goes: the probe phase adds {fmt(added)} s to a bare predict; the fused kernel "
         f"accounts for {fmt(kernel)} s of it ({batches} batches x {fmt(median(s['fused']))} ms), the rest "
-        f"({fmt(added - kernel)} s) is outside it (the Estimator fetching ~15 outputs per layer per batch, "
-        "among them 3 sketches of 65,536 int32 slots, the reservoir's boolean_mask, the host merge, "
-        f"stats.json and reservoir.npz). Goal (a) leaves {fmt(budget)} ms per batch for all of that. In the "
-        "kernel (perf record on conv1 batches): about a third of its cycles is the sketch, one scatter "
-        "increment per value into a 256 KB table that vectorises only in computing the slots; the rest is "
-        "the single pass itself, which converts every value to double for the moments (two FMAs per value) "
-        "and keeps 8 units' sums, extremes and counts in registers across positions. One memory pass only "
-        "adds floats, so <= 2x it would need the sketch and the double-precision moments nearly free."
+        f"({fmt(added - kernel)} s) is outside it (building the probe's graph and its first batch, the fold "
+        "of the summaries into state on the device, the reservoir candidates' activations to the host and "
+        f"their merge, stats.json and reservoir.npz). Goal (a) leaves {fmt(budget)} ms per batch for all of "
+        "that. In the kernel (perf record on conv1 batches): the sketch's scatter increments, one per non-zero "
+        "value into a 256 KB table (zeros are counted with vectors), and the single pass itself, which "
+        "converts every value to double for the moments (two FMAs per value) and keeps 8 units' sums, "
+        "extremes and counts in registers across positions. One memory pass only adds floats, so <= 2x it "
+        "would need the sketch and the double-precision moments nearly free."
     )
 
 

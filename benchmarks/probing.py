@@ -51,6 +51,7 @@ class ProbeBench:
         cfg = load(c)
         names = tuple(exposed_layers(cfg))
         engine = _engine(c, self.model_dir)
+        cold(engine)
         x = Experiment(cfg, data, engine.spec, engine, engine.summary(data, set(names)), names)
         self._runs += 1
         t = time.perf_counter()
@@ -93,6 +94,28 @@ class ProbeBench:
         if stats["conv1"]["examples"] != examples:
             raise RuntimeError("the naive pattern lost examples")
         return seconds, stats_seconds, mem.growth
+
+
+def cold(engine: Any) -> None:
+    """The probe phase as a process's first probe pays it: the Estimator keeps its last reduce graph
+    for the next engine of the same model (a sweep's next trial), so drop it; both include the build."""
+    if type(engine).__module__.startswith("layerprobe.engines.estimator"):
+        from layerprobe.engines.estimator.predictor import forget
+
+        forget()
+
+
+def as_first_run() -> None:
+    """Forget what this process keeps for its next run (the Estimator's reduce graph, the installed-
+    package scans), so that a run measured after a warm-up pays what a fresh process's run pays but
+    the imports (`make run` is one run in one process)."""
+    from layerprobe.engines.estimator.predictor import forget
+    from layerprobe.provenance import frozen_requirements
+    from layerprobe.tracking.models import pinned_requirements
+
+    forget()
+    frozen_requirements.cache_clear()
+    pinned_requirements.cache_clear()
 
 
 def _engine(c: dict[str, Any], model_dir: str) -> Any:

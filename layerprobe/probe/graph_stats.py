@@ -41,6 +41,9 @@ class LayerProbeSpec:
     bounds: tuple[float, float] | None = None  # (lo, hi) of a bounded activation, for saturation
     saturation_margin: float = 0.01
     reservoir_size: int = 0
+    # "fused" or "tf": the path of the summaries, part of the spec so that graphs and traced functions
+    # kept per equal outputs never mix paths (probe_specs decides it once); "": decided at build
+    kernel: str = ""
 
 
 def batch_summaries(
@@ -60,7 +63,7 @@ def batch_summaries(
     x = tf.cast(x, tf.float32)
     if x.shape.rank == 1:
         x = x[:, None]
-    if fused.choose() == "fused":
+    if (spec.kernel or fused.choose()) == "fused":
         out = fused.summaries(x, spec.layout.shift, spec.layout.size, spec.active_threshold, _saturation(spec))
     else:
         out = _tf_summaries(x, spec)

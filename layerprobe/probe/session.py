@@ -48,8 +48,10 @@ class ProbeState:
 
 def probe_specs(c: Config, exposed: Sequence[str]) -> tuple[Any, ...]:
     """How each exposed layer is summarised in the graph (graph_stats.LayerProbeSpec)."""
+    from layerprobe.probe.fused.kernel import choose
     from layerprobe.probe.graph_stats import LayerProbeSpec
 
+    kernel = choose()  # once for every layer: a session's graph takes one path
     p = c.probe
     layout = SketchLayout(p.relative_accuracy)
     layers = c.model.layers
@@ -65,6 +67,7 @@ def probe_specs(c: Config, exposed: Sequence[str]) -> tuple[Any, ...]:
                 bounds=BOUNDED_ACTIVATIONS.get(act) if isinstance(act, str) else None,
                 saturation_margin=p.saturation_margin,
                 reservoir_size=p.reservoir_size,
+                kernel=kernel,
             )
         )
     return tuple(specs)

@@ -164,6 +164,12 @@ MAX_DATA = 16
 _SHARED: list[CheckpointReducer] = []  # the last reducer this process built
 
 
+def forget() -> None:
+    """Drop the reduce graph this process keeps: the next probe builds its own (a benchmark of a
+    process's first probe)."""
+    _SHARED.clear()
+
+
 def shared(
     spec: ModelSpec, data: Any, request: PredictRequest, reduction: PassReduction, config: Any
 ) -> CheckpointReducer:
