@@ -242,10 +242,16 @@ def test_a_run_of_another_learning_rate_and_seed_restores_into_the_last_runs_gra
     y = prepare(other, x.engine.model_dir)  # its own engine and data, as the next trial prepares them
     got = y.engine.reduce(y.data, _request(s), s.outputs, lambda host: None)
     assert y.engine._reducer is first and not first.seeded
-    predictor._SHARED.clear()
+    assert first.held == 2 * predictor._held_bytes(x.data) > 0  # both data objects' arrays, kept alive
+    with pytest.MonkeyPatch.context() as mp:  # data past the bytes a graph may hold: a graph of its own
+        mp.setattr(predictor, "MAX_HELD_BYTES", first.held)
+        z = prepare(other, x.engine.model_dir)
+        z.engine.reduce(z.data, _request(s), s.outputs, lambda host: None)
+        assert z.engine._reducer is not first
+    predictor.forget()
     fresh = prepare(other, x.engine.model_dir)
     want = fresh.engine.reduce(fresh.data, _request(s), s.outputs, lambda host: None)
-    assert fresh.engine._reducer is not first
+    assert fresh.engine._reducer is not first and fresh.engine._reducer is not z.engine._reducer
     assert sorted(got) == sorted(want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)

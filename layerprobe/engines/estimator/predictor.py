@@ -78,6 +78,7 @@ class CheckpointReducer:
     ) -> None:
         self.graph, self.spec, self.reduction, self.config = tf.Graph(), spec, reduction, _config_key(config)
         self.datas: list[Any] = []  # the data objects whose input pipelines the graph holds (held: ids stay)
+        self.held = 0  # bytes of in-memory arrays those pipelines keep alive (_held_bytes)
         self.initializers: dict[tuple[int, PredictRequest], Any] = {}
         built: dict[str, Any] = {}
 
@@ -109,6 +110,7 @@ class CheckpointReducer:
             self.structure = _structure(first)
             self.iterator = tf.compat.v1.data.Iterator.from_structure(*self.structure[:2])
             self.datas.append(data)
+            self.held = _held_bytes(data)
             self.initializers[(id(data), request)] = self.iterator.make_initializer(first)
             make_model_fn(spec, extra=extra)(self.iterator.get_next(), None, ModeKeys.PREDICT)
             self.state, self.update, self.host = built["state"], built["update"], built["host"]
@@ -134,7 +136,7 @@ class CheckpointReducer:
         if (id(data), request) in self.initializers:
             return True
         known = any(d is data for d in self.datas)
-        if not known and len(self.datas) >= MAX_DATA:
+        if not known and (len(self.datas) >= MAX_DATA or self.held + _held_bytes(data) > MAX_HELD_BYTES):
             return False
         with self.graph.as_default():
             ds = predict_input_fn(data, request)()
@@ -143,6 +145,7 @@ class CheckpointReducer:
             self.initializers[(id(data), request)] = self.iterator.make_initializer(ds)
         if not known:
             self.datas.append(data)
+            self.held += _held_bytes(data)
         return True
 
     def run(self, checkpoint: str, data: Any, request: PredictRequest, on_batch: BatchSink) -> dict[str, np.ndarray]:
@@ -158,9 +161,12 @@ class CheckpointReducer:
         return self.session.run(self.state)  # type: ignore[no-any-return]
 
 
-# An in-memory split enters a graph as constants up to data.memory.CONSTANT_BYTES_LIMIT (1 MB; larger ones
-# through a generator), plus 8 bytes of key per example: 16 data objects hold at most ~16 MB and their keys.
+# A graph serves at most MAX_DATA data objects and keeps at most MAX_HELD_BYTES of their in-memory arrays
+# alive (an in-memory split enters the graph as constants up to 1 MB, else through a generator that holds
+# its arrays as long as the graph lives): past either, the next run builds its own graph and the old one
+# goes with its engines. Sources that read files hold no arrays.
 MAX_DATA = 16
+MAX_HELD_BYTES = 256 << 20
 _SHARED: list[CheckpointReducer] = []  # the last reducer this process built
 
 
@@ -179,6 +185,16 @@ def shared(
         return _SHARED[0]
     _SHARED[:] = [CheckpointReducer(spec, data, request, reduction, config)]
     return _SHARED[0]
+
+
+def _held_bytes(data: Any) -> int:
+    """Bytes of the in-memory arrays of `data` (0 for a source that reads files): what a pipeline of it
+    may keep alive, counted over every split."""
+    splits = getattr(data, "splits", None)
+    if not isinstance(splits, Mapping):
+        return 0
+    groups = [g for part in splits.values() for g in (getattr(part, "features", {}), getattr(part, "labels", {}))]
+    return sum(int(getattr(a, "nbytes", 0)) for g in groups for a in g.values())
 
 
 def _predict_part(spec: ModelSpec, seeded: bool) -> ModelSpec:
